@@ -1,0 +1,136 @@
+//! The control protocol's requests: one JSON object per line on the control
+//! socket, `{"cmd": "add-br", "name": "br0"}`, answered by one line
+//! `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
+
+use crate::config::PortConfig;
+use crate::MacAddr;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness check; answers the daemon's version.
+    Ping,
+    AddBr {
+        name: String,
+        #[serde(default)]
+        stp: bool,
+        #[serde(default)]
+        ageing_s: Option<u32>,
+        /// 0 or absent: no limit beyond the built-in ceiling.
+        #[serde(default)]
+        fdb_max: Option<u32>,
+    },
+    DelBr {
+        name: String,
+    },
+    SetBr {
+        name: String,
+        #[serde(default)]
+        ageing_s: Option<u32>,
+        /// 0 removes the limit.
+        #[serde(default)]
+        fdb_max: Option<u32>,
+    },
+    ListBr,
+    AddPort {
+        bridge: String,
+        port: PortConfig,
+    },
+    DelPort {
+        name: String,
+    },
+    ListPorts {
+        #[serde(default)]
+        bridge: Option<String>,
+    },
+    FdbShow {
+        bridge: String,
+    },
+    FdbAdd {
+        bridge: String,
+        mac: MacAddr,
+        port: String,
+        #[serde(default)]
+        vlan: Option<u16>,
+    },
+    FdbDel {
+        bridge: String,
+        mac: MacAddr,
+        #[serde(default)]
+        vlan: Option<u16>,
+    },
+    FdbFlush {
+        bridge: String,
+        #[serde(default)]
+        port: Option<String>,
+    },
+    Stats {
+        #[serde(default)]
+        port: Option<String>,
+    },
+    Show,
+    /// The running configuration as the typed model (JSON).
+    GetConfig,
+    /// Write the running configuration as TOML (handled by the control server).
+    Save {
+        #[serde(default)]
+        file: Option<String>,
+    },
+}
+
+/// A reply line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn from_result(r: Result<serde_json::Value, String>) -> Reply {
+        match r {
+            Ok(v) => Reply {
+                ok: true,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => Reply {
+                ok: false,
+                result: None,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"add-br","name":"br0","fdb_max":5}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::AddBr {
+                name: "br0".into(),
+                stp: false,
+                ageing_s: None,
+                fdb_max: Some(5)
+            }
+        );
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"add-port","bridge":"br0","port":{"name":"p1","type":"tap","netns":"h1"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::AddPort { .. }));
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"list-br"}"#).is_ok());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"del-br","name":"x","zzz":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"fdb-add","bridge":"b","mac":"zz","port":"p"}"#).is_err());
+        assert!(serde_json::from_str::<Request>("[1,2]").is_err());
+    }
+}

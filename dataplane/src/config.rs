@@ -1,0 +1,182 @@
+//! The typed configuration model, shared by the control protocol, the
+//! `--config` TOML file and `vswitchctl save`.
+//!
+//! ```toml
+//! [[bridge]]
+//! name = "br0"
+//! ageing_s = 300
+//!
+//! [[bridge.port]]
+//! name = "h1"
+//! type = "tap"
+//! netns = "h1"
+//! ifname = "eth0"
+//!
+//! [[bridge.fdb]]
+//! mac = "02:00:00:00:00:01"
+//! port = "h1"
+//! ```
+
+use crate::bridge::DEFAULT_AGEING_S;
+use crate::MacAddr;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, rename = "bridge", skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<BridgeConfig>,
+}
+
+fn default_ageing() -> u32 {
+    DEFAULT_AGEING_S
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stp: bool,
+    #[serde(default = "default_ageing")]
+    pub ageing_s: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdb_max: Option<u32>,
+    #[serde(default, rename = "port", skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortConfig>,
+    #[serde(default, rename = "fdb", skip_serializing_if = "Vec::is_empty")]
+    pub fdb: Vec<StaticFdbConfig>,
+}
+
+impl BridgeConfig {
+    pub fn new(name: &str) -> BridgeConfig {
+        BridgeConfig {
+            name: name.to_string(),
+            stp: false,
+            ageing_s: DEFAULT_AGEING_S,
+            fdb_max: None,
+            ports: Vec::new(),
+            fdb: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortType {
+    Tap,
+    Afpacket,
+}
+
+impl PortType {
+    pub fn name(self) -> &'static str {
+        match self {
+            PortType::Tap => "tap",
+            PortType::Afpacket => "afpacket",
+        }
+    }
+}
+
+/// A port as the user asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: PortType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+impl PortConfig {
+    pub fn new(name: &str, kind: PortType) -> PortConfig {
+        PortConfig {
+            name: name.to_string(),
+            kind,
+            netns: None,
+            ifname: None,
+            mac: None,
+            mtu: None,
+        }
+    }
+
+    /// The interface name: `--ifname` if given, else the port name.
+    pub fn ifname(&self) -> &str {
+        self.ifname.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFdbConfig {
+    pub mac: MacAddr,
+    pub port: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+impl Config {
+    /// Parses a TOML configuration; the error names line, column and reason.
+    pub fn from_toml(s: &str) -> Result<Config, String> {
+        toml::from_str(s).map_err(|e| e.to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config model always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let text = r#"
+[[bridge]]
+name = "br0"
+fdb_max = 100
+
+[[bridge.port]]
+name = "h1"
+type = "tap"
+netns = "h1"
+ifname = "eth0"
+mac = "02:00:00:00:00:01"
+
+[[bridge.port]]
+name = "v1"
+type = "afpacket"
+
+[[bridge.fdb]]
+mac = "02:00:00:00:00:09"
+port = "v1"
+"#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.bridges[0].ageing_s, 300);
+        assert_eq!(c.bridges[0].ports[1].kind, PortType::Afpacket);
+        assert_eq!(c.bridges[0].ports[0].ifname(), "eth0");
+        assert_eq!(c.bridges[0].ports[1].ifname(), "v1");
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = Config::from_toml("[[bridge]]\nname = \"br0\"\nbogus = 1\n").unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        let e = Config::from_toml("[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname=\"p\"\ntype=\"nope\"\n")
+            .unwrap_err();
+        assert!(e.contains("line 5"), "{e}");
+    }
+}

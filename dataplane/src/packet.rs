@@ -1,0 +1,282 @@
+//! The frame buffer.
+//!
+//! Every frame lives in a fixed buffer with headroom in front of it, so a VLAN
+//! tag push or a VXLAN encapsulation grows the frame forward without moving the
+//! payload or reallocating. The 10-byte `virtio_net_hdr` that TAP (IFF_VNET_HDR)
+//! and AF_PACKET (PACKET_VNET_HDR) ports exchange with the kernel sits directly
+//! in front of the Ethernet header, so a frame read from one port is written to
+//! another with the same single buffer and no copy: offload metadata (GSO size
+//! and type, partial checksum) travels with the frame.
+//!
+//! ```text
+//! buf: [ ... headroom ... | virtio_net_hdr (10) | ethernet frame (len) | tail ]
+//!                          ^ start - VNET_HDR_LEN ^ start
+//! ```
+
+/// Bytes in front of the virtio header, for encapsulations.
+pub const HEADROOM: usize = 128;
+/// Size of `struct virtio_net_hdr` (without `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+/// Largest Ethernet frame we accept: a 64 KiB GSO super-frame plus link headers.
+pub const MAX_FRAME: usize = 65535 + 14 + 8;
+/// Allocation size of one frame buffer.
+pub const BUF_SIZE: usize = HEADROOM + VNET_HDR_LEN + MAX_FRAME;
+
+/// `virtio_net_hdr` as the kernel's `include/uapi/linux/virtio_net.h` defines
+/// it (little-endian on every host we run on with a modern kernel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub const F_NEEDS_CSUM: u8 = 1;
+    pub const F_DATA_VALID: u8 = 2;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_UDP: u8 = 3;
+    pub const GSO_TCPV6: u8 = 4;
+    pub const GSO_UDP_L4: u8 = 5;
+    pub const GSO_ECN: u8 = 0x80;
+
+    pub fn parse(b: &[u8; VNET_HDR_LEN]) -> VnetHdr {
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16::from_le_bytes([b[2], b[3]]),
+            gso_size: u16::from_le_bytes([b[4], b[5]]),
+            csum_start: u16::from_le_bytes([b[6], b[7]]),
+            csum_offset: u16::from_le_bytes([b[8], b[9]]),
+        }
+    }
+
+    pub fn emit(&self, b: &mut [u8; VNET_HDR_LEN]) {
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+    }
+
+    /// A GSO super-frame (longer than one segment on the wire).
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
+    }
+}
+
+/// One frame and its buffer. Buffers are allocated once (per batch slot) and
+/// reused for every frame that slot ever holds.
+pub struct Frame {
+    buf: Box<[u8]>,
+    /// Offset of the first byte of the Ethernet header.
+    start: usize,
+    /// Length of the Ethernet frame.
+    len: usize,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Frame {
+    pub fn new() -> Frame {
+        Frame {
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            start: HEADROOM + VNET_HDR_LEN,
+            len: 0,
+        }
+    }
+
+    /// A frame holding a copy of `eth` with an empty virtio header (tests,
+    /// frames the switch originates).
+    pub fn from_bytes(eth: &[u8]) -> Frame {
+        let mut f = Frame::new();
+        f.set_from_bytes(eth);
+        f
+    }
+
+    /// Replaces the content with a copy of `eth` (truncated to [`MAX_FRAME`])
+    /// and an empty virtio header.
+    pub fn set_from_bytes(&mut self, eth: &[u8]) {
+        self.reset();
+        let n = eth.len().min(MAX_FRAME);
+        self.buf[self.start..self.start + n].copy_from_slice(&eth[..n]);
+        self.len = n;
+        self.set_vnet(&VnetHdr::default());
+    }
+
+    /// Resets the layout for a fresh receive.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.start = HEADROOM + VNET_HDR_LEN;
+        self.len = 0;
+    }
+
+    /// The area a port receives into: virtio header followed by the frame.
+    #[inline]
+    pub fn rx_area_vnet(&mut self) -> &mut [u8] {
+        self.reset();
+        &mut self.buf[HEADROOM..]
+    }
+
+    /// Sets the length after a receive of `n` bytes into [`Frame::rx_area_vnet`].
+    /// Returns false if `n` did not even hold the virtio header.
+    #[inline]
+    pub fn set_rx_len_vnet(&mut self, n: usize) -> bool {
+        if n < VNET_HDR_LEN {
+            self.len = 0;
+            return false;
+        }
+        self.len = (n - VNET_HDR_LEN).min(self.buf.len() - self.start);
+        true
+    }
+
+    /// The Ethernet frame.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The virtio header and the frame, as written to a vnet-header port.
+    #[inline]
+    pub fn with_vnet(&self) -> &[u8] {
+        &self.buf[self.start - VNET_HDR_LEN..self.start + self.len]
+    }
+
+    fn vnet_bytes(&self) -> &[u8; VNET_HDR_LEN] {
+        let s = self.start - VNET_HDR_LEN;
+        self.buf[s..self.start]
+            .try_into()
+            .expect("slice is VNET_HDR_LEN long")
+    }
+
+    #[inline]
+    pub fn vnet(&self) -> VnetHdr {
+        VnetHdr::parse(self.vnet_bytes())
+    }
+
+    pub fn set_vnet(&mut self, h: &VnetHdr) {
+        let s = self.start - VNET_HDR_LEN;
+        let b: &mut [u8; VNET_HDR_LEN] = (&mut self.buf[s..self.start])
+            .try_into()
+            .expect("slice is VNET_HDR_LEN long");
+        h.emit(b);
+    }
+
+    /// Headroom left in front of the virtio header.
+    pub fn headroom(&self) -> usize {
+        self.start - VNET_HDR_LEN
+    }
+}
+
+/// A batch of frame slots, allocated once and reused on every wakeup.
+pub struct Batch {
+    pub frames: Vec<Frame>,
+}
+
+impl Batch {
+    pub fn new(size: usize) -> Batch {
+        Batch {
+            frames: (0..size).map(|_| Frame::new()).collect(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+/// Ethernet header fields the bridge needs, read from a checked slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EthHdr {
+    pub dst: crate::MacAddr,
+    pub src: crate::MacAddr,
+    pub ethertype: u16,
+}
+
+impl EthHdr {
+    pub const LEN: usize = 14;
+
+    /// Parses the Ethernet header; `None` if the frame is shorter than one.
+    #[inline]
+    pub fn parse(b: &[u8]) -> Option<EthHdr> {
+        if b.len() < Self::LEN {
+            return None;
+        }
+        Some(EthHdr {
+            dst: crate::MacAddr(b[0..6].try_into().ok()?),
+            src: crate::MacAddr(b[6..12].try_into().ok()?),
+            ethertype: u16::from_be_bytes([b[12], b[13]]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vnet_roundtrip() {
+        let h = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut f = Frame::from_bytes(&[0u8; 60]);
+        f.set_vnet(&h);
+        assert_eq!(f.vnet(), h);
+        assert!(h.is_gso());
+        assert_eq!(f.with_vnet().len(), 70);
+        assert_eq!(&f.with_vnet()[..2], &[1, 1]);
+    }
+
+    #[test]
+    fn rx_layout() {
+        let mut f = Frame::new();
+        let area = f.rx_area_vnet();
+        area[..VNET_HDR_LEN].copy_from_slice(&[0; 10]);
+        area[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&[0xff; 6]);
+        assert!(f.set_rx_len_vnet(VNET_HDR_LEN + 60));
+        assert_eq!(f.len(), 60);
+        assert_eq!(&f.data()[..6], &[0xff; 6]);
+        assert!(!f.set_rx_len_vnet(3));
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn eth_parse() {
+        assert!(EthHdr::parse(&[0u8; 13]).is_none());
+        let mut b = [0u8; 14];
+        b[0] = 0xff;
+        b[12] = 0x08;
+        let e = EthHdr::parse(&b).unwrap();
+        assert_eq!(e.ethertype, 0x0800);
+        assert!(e.dst.is_multicast());
+    }
+}

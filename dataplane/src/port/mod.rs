@@ -1,0 +1,91 @@
+//! Port backends: the contract between the engine and the kernel devices.
+//!
+//! Like Open vSwitch's `netdev_class`, every port kind implements one small
+//! trait: drain up to a batch of frames, send a batch, expose a pollable fd.
+//! One file per kind. All kinds exchange frames with a `virtio_net_hdr` in
+//! front (see [`crate::packet`]), so offloads are carried end to end.
+
+pub mod afpacket;
+pub mod tap;
+
+use crate::packet::Frame;
+use crate::stats::PortStats;
+use std::io;
+use std::os::fd::RawFd;
+
+pub use afpacket::AfPacketPort;
+pub use tap::TapPort;
+
+/// What a port backend can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Frames carry a virtio_net_hdr (GSO and partial checksums accepted).
+    pub vnet_hdr: bool,
+}
+
+/// The contract every port kind implements.
+pub trait Port {
+    /// The descriptor the engine polls for readability.
+    fn fd(&self) -> RawFd;
+
+    /// Receives up to `frames.len()` frames into the given slots. Returns how
+    /// many were filled; fewer than asked means the port is drained (the next
+    /// readiness event will say when there is more). A frame slot left with
+    /// length 0 was a bad receive and is counted as malformed by the caller.
+    fn recv(&mut self, frames: &mut [Frame]) -> io::Result<usize>;
+
+    /// Sends `frames[i]` for each `i` in `idx`, counting successes and
+    /// failures in `stats`. Never blocks: what the device cannot take now is
+    /// dropped and counted.
+    fn send(&mut self, frames: &[Frame], idx: &[u16], stats: &mut PortStats);
+
+    /// Whether a receive error means the device is gone for good (interface
+    /// deleted, namespace destroyed) rather than a passing condition.
+    fn is_gone(&self, err: &io::Error) -> bool;
+
+    fn caps(&self) -> Caps;
+}
+
+/// The port kinds, dispatched statically on the fast path.
+pub enum AnyPort {
+    Tap(TapPort),
+    AfPacket(AfPacketPort),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            AnyPort::Tap($p) => $e,
+            AnyPort::AfPacket($p) => $e,
+        }
+    };
+}
+
+impl Port for AnyPort {
+    #[inline]
+    fn fd(&self) -> RawFd {
+        dispatch!(self, p => p.fd())
+    }
+    #[inline]
+    fn recv(&mut self, frames: &mut [Frame]) -> io::Result<usize> {
+        dispatch!(self, p => p.recv(frames))
+    }
+    #[inline]
+    fn send(&mut self, frames: &[Frame], idx: &[u16], stats: &mut PortStats) {
+        dispatch!(self, p => p.send(frames, idx, stats))
+    }
+    fn is_gone(&self, err: &io::Error) -> bool {
+        dispatch!(self, p => p.is_gone(err))
+    }
+    fn caps(&self) -> Caps {
+        dispatch!(self, p => p.caps())
+    }
+}
+
+/// Errors that say a send failed only for now (retrying later may work).
+pub(crate) fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR)
+    )
+}

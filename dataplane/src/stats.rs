@@ -1,0 +1,132 @@
+//! Per-port counters, and the one list of reasons a frame is dropped.
+
+use serde_json::{json, Map, Value};
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// Why a frame was dropped (or, for `fdb_full`, not learned). Declared
+        /// once here; counted per port; printed by `vswitchctl stats`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The snake_case name shown in `stats`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header, or a receive that did not fit.
+    Malformed => "malformed",
+    /// Source address is multicast/broadcast or all-zero (never a station).
+    InvalidSrcMac => "invalid_src_mac",
+    /// IEEE 802.1D reserved group address (01:80:C2:00:00:0x) a bridge must not forward.
+    LinkLocal => "link_local",
+    /// The destination was learned on the ingress port: a bridge never sends a frame back.
+    SamePort => "same_port",
+    /// The source address was not learned because the FDB is at its limit
+    /// (the frame itself is still forwarded).
+    FdbFull => "fdb_full",
+    /// Nowhere to send: no other port is up on the bridge.
+    NoEgress => "no_egress",
+    /// Destination port is down.
+    EgressDown => "egress_down",
+    /// Egress port would block (socket buffer or queue full).
+    TxQueueFull => "tx_queue_full",
+    /// Egress device refused the frame (link down, too big, ...).
+    TxError => "tx_error",
+    /// The port's interface went away or reported an error on receive.
+    PortDown => "port_down",
+}
+
+/// Counters of one port. Owned by the worker that polls the port.
+#[derive(Debug, Clone)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for PortStats {
+    fn default() -> Self {
+        PortStats {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl PortStats {
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+
+    #[inline]
+    pub fn drop_n(&mut self, r: DropReason, n: u64) {
+        self.drops[r as usize] += n;
+    }
+
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+
+    /// `{"port": .., "rx_packets": .., ..., "drops": {"reason": n, ...}}`; every
+    /// reason is listed, zero or not, so scripts can index it.
+    pub fn to_json(&self, port: &str) -> Value {
+        let mut drops = Map::new();
+        for r in DropReason::ALL {
+            drops.insert(r.name().to_string(), json!(self.get(*r)));
+        }
+        json!({
+            "port": port,
+            "rx_packets": self.rx_packets,
+            "rx_bytes": self.rx_bytes,
+            "tx_packets": self.tx_packets,
+            "tx_bytes": self.tx_bytes,
+            "drops": drops,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in DropReason::ALL {
+            let n = r.name();
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+            assert!(seen.insert(n));
+        }
+    }
+
+    #[test]
+    fn json_lists_all_reasons() {
+        let mut s = PortStats::default();
+        s.drop(DropReason::FdbFull);
+        s.drop(DropReason::FdbFull);
+        let v = s.to_json("p1");
+        assert_eq!(v["drops"]["fdb_full"], 2);
+        assert_eq!(v["drops"]["malformed"], 0);
+        assert_eq!(v["port"], "p1");
+    }
+}

@@ -1,0 +1,247 @@
+//! The syscall edge shared by the port backends: interface ioctls
+//! (`SIOC[GS]IF*`) and network-namespace entry. Every `unsafe` block in this
+//! crate is in this file or in `port/`.
+
+use crate::MacAddr;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Linux `IFNAMSIZ`: interface names are at most 15 bytes plus NUL.
+pub const IFNAMSIZ: usize = 16;
+
+/// Turns a libc return value into an `io::Result`.
+pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Same for `ssize_t` returns.
+pub fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Checks an interface name the way the kernel's `dev_valid_name` does.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+}
+
+/// `struct ifreq`: a name and a 24-byte union, laid out as in `<net/if.h>`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IfReq {
+    pub name: [u8; IFNAMSIZ],
+    pub data: [u8; 24],
+}
+
+impl IfReq {
+    pub fn new(name: &str) -> io::Result<IfReq> {
+        if !valid_ifname(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid interface name '{name}'"),
+            ));
+        }
+        let mut r = IfReq {
+            name: [0; IFNAMSIZ],
+            data: [0; 24],
+        };
+        r.name[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(r)
+    }
+
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+
+    fn short(&self) -> i16 {
+        i16::from_ne_bytes([self.data[0], self.data[1]])
+    }
+    fn set_short(&mut self, v: i16) {
+        self.data[..2].copy_from_slice(&v.to_ne_bytes());
+    }
+    fn int(&self) -> i32 {
+        i32::from_ne_bytes([self.data[0], self.data[1], self.data[2], self.data[3]])
+    }
+    fn set_int(&mut self, v: i32) {
+        self.data[..4].copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+/// Runs `ioctl(fd, req, &mut ifreq)`.
+pub fn ioctl_ifreq(fd: RawFd, req: libc::c_ulong, ifr: &mut IfReq) -> io::Result<()> {
+    // SAFETY: `ifr` is a valid, exclusively borrowed `struct ifreq` (40 bytes,
+    // repr(C)) for the whole call; every request passed here reads or writes
+    // at most that struct.
+    cvt(unsafe { libc::ioctl(fd, req as _, ifr as *mut IfReq) })?;
+    Ok(())
+}
+
+/// A datagram socket to address interface ioctls to (in the calling thread's
+/// network namespace).
+fn ctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the returned descriptor is checked and
+    // then owned by the OwnedFd.
+    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn with_ifr(name: &str, req: libc::c_ulong, f: impl FnOnce(&mut IfReq)) -> io::Result<IfReq> {
+    let s = ctl_socket()?;
+    let mut r = IfReq::new(name)?;
+    f(&mut r);
+    ioctl_ifreq(s.as_raw_fd(), req, &mut r).map_err(|e| ctx(e, name))?;
+    Ok(r)
+}
+
+fn ctx(e: io::Error, name: &str) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENODEV) => io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface named '{name}'"),
+        ),
+        _ => io::Error::new(e.kind(), format!("interface '{name}': {e}")),
+    }
+}
+
+pub fn get_flags(name: &str) -> io::Result<i16> {
+    Ok(with_ifr(name, libc::SIOCGIFFLAGS, |_| {})?.short())
+}
+
+/// Sets IFF_UP on `name`.
+pub fn set_up(name: &str) -> io::Result<()> {
+    let flags = get_flags(name)?;
+    if flags & libc::IFF_UP as i16 != 0 {
+        return Ok(());
+    }
+    with_ifr(name, libc::SIOCSIFFLAGS, |r| {
+        r.set_short(flags | libc::IFF_UP as i16)
+    })?;
+    Ok(())
+}
+
+pub fn get_mtu(name: &str) -> io::Result<u32> {
+    Ok(with_ifr(name, libc::SIOCGIFMTU, |_| {})?.int() as u32)
+}
+
+pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
+    let v = i32::try_from(mtu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU out of range"))?;
+    with_ifr(name, libc::SIOCSIFMTU, |r| r.set_int(v))?;
+    Ok(())
+}
+
+pub fn get_mac(name: &str) -> io::Result<MacAddr> {
+    let r = with_ifr(name, libc::SIOCGIFHWADDR, |_| {})?;
+    // struct sockaddr: sa_family (2 bytes) then sa_data.
+    Ok(MacAddr::from_slice(&r.data[2..8]).unwrap_or_default())
+}
+
+pub fn set_mac(name: &str, mac: MacAddr) -> io::Result<()> {
+    with_ifr(name, libc::SIOCSIFHWADDR, |r| {
+        r.data[..2].copy_from_slice(&(libc::ARPHRD_ETHER).to_ne_bytes());
+        r.data[2..8].copy_from_slice(&mac.0);
+    })?;
+    Ok(())
+}
+
+/// The index of interface `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    Ok(with_ifr(name, libc::SIOCGIFINDEX, |_| {})?.int() as u32)
+}
+
+/// Whether an interface with this index still exists (in this namespace).
+pub fn ifindex_exists(index: u32) -> bool {
+    let mut buf = [0 as libc::c_char; IFNAMSIZ];
+    // SAFETY: `buf` has room for IFNAMSIZ bytes as if_indextoname requires.
+    !unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) }.is_null()
+}
+
+/// Path of a named network namespace, as `ip netns` keeps them.
+pub fn netns_path(ns: &str) -> io::Result<String> {
+    if ns.is_empty() || ns == "." || ns == ".." || ns.contains('/') || ns.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid network namespace name '{ns}'"),
+        ));
+    }
+    let p = format!("/var/run/netns/{ns}");
+    if !std::path::Path::new(&p).exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("network namespace '{ns}' not found ({p} does not exist; create it with 'ip netns add {ns}')"),
+        ));
+    }
+    Ok(p)
+}
+
+/// Runs `f` on a short-lived thread that has entered network namespace `ns`
+/// (by name, as `ip netns` names them). Sockets and devices `f` creates belong
+/// to that namespace; file descriptors it returns work from any thread.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let path = netns_path(ns)?;
+    let cpath = CString::new(path.clone()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `cpath` is a valid NUL-terminated string; the result is checked.
+    let fd = cvt(unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+    let nsfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on this thread only (it is a fresh thread that
+            // exits when `f` returns), with a namespace fd we own.
+            cvt(unsafe { libc::setns(nsfd.as_raw_fd(), libc::CLONE_NEWNET) })
+                .map_err(|e| io::Error::new(e.kind(), format!("entering netns {path}: {e}")))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("netns worker thread panicked")))
+    })
+}
+
+/// Sets a file descriptor non-blocking.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; F_GETFL takes no pointer.
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above; F_SETFL takes an int.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifnames() {
+        assert!(valid_ifname("eth0"));
+        assert!(valid_ifname("a234567890abcde"));
+        assert!(!valid_ifname("a234567890abcdef"));
+        assert!(!valid_ifname(""));
+        assert!(!valid_ifname("a/b"));
+        assert!(!valid_ifname(".."));
+        assert!(!valid_ifname("a b"));
+        assert_eq!(IfReq::new("eth0").unwrap().name(), "eth0");
+    }
+
+    #[test]
+    fn loopback_is_there() {
+        assert!(ifindex("lo").unwrap() >= 1);
+        assert!(get_flags("lo").is_ok());
+        assert!(get_mtu("lo").unwrap() > 0);
+        assert_eq!(ifindex("nosuchif0").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert!(netns_path("../x").is_err());
+    }
+}
