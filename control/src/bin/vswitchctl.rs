@@ -1,1 +1,415 @@
-fn main(){}
+//! vswitchctl: drives a running vswitchd over its control socket. Prints
+//! tables by default and one JSON document with `--json`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use control::client::Client;
+use control::{DEFAULT_SOCKET, SOCKET_ENV};
+use dataplane::api::Request;
+use dataplane::config::{PortConfig, PortType};
+use dataplane::MacAddr;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vswitchctl",
+    version,
+    about = "Configure and inspect a running vswitchd",
+    after_help = "Examples:\n  vswitchctl add-br br0\n  vswitchctl add-port br0 h1 --type tap --netns h1 --ifname eth0\n  vswitchctl add-port br0 veth1 --type afpacket\n  vswitchctl fdb-show br0 --json\n  vswitchctl stats"
+)]
+struct Cli {
+    /// Control socket of the daemon
+    #[arg(long, global = true, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print one JSON document instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum TypeArg {
+    Tap,
+    Afpacket,
+}
+
+fn parse_mac(s: &str) -> Result<MacAddr, String> {
+    s.parse::<MacAddr>().map_err(|e| e.to_string())
+}
+
+fn parse_vlan(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(v @ 1..=4094) => Ok(v),
+        _ => Err(format!("'{s}' is not a VLAN id (1-4094)")),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Add a bridge
+    AddBr {
+        bridge: String,
+        /// Run spanning tree (not available yet)
+        #[arg(long)]
+        stp: bool,
+        /// FDB ageing time in seconds (default 300)
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        ageing: Option<u32>,
+        /// Most learned MAC addresses; new ones beyond it are not learned (0: no limit)
+        #[arg(long, value_name = "N")]
+        fdb_max: Option<u32>,
+    },
+    /// Delete a bridge and its ports
+    DelBr { bridge: String },
+    /// Change bridge settings
+    SetBr {
+        bridge: String,
+        /// FDB ageing time in seconds
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        ageing: Option<u32>,
+        /// Most learned MAC addresses (0: no limit)
+        #[arg(long, value_name = "N")]
+        fdb_max: Option<u32>,
+    },
+    /// List bridges
+    ListBr,
+    /// Attach a port to a bridge
+    AddPort {
+        bridge: String,
+        port: String,
+        /// Port kind: tap (the daemon creates or attaches a TAP device) or afpacket
+        /// (an existing interface in the daemon's namespace)
+        #[arg(long = "type", value_enum)]
+        kind: TypeArg,
+        /// tap: create the device in this network namespace (as named by `ip netns`)
+        #[arg(long, value_name = "NS")]
+        netns: Option<String>,
+        /// Interface name (tap: its name inside --netns; afpacket: the interface to attach)
+        #[arg(long, value_name = "NAME")]
+        ifname: Option<String>,
+        /// tap: MAC address of the host-side interface
+        #[arg(long, value_parser = parse_mac)]
+        mac: Option<MacAddr>,
+        /// tap: MTU of the host-side interface
+        #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
+        mtu: Option<u32>,
+    },
+    /// Remove a port (a TAP the daemon created is deleted)
+    DelPort { port: String },
+    /// List ports (of one bridge, or all)
+    ListPorts { bridge: Option<String> },
+    /// Show the forwarding database
+    FdbShow { bridge: String },
+    /// Add a static FDB entry (never aged)
+    FdbAdd {
+        bridge: String,
+        #[arg(value_parser = parse_mac)]
+        mac: MacAddr,
+        port: String,
+        #[arg(long, value_parser = parse_vlan)]
+        vlan: Option<u16>,
+    },
+    /// Delete an FDB entry
+    FdbDel {
+        bridge: String,
+        #[arg(value_parser = parse_mac)]
+        mac: MacAddr,
+        #[arg(long, value_parser = parse_vlan)]
+        vlan: Option<u16>,
+    },
+    /// Remove learned entries (all, or one port's); static entries stay
+    FdbFlush {
+        bridge: String,
+        #[arg(long)]
+        port: Option<String>,
+    },
+    /// Everything at a glance
+    Show,
+    /// Per-port counters and drops by reason
+    Stats { port: Option<String> },
+    /// Write the running configuration as TOML (to vswitchd's --config file by default)
+    Save { file: Option<PathBuf> },
+}
+
+fn request(cmd: Cmd) -> Result<Request, String> {
+    Ok(match cmd {
+        Cmd::AddBr {
+            bridge,
+            stp,
+            ageing,
+            fdb_max,
+        } => Request::AddBr {
+            name: bridge,
+            stp,
+            ageing_s: ageing,
+            fdb_max,
+        },
+        Cmd::DelBr { bridge } => Request::DelBr { name: bridge },
+        Cmd::SetBr {
+            bridge,
+            ageing,
+            fdb_max,
+        } => {
+            if ageing.is_none() && fdb_max.is_none() {
+                return Err("set-br: nothing to set (give --ageing or --fdb-max)".into());
+            }
+            Request::SetBr {
+                name: bridge,
+                ageing_s: ageing,
+                fdb_max,
+            }
+        }
+        Cmd::ListBr => Request::ListBr,
+        Cmd::AddPort {
+            bridge,
+            port,
+            kind,
+            netns,
+            ifname,
+            mac,
+            mtu,
+        } => {
+            let kind = match kind {
+                TypeArg::Tap => PortType::Tap,
+                TypeArg::Afpacket => PortType::Afpacket,
+            };
+            let mut p = PortConfig::new(&port, kind);
+            p.netns = netns;
+            p.ifname = ifname;
+            p.mac = mac;
+            p.mtu = mtu;
+            Request::AddPort { bridge, port: p }
+        }
+        Cmd::DelPort { port } => Request::DelPort { name: port },
+        Cmd::ListPorts { bridge } => Request::ListPorts { bridge },
+        Cmd::FdbShow { bridge } => Request::FdbShow { bridge },
+        Cmd::FdbAdd {
+            bridge,
+            mac,
+            port,
+            vlan,
+        } => Request::FdbAdd {
+            bridge,
+            mac,
+            port,
+            vlan,
+        },
+        Cmd::FdbDel { bridge, mac, vlan } => Request::FdbDel { bridge, mac, vlan },
+        Cmd::FdbFlush { bridge, port } => Request::FdbFlush { bridge, port },
+        Cmd::Show => Request::Show,
+        Cmd::Stats { port } => Request::Stats { port },
+        Cmd::Save { file } => Request::Save {
+            file: match file {
+                // The daemon may run elsewhere: send an absolute path.
+                Some(f) => Some(
+                    std::path::absolute(&f)
+                        .map_err(|e| format!("{}: {e}", f.display()))?
+                        .display()
+                        .to_string(),
+                ),
+                None => None,
+            },
+        },
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let result = request(cli.cmd).and_then(|req| {
+        let mut c = Client::connect(&cli.socket)?;
+        let v = c.call(&req)?;
+        Ok((req, v))
+    });
+    match result {
+        Ok((req, v)) => {
+            if json {
+                if !v.is_null() {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                }
+            } else {
+                print_human(&req, &v);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---- human output ------------------------------------------------------------
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        other => other.to_string(),
+    }
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{:<width$}  ", c, width = w[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn port_rows(ports: &[Value]) -> Vec<Vec<String>> {
+    ports
+        .iter()
+        .map(|p| {
+            vec![
+                s(&p["name"]),
+                s(&p["bridge"]),
+                s(&p["type"]),
+                s(&p["ifname"]),
+                s(&p["netns"]),
+                if p["up"] == Value::Bool(true) { "up" } else { "down" }.into(),
+                s(&p["mac"]),
+                s(&p["mtu"]),
+                format!("{} {}", s(&p["vlan_mode"]), s(&p["access_vlan"])),
+            ]
+        })
+        .collect()
+}
+
+const PORT_HEADERS: &[&str] = &["PORT", "BRIDGE", "TYPE", "IFNAME", "NETNS", "STATE", "MAC", "MTU", "VLAN"];
+
+fn drops_text(d: &Value) -> String {
+    let parts: Vec<String> = d
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn print_human(req: &Request, v: &Value) {
+    match req {
+        Request::ListBr => table(
+            &["BRIDGE", "STP", "AGEING", "FDB_MAX", "FDB", "PORTS"],
+            arr(v)
+                .iter()
+                .map(|b| {
+                    let ports: Vec<String> = arr(&b["ports"]).iter().map(s).collect();
+                    vec![
+                        s(&b["name"]),
+                        if b["stp"] == Value::Bool(true) { "on" } else { "off" }.into(),
+                        s(&b["ageing_s"]),
+                        s(&b["fdb_max"]),
+                        s(&b["fdb_entries"]),
+                        ports.join(","),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::ListPorts { .. } => table(PORT_HEADERS, port_rows(arr(v))),
+        Request::FdbShow { .. } => table(
+            &["PORT", "VLAN", "MAC", "TYPE", "AGE"],
+            arr(v)
+                .iter()
+                .map(|e| {
+                    vec![
+                        s(&e["port"]),
+                        s(&e["vlan"]),
+                        s(&e["mac"]),
+                        s(&e["type"]),
+                        if e["type"] == "static" { "-".into() } else { s(&e["age_s"]) },
+                    ]
+                })
+                .collect(),
+        ),
+        Request::Stats { .. } => table(
+            &["PORT", "RX_PACKETS", "RX_BYTES", "TX_PACKETS", "TX_BYTES", "DROPS"],
+            arr(v)
+                .iter()
+                .map(|p| {
+                    vec![
+                        s(&p["port"]),
+                        s(&p["rx_packets"]),
+                        s(&p["rx_bytes"]),
+                        s(&p["tx_packets"]),
+                        s(&p["tx_bytes"]),
+                        drops_text(&p["drops"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Request::Show => {
+            for b in arr(&v["bridges"]) {
+                let limit = match &b["fdb_max"] {
+                    Value::Null => "none".to_string(),
+                    x => x.to_string(),
+                };
+                println!(
+                    "bridge {}: stp {}, ageing {} s, fdb {} entries (limit {})",
+                    s(&b["name"]),
+                    if b["stp"] == Value::Bool(true) { "on" } else { "off" },
+                    s(&b["ageing_s"]),
+                    s(&b["fdb_entries"]),
+                    limit
+                );
+                for p in arr(&b["ports"]) {
+                    let ns = match &p["netns"] {
+                        Value::String(n) => format!(" netns {n}"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "    port {}: {} {}{} {} mac {} mtu {}",
+                        s(&p["name"]),
+                        s(&p["type"]),
+                        s(&p["ifname"]),
+                        ns,
+                        if p["up"] == Value::Bool(true) { "up" } else { "DOWN" },
+                        s(&p["mac"]),
+                        s(&p["mtu"])
+                    );
+                }
+            }
+            if arr(&v["bridges"]).is_empty() {
+                println!("no bridges");
+            }
+        }
+        Request::FdbFlush { .. } => println!("flushed {} entries", s(&v["flushed"])),
+        Request::Save { .. } => println!("saved to {}", s(&v["file"])),
+        _ => {
+            if !v.is_null() {
+                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            }
+        }
+    }
+}

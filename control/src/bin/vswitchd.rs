@@ -1,1 +1,170 @@
-fn main(){}
+//! vswitchd: the vswitch daemon. Runs in the foreground, logs to stderr, owns
+//! the data plane, and serves the control socket.
+
+use clap::Parser;
+use control::server::Server;
+use control::{persist, DEFAULT_SOCKET, SOCKET_ENV};
+use dataplane::engine::Engine;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vswitchd",
+    version,
+    about = "vswitch daemon: a userspace virtual switch (TAP and AF_PACKET ports, learning bridge)",
+    after_help = "Drive it with vswitchctl. Example:\n  vswitchd --socket /tmp/vs.sock &\n  vswitchctl --socket /tmp/vs.sock add-br br0\n\nSIGINT/SIGTERM shut it down cleanly: TAP devices it created are removed, the socket file is removed."
+)]
+struct Args {
+    /// Control socket path
+    #[arg(long, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// TOML configuration applied at start and written back by `vswitchctl save`
+    /// (a missing file is created on the first save)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data-plane worker threads (this version runs one engine thread)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: Option<u32>,
+    /// Log verbosity
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug"])]
+    log_level: String,
+    /// Group allowed to use the control socket (mode 0660 instead of 0600)
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes an exclusive lock next to the socket so two daemons can never serve
+/// the same path, even when started at the same moment.
+fn lock(socket: &Path) -> Result<(File, PathBuf), String> {
+    let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot create lock file {}: {e}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; no pointers involved.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(format!(
+            "another vswitchd is already running on {} (lock {} is held)",
+            socket.display(),
+            lock_path.display()
+        ));
+    }
+    Ok((f, lock_path))
+}
+
+fn group_id(name: &str) -> Result<u32, String> {
+    let c = CString::new(name).map_err(|_| format!("invalid group name '{name}'"))?;
+    // SAFETY: getgrnam reads a NUL-terminated string; the result is checked
+    // for NULL before its gr_gid field is read, and not kept.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        return Err(format!("no group named '{name}'"));
+    }
+    // SAFETY: `g` is non-null and points to the libc-owned group record.
+    Ok(unsafe { (*g).gr_gid })
+}
+
+fn bind(socket: &Path, group: Option<&str>) -> Result<UnixListener, String> {
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            return Err(format!(
+                "another vswitchd is already listening on {}",
+                socket.display()
+            ));
+        }
+        // A stale socket from a daemon that died: nobody is listening.
+        fs::remove_file(socket).map_err(|e| format!("removing stale {}: {e}", socket.display()))?;
+    }
+    let gid = group.map(group_id).transpose()?;
+    let listener =
+        UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    fs::set_permissions(socket, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", socket.display()))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(socket, None, Some(gid))
+            .map_err(|e| format!("chown {}: {e}", socket.display()))?;
+    }
+    Ok(listener)
+}
+
+fn run(args: Args) -> Result<(), String> {
+    if let Some(dir) = args.socket.parent() {
+        if !dir.as_os_str().is_empty() {
+            fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+    }
+    let (_lock_file, lock_path) = lock(&args.socket)?;
+    let config = match &args.config {
+        Some(p) => persist::load(p)?,
+        None => Default::default(),
+    };
+    if args.workers.is_some_and(|w| w > 1) {
+        tracing::info!("--workers: this version forwards on one engine thread");
+    }
+
+    // Signals first, so a SIGTERM during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+
+    let (mut engine, handle) = Engine::new().map_err(|e| format!("creating the poller: {e}"))?;
+    engine
+        .apply_config(&config)
+        .map_err(|e| format!("applying {}: {e}", args.config.as_deref().unwrap_or(Path::new("")).display()))?;
+    let listener = bind(&args.socket, args.socket_group.as_deref())?;
+
+    let engine_thread = std::thread::Builder::new()
+        .name("vswitch-engine".into())
+        .spawn(move || engine.run())
+        .map_err(|e| format!("starting the engine thread: {e}"))?;
+    let server = Server {
+        handle: handle.clone(),
+        config_path: args.config.clone(),
+    };
+    std::thread::Builder::new()
+        .name("vswitch-accept".into())
+        .spawn(move || server.serve(listener))
+        .map_err(|e| format!("starting the control server: {e}"))?;
+    tracing::info!(socket = %args.socket.display(), "vswitchd ready");
+
+    let signal_handle = handle.clone();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "shutting down");
+            signal_handle.shutdown();
+        }
+    });
+    let result = engine_thread.join();
+    let _ = fs::remove_file(&args.socket);
+    let _ = fs::remove_file(&lock_path);
+    match result {
+        Ok(()) => Ok(()),
+        Err(_) => Err("the engine thread panicked".into()),
+    }
+}

@@ -49,6 +49,8 @@ pub struct TapPort {
     /// attached to a persistent one (left as it was).
     created: bool,
     ifname: String,
+    mac: MacAddr,
+    mtu: u32,
 }
 
 /// Why a TAP port could not be opened.
@@ -131,7 +133,9 @@ fn set_offloads(fd: RawFd, name: &str) -> Result<(), TapError> {
         .map_err(|e| TapError::Offload(name.into(), e))
 }
 
-fn configure(opts: &TapOptions) -> Result<(), TapError> {
+/// Sets MAC and MTU if asked, brings the device up, and reads back what the
+/// device ended up with.
+fn configure(opts: &TapOptions) -> Result<(MacAddr, u32), TapError> {
     let cfg = |e| TapError::Configure(opts.ifname.clone(), e);
     if let Some(mac) = opts.mac {
         sys::set_mac(&opts.ifname, mac).map_err(cfg)?;
@@ -139,14 +143,18 @@ fn configure(opts: &TapOptions) -> Result<(), TapError> {
     if let Some(mtu) = opts.mtu {
         sys::set_mtu(&opts.ifname, mtu).map_err(cfg)?;
     }
-    sys::set_up(&opts.ifname).map_err(cfg)
+    sys::set_up(&opts.ifname).map_err(cfg)?;
+    Ok((
+        sys::get_mac(&opts.ifname).map_err(cfg)?,
+        sys::get_mtu(&opts.ifname).map_err(cfg)?,
+    ))
 }
 
 impl TapPort {
     /// Creates the TAP device (in `opts.netns` if given), or attaches to an
     /// existing persistent TAP of that name in the daemon's namespace.
     pub fn open(opts: &TapOptions) -> Result<TapPort, TapError> {
-        let (fd, created) = match &opts.netns {
+        let fd = match &opts.netns {
             Some(ns) => {
                 let fd = sys::in_netns(ns, || {
                     if sys::ifindex(&opts.ifname).is_ok() {
@@ -159,27 +167,29 @@ impl TapPort {
                     let r = open_tun().and_then(|fd| {
                         set_iff(fd.as_raw_fd(), &opts.ifname)?;
                         set_offloads(fd.as_raw_fd(), &opts.ifname)?;
-                        configure(opts)?;
-                        Ok(fd)
+                        let (mac, mtu) = configure(opts)?;
+                        Ok((fd, mac, mtu))
                     });
                     Ok(r)
                 })
                 .map_err(TapError::Netns)??;
-                (fd, true)
+                (fd.0, true, fd.1, fd.2)
             }
             None => {
                 let existed = sys::ifindex(&opts.ifname).is_ok();
                 let fd = open_tun()?;
                 set_iff(fd.as_raw_fd(), &opts.ifname)?;
                 set_offloads(fd.as_raw_fd(), &opts.ifname)?;
-                configure(opts)?;
-                (fd, !existed)
+                let (mac, mtu) = configure(opts)?;
+                (fd, !existed, mac, mtu)
             }
         };
         Ok(TapPort {
-            fd,
-            created,
+            fd: fd.0,
+            created: fd.1,
             ifname: opts.ifname.clone(),
+            mac: fd.2,
+            mtu: fd.3,
         })
     }
 
@@ -190,6 +200,16 @@ impl TapPort {
 
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// The device's MAC address when it was opened.
+    pub fn mac(&self) -> Option<MacAddr> {
+        Some(self.mac)
+    }
+
+    /// The device's MTU when it was opened.
+    pub fn mtu(&self) -> Option<u32> {
+        Some(self.mtu)
     }
 }
 

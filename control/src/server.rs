@@ -1,0 +1,121 @@
+//! The control socket server: one thread per client (bounded), one request
+//! per line, every request forwarded to the engine thread.
+
+use crate::{persist, MAX_LINE};
+use dataplane::api::{Reply, Request};
+use dataplane::config::Config;
+use dataplane::engine::EngineHandle;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most clients served at once; more are answered with an error and closed.
+pub const MAX_CLIENTS: usize = 64;
+/// A client idle this long is disconnected.
+const IDLE: Duration = Duration::from_secs(600);
+
+pub struct Server {
+    pub handle: EngineHandle,
+    /// `--config` file, the default target of `save`.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Server {
+    /// Accepts clients forever (the process exits around it).
+    pub fn serve(self, listener: UnixListener) {
+        let me = Arc::new(self);
+        let active = Arc::new(AtomicUsize::new(0));
+        for conn in listener.incoming() {
+            let mut stream = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                active.fetch_sub(1, Ordering::SeqCst);
+                let _ = write_reply(&mut stream, Err("too many control clients".into()));
+                continue;
+            }
+            let me = me.clone();
+            let active = active.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vswitch-ctl".into())
+                .spawn(move || {
+                    me.client(stream);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a client thread: {e}");
+            }
+        }
+    }
+
+    fn client(&self, stream: UnixStream) {
+        let _ = stream.set_read_timeout(Some(IDLE));
+        let Ok(mut out) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            // Read at most MAX_LINE + 1 bytes so an endless line cannot grow memory.
+            let n = match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if n > MAX_LINE {
+                let _ = write_reply(&mut out, Err(format!("request longer than {MAX_LINE} bytes")));
+                return;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let result = match serde_json::from_str::<Request>(text) {
+                Ok(req) => self.dispatch(req),
+                Err(e) => Err(format!("bad request: {e}")),
+            };
+            if write_reply(&mut out, result).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn dispatch(&self, req: Request) -> Result<Value, String> {
+        match req {
+            Request::Save { file } => self.save(file),
+            other => self.handle.call(other),
+        }
+    }
+
+    fn save(&self, file: Option<String>) -> Result<Value, String> {
+        let path = match (file, &self.config_path) {
+            (Some(f), _) => PathBuf::from(f),
+            (None, Some(p)) => p.clone(),
+            (None, None) => {
+                return Err("no file given and vswitchd was started without --config".into())
+            }
+        };
+        let v = self.handle.call(Request::GetConfig)?;
+        let cfg: Config = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        persist::save(&path, &cfg).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(json!({"file": path.display().to_string()}))
+    }
+}
+
+fn write_reply(out: &mut UnixStream, r: Result<Value, String>) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(&Reply::from_result(r)).unwrap_or_else(|_| {
+        r#"{"ok":false,"error":"unserializable reply"}"#.to_string()
+    });
+    s.push('\n');
+    out.write_all(s.as_bytes())
+}
