@@ -1,1 +1,75 @@
-fn main(){}
+//! Per-frame cost of the forwarding decision (criterion).
+//!
+//! `cargo bench -p vswitch-benches` prints ns/frame; throughput is reported
+//! in elements (frames) per second.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dataplane::bridge::{Bridge, BridgeSettings, Verdict};
+use dataplane::MacAddr;
+use std::hint::black_box;
+
+fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.resize(64, 0);
+    f
+}
+
+fn mac(i: u64) -> MacAddr {
+    MacAddr::from_u64(0x0200_0000_0000 | i)
+}
+
+fn bridge_with(entries: u64) -> Bridge {
+    let mut b = Bridge::new(
+        "br0",
+        BridgeSettings {
+            fdb_max: Some(2_000_000),
+            ..Default::default()
+        },
+    );
+    b.ports = (0..8).collect();
+    for i in 0..entries {
+        b.fdb.learn(1, mac(i), (i % 8) as u32, 0);
+    }
+    b
+}
+
+fn learned_unicast(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bridge");
+    g.throughput(Throughput::Elements(1));
+    let mut b = bridge_with(2);
+    let f = frame(mac(1), mac(0));
+    g.bench_function("learned_unicast", |bench| {
+        bench.iter(|| {
+            let d = b.decide(0, black_box(&f), 1);
+            debug_assert!(matches!(d.verdict, Verdict::Unicast(1)));
+            black_box(d)
+        })
+    });
+    let bcast = frame(MacAddr::BROADCAST, mac(0));
+    g.bench_function("flood_decision_8_ports", |bench| {
+        bench.iter(|| black_box(b.decide(0, black_box(&bcast), 1)))
+    });
+    g.finish();
+}
+
+fn fdb_scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fdb_lookup");
+    g.throughput(Throughput::Elements(1));
+    for n in [1_000u64, 1_000_000] {
+        let b = bridge_with(n);
+        let mut i = 0u64;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, &n| {
+            bench.iter(|| {
+                i = (i + 7919) % n;
+                black_box(b.fdb.lookup(1, mac(i), 1))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, learned_unicast, fdb_scaling);
+criterion_main!(benches);

@@ -1,0 +1,1044 @@
+#!/usr/bin/env python3
+"""Side-by-side network benchmark: Linux kernel bridge vs vswitch.
+
+Builds the same two-host topology several ways (kernel bridge, vswitch with TAP
+ports, vswitch with AF_PACKET ports), measures TCP throughput, 64-byte UDP
+frame rate, round-trip latency and the switch's CPU cost, alternating the
+scenarios round by round so that drift cancels, and reports medians and
+vswitch/kernel ratios.
+
+Everything runs inside network namespaces this script creates (addresses in
+10.201.0.0/16, no routes out), everything is bounded in time, and everything
+created is removed again on exit, on error and on Ctrl-C.
+
+Run as root:  sudo python3 benches/netbench/netbench.py [--rounds 3] [--duration 5]
+See README.md next to this file.  Python 3 standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PID = os.getpid()
+TAG = "nb%d" % PID          # prefix of every name we create (namespaces, sockets)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+IPERF_PORT = 5201
+H1_IP = "10.201.0.1"
+H2_IP = "10.201.0.2"
+PREFIX_LEN = 24
+
+VERBOSE = False
+
+
+def log(msg):
+    print("[netbench] " + msg, file=sys.stderr, flush=True)
+
+
+def vlog(msg):
+    if VERBOSE:
+        log(msg)
+
+
+class BenchError(Exception):
+    pass
+
+
+class Interrupted(BaseException):
+    """Raised from the signal handler so that every finally block runs."""
+
+
+# --------------------------------------------------------------------------
+# Process and resource bookkeeping: everything we create is registered here
+# and removed by cleanup_all(), whatever happens.
+# --------------------------------------------------------------------------
+
+class Registry:
+    def __init__(self):
+        self.procs = {}        # pid -> (Popen, description)
+        self.netns = []        # namespace names, in creation order
+        self.files = []        # socket/log files to remove
+
+    def add_proc(self, p, desc):
+        self.procs[p.pid] = (p, desc)
+
+    def forget_proc(self, p):
+        self.procs.pop(p.pid, None)
+
+    def kill_proc(self, p, desc, sig=signal.SIGTERM, grace=5.0):
+        """Stop one process by PID: signal, wait, then SIGKILL."""
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log("%s (pid %d) did not exit after %s, sending SIGKILL" % (desc, p.pid, sig.name))
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    log("%s (pid %d) still alive after SIGKILL" % (desc, p.pid))
+        self.forget_proc(p)
+        return p.returncode
+
+    def cleanup(self):
+        for pid, (p, desc) in list(self.procs.items()):
+            self.kill_proc(p, desc, grace=3.0)
+        for ns in reversed(list(self.netns)):
+            del_netns(ns)
+        for f in list(self.files):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log("could not remove %s: %s" % (f, e))
+        self.files.clear()
+
+
+REG = Registry()
+
+
+def run(cmd, timeout=15, check=True, capture=True):
+    """Run a short command, bounded in time. Returns CompletedProcess."""
+    vlog("$ " + " ".join(cmd))
+    try:
+        cp = subprocess.run(cmd, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, timeout=timeout, text=True,
+                            stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError("timed out after %ss: %s" % (timeout, " ".join(cmd)))
+    if check and cp.returncode != 0:
+        raise BenchError("command failed (%d): %s\n%s" % (cp.returncode, " ".join(cmd),
+                                                        (cp.stderr or "").strip()))
+    return cp
+
+
+def nsexec(ns, *cmd):
+    return ["ip", "netns", "exec", ns] + list(cmd)
+
+
+def spawn(cmd, desc, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    """Start a background process in its own session (so a terminal Ctrl-C does
+    not hit it behind our back) and register it for cleanup."""
+    vlog("& " + " ".join(cmd))
+    p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    REG.add_proc(p, desc)
+    return p
+
+
+class Measured:
+    """A child process whose exit is reaped with wait4() so that its own CPU
+    time (utime+stime from rusage) is known exactly.  `ip netns exec` execs the
+    command, so the child's PID is the measured program itself."""
+
+    def __init__(self, cmd, desc):
+        self.desc = desc
+        self.p = spawn(cmd, desc)
+        self.out = []
+        self.err = []
+        self.t_out = threading.Thread(target=self._drain, args=(self.p.stdout, self.out), daemon=True)
+        self.t_err = threading.Thread(target=self._drain, args=(self.p.stderr, self.err), daemon=True)
+        self.t_out.start()
+        self.t_err.start()
+        self.cpu_s = None
+        self.returncode = None
+
+    @staticmethod
+    def _drain(f, acc):
+        for chunk in iter(lambda: f.read(65536), b""):
+            acc.append(chunk)
+        f.close()
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, ru = os.wait4(self.p.pid, os.WNOHANG)
+            if pid == self.p.pid:
+                break
+            if time.monotonic() > deadline:
+                REG.kill_proc(self.p, self.desc, grace=2.0)
+                raise BenchError("%s timed out after %.0fs" % (self.desc, timeout))
+            time.sleep(0.02)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.p.returncode = self.returncode   # we reaped it; tell Popen
+        REG.forget_proc(self.p)
+        self.cpu_s = ru.ru_utime + ru.ru_stime
+        self.t_out.join(5)
+        self.t_err.join(5)
+        return self.returncode
+
+    def stdout(self):
+        return b"".join(self.out).decode(errors="replace")
+
+    def stderr(self):
+        return b"".join(self.err).decode(errors="replace")
+
+
+# --------------------------------------------------------------------------
+# CPU accounting
+# --------------------------------------------------------------------------
+
+def system_busy_s():
+    """Busy CPU seconds of the whole machine (all CPUs): user+nice+system+irq+softirq.
+    idle, iowait and steal are excluded; guest time is already inside user."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    assert parts[0] == "cpu"
+    v = [int(x) for x in parts[1:]]
+    user, nice, system, idle, iowait, irq, softirq = v[:7]
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def proc_cpu_s(pid):
+    """utime+stime (all threads) of a process, in seconds, or None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state); utime is field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class CpuWindow:
+    """Measures, over an interval: total system busy CPU, and (if the scenario
+    has a switch process) that process's CPU."""
+
+    def __init__(self, switch_pid):
+        self.switch_pid = switch_pid
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        self.sys0 = system_busy_s()
+        self.sw0 = proc_cpu_s(self.switch_pid) if self.switch_pid else None
+        return self
+
+    def __exit__(self, *exc):
+        self.t1 = time.monotonic()
+        self.sys1 = system_busy_s()
+        self.sw1 = proc_cpu_s(self.switch_pid) if self.switch_pid else None
+        return False
+
+    @property
+    def wall(self):
+        return self.t1 - self.t0
+
+    def result(self, endpoint_cpu_s):
+        """Return dict of CPU figures in 'cores' (CPU-seconds per second)."""
+        sys_busy = self.sys1 - self.sys0
+        other = max(0.0, sys_busy - endpoint_cpu_s)
+        r = {
+            "wall_s": self.wall,
+            "system_busy_cores": sys_busy / self.wall,
+            "endpoints_cores": endpoint_cpu_s / self.wall,
+            "system_minus_endpoints_cores": other / self.wall,
+        }
+        if self.sw0 is not None and self.sw1 is not None:
+            r["daemon_cores"] = (self.sw1 - self.sw0) / self.wall
+        return r
+
+
+# --------------------------------------------------------------------------
+# Namespace / link helpers
+# --------------------------------------------------------------------------
+
+def add_netns(name):
+    run(["ip", "netns", "add", name])
+    REG.netns.append(name)
+    run(nsexec(name, "ip", "link", "set", "lo", "up"))
+    # no IPv6 chatter (DAD, router solicitations) inside the benchmark
+    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
+        run(nsexec(name, "sysctl", "-q", "-w", key + "=1"), check=False)
+
+
+def del_netns(name):
+    cp = run(["ip", "netns", "del", name], check=False)
+    if cp.returncode != 0 and "No such file" not in (cp.stderr or ""):
+        log("could not delete namespace %s: %s" % (name, (cp.stderr or "").strip()))
+    if name in REG.netns:
+        REG.netns.remove(name)
+
+
+def host_addr(ns, ifname, ip):
+    run(nsexec(ns, "ip", "addr", "add", "%s/%d" % (ip, PREFIX_LEN), "dev", ifname))
+    run(nsexec(ns, "ip", "link", "set", ifname, "up"))
+
+
+def set_offloads(ns, ifname, on):
+    if not shutil.which("ethtool"):
+        return
+    state = "on" if on else "off"
+    run(nsexec(ns, "ethtool", "-K", ifname, "tso", state, "gso", state, "gro", state),
+        check=False)
+
+
+def wait_reachable(src_ns, dst_ip, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cp = run(nsexec(src_ns, "ping", "-n", "-q", "-c", "1", "-W", "1", dst_ip),
+                 check=False, timeout=5)
+        if cp.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise BenchError("%s not reachable from %s within %.0fs" % (dst_ip, src_ns, timeout))
+
+
+# --------------------------------------------------------------------------
+# Scenarios.  Each scenario builds the topology
+#     H1 (eth0 10.201.0.1)  <-- switch -->  H2 (eth0 10.201.0.2)
+# and returns an Env.  To add a row (e.g. VXLAN: kernel vxlan vs vswitch VTEP,
+# or routed + SNAT), write a setup function that returns an Env with
+# h1/h2 namespaces and addresses, and append a Scenario to SCENARIOS with
+# `baseline` naming the kernel scenario it is compared against.
+# --------------------------------------------------------------------------
+
+class Env:
+    def __init__(self, name):
+        self.name = name
+        self.h1 = "%s-%s-h1" % (TAG, name)
+        self.h2 = "%s-%s-h2" % (TAG, name)
+        self.sw = "%s-%s-sw" % (TAG, name)
+        self.h1_ip = H1_IP
+        self.h2_ip = H2_IP
+        self.switch_pid = None      # PID whose CPU is "the switch", if any
+        self.daemon = None          # Popen of vswitchd
+        self.daemon_log = None
+        self.socket = None
+        self.namespaces = []
+        self.notes = []
+
+    def ns(self, name):
+        add_netns(name)
+        self.namespaces.append(name)
+
+
+def veth_into(sw_ns, sw_if, host_ns, host_if="eth0"):
+    """A veth pair created inside the switch namespace, peer moved to host_ns.
+    Nothing is ever created in the caller's namespace."""
+    run(nsexec(sw_ns, "ip", "link", "add", sw_if, "type", "veth",
+               "peer", "name", host_if, "netns", host_ns))
+    run(nsexec(sw_ns, "ip", "link", "set", sw_if, "up"))
+
+
+def setup_kernel_bridge(env, opts):
+    for n in (env.sw, env.h1, env.h2):
+        env.ns(n)
+    run(nsexec(env.sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"))
+    run(nsexec(env.sw, "ip", "link", "set", "br0", "up"))
+    for sw_if, host_ns in (("p1", env.h1), ("p2", env.h2)):
+        veth_into(env.sw, sw_if, host_ns)
+        run(nsexec(env.sw, "ip", "link", "set", sw_if, "master", "br0"))
+        if opts.no_offload:
+            set_offloads(env.sw, sw_if, False)
+            set_offloads(host_ns, "eth0", False)
+    host_addr(env.h1, "eth0", env.h1_ip)
+    host_addr(env.h2, "eth0", env.h2_ip)
+    env.notes.append("veth pairs into a Linux bridge (STP off) in a switch namespace")
+
+
+def vswitchctl(env, opts, *args, timeout=10, check=True):
+    return run([os.path.join(opts.bin_dir, "vswitchctl"), "--socket", env.socket] + list(args),
+               timeout=timeout, check=check)
+
+
+def start_vswitchd(env, opts):
+    env.socket = "/tmp/%s-%s.sock" % (TAG, env.name)
+    env.daemon_log = "/tmp/%s-%s-vswitchd.log" % (TAG, env.name)
+    REG.files.extend([env.socket, env.daemon_log])
+    cmd = nsexec(env.sw, os.path.join(opts.bin_dir, "vswitchd"), "--socket", env.socket)
+    if opts.workers:
+        cmd += ["--workers", str(opts.workers)]
+    logf = open(env.daemon_log, "wb")
+    try:
+        env.daemon = spawn(cmd, "vswitchd[%s]" % env.name, stdout=logf, stderr=subprocess.STDOUT)
+    finally:
+        logf.close()
+    env.switch_pid = env.daemon.pid     # ip netns exec execs vswitchd: same PID
+    deadline = time.monotonic() + 10
+    while True:
+        if env.daemon.poll() is not None:
+            raise BenchError("vswitchd exited with status %s during start-up; log:\n%s"
+                             % (env.daemon.returncode, tail_file(env.daemon_log)))
+        if os.path.exists(env.socket):
+            cp = vswitchctl(env, opts, "list-br", check=False)
+            if cp.returncode == 0:
+                break
+        if time.monotonic() > deadline:
+            raise BenchError("vswitchd socket %s not ready within 10s; log:\n%s"
+                             % (env.socket, tail_file(env.daemon_log)))
+        time.sleep(0.1)
+
+
+def stop_vswitchd(env):
+    if env.daemon is None:
+        return
+    rc = REG.kill_proc(env.daemon, "vswitchd[%s]" % env.name, sig=signal.SIGTERM, grace=5.0)
+    if rc != 0:
+        log("note: vswitchd[%s] exit status after SIGTERM was %s (contract says 0)" % (env.name, rc))
+        env.notes.append("daemon exit status on SIGTERM: %s" % rc)
+    if env.socket and os.path.exists(env.socket):
+        log("note: vswitchd[%s] left its socket %s behind after SIGTERM" % (env.name, env.socket))
+    env.daemon = None
+
+
+def setup_vswitch_tap(env, opts):
+    for n in (env.sw, env.h1, env.h2):
+        env.ns(n)
+    start_vswitchd(env, opts)
+    vswitchctl(env, opts, "add-br", "br0")
+    for port, host_ns in (("h1", env.h1), ("h2", env.h2)):
+        # TAP device names live in the daemon's namespace first; it moves the
+        # kernel side into host_ns and renames it eth0.
+        vswitchctl(env, opts, "add-port", "br0", port, "--type", "tap",
+                   "--netns", host_ns, "--ifname", "eth0")
+    for host_ns in (env.h1, env.h2):
+        if opts.no_offload:
+            set_offloads(host_ns, "eth0", False)
+    host_addr(env.h1, "eth0", env.h1_ip)
+    host_addr(env.h2, "eth0", env.h2_ip)
+    env.notes.append("vswitchd in a switch namespace, TAP ports moved into the host namespaces")
+
+
+def setup_vswitch_afpacket(env, opts):
+    for n in (env.sw, env.h1, env.h2):
+        env.ns(n)
+    start_vswitchd(env, opts)
+    vswitchctl(env, opts, "add-br", "br0")
+    for sw_if, host_ns in (("p1", env.h1), ("p2", env.h2)):
+        veth_into(env.sw, sw_if, host_ns)
+        if opts.no_offload:
+            set_offloads(env.sw, sw_if, False)
+            set_offloads(host_ns, "eth0", False)
+        vswitchctl(env, opts, "add-port", "br0", sw_if, "--type", "afpacket", "--ifname", sw_if)
+    host_addr(env.h1, "eth0", env.h1_ip)
+    host_addr(env.h2, "eth0", env.h2_ip)
+    env.notes.append("vswitchd in a switch namespace, AF_PACKET ports on veth ends")
+
+
+def teardown_common(env):
+    try:
+        stop_vswitchd(env)
+    finally:
+        for n in reversed(env.namespaces):
+            del_netns(n)
+        env.namespaces.clear()
+        for f in (env.socket, env.daemon_log):
+            if f and f in REG.files:
+                try:
+                    os.unlink(f)
+                except FileNotFoundError:
+                    pass
+                REG.files.remove(f)
+
+
+class Scenario:
+    def __init__(self, name, label, setup, teardown, kind, baseline, cpu_method):
+        self.name = name
+        self.label = label
+        self.setup = setup
+        self.teardown = teardown
+        self.kind = kind              # "kernel" or "vswitch"
+        self.baseline = baseline      # scenario name this one is compared with (None = is a baseline)
+        self.cpu_method = cpu_method
+
+
+CPU_KERNEL = ("system busy CPU from /proc/stat (user+nice+system+irq+softirq) over the "
+              "measurement interval, minus the CPU (rusage utime+stime) of the traffic "
+              "endpoints (iperf3 client and server); the bridge runs in softirq context "
+              "and is not attributable to a process")
+CPU_DAEMON = ("vswitchd's utime+stime from /proc/PID/stat (all threads) over the "
+              "measurement interval")
+
+SCENARIOS = [
+    Scenario("kernel", "kernel bridge", setup_kernel_bridge, teardown_common,
+             "kernel", None, CPU_KERNEL),
+    Scenario("vs-tap", "vswitch TAP", setup_vswitch_tap, teardown_common,
+             "vswitch", "kernel", CPU_DAEMON),
+    Scenario("vs-afp", "vswitch AF_PACKET", setup_vswitch_afpacket, teardown_common,
+             "vswitch", "kernel", CPU_DAEMON),
+    # Future rows, e.g.:
+    # Scenario("kvxlan", "kernel vxlan", setup_kernel_vxlan, teardown_common, "kernel", None, CPU_KERNEL),
+    # Scenario("vs-vtep", "vswitch VTEP", setup_vswitch_vtep, teardown_common, "vswitch", "kvxlan", CPU_DAEMON),
+    # Scenario("krouted", "kernel routed+SNAT", ...), Scenario("vs-routed", "vswitch routed+SNAT", ...)
+]
+
+
+# --------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------
+
+def switch_cores(env, cpu):
+    """The 'switch CPU' figure for a scenario, by its scenario's method."""
+    if env.switch_pid:
+        return cpu.get("daemon_cores")
+    return cpu["system_minus_endpoints_cores"]
+
+
+def wait_listening(ns, port, timeout=5.0, udp=False):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cp = run(nsexec(ns, "ss", "-Hltn", "sport = :%d" % port), check=False, timeout=5)
+        if cp.returncode == 0 and cp.stdout.strip():
+            return
+        time.sleep(0.05)
+    raise BenchError("iperf3 server in %s not listening on %d" % (ns, port))
+
+
+def iperf3(env, opts, client_args):
+    """One iperf3 run h1 -> h2 with CPU accounting. Returns (client_json, cpu_dict)."""
+    server = Measured(nsexec(env.h2, "iperf3", "-s", "-1", "-p", str(IPERF_PORT), "-J"),
+                      "iperf3 server[%s]" % env.name)
+    try:
+        wait_listening(env.h2, IPERF_PORT)
+        with CpuWindow(env.switch_pid) as win:
+            client = Measured(nsexec(env.h1, "iperf3", "-c", env.h2_ip, "-p", str(IPERF_PORT),
+                                     "-J", "-i", "0", "-t", str(opts.duration),
+                                     "--connect-timeout", "3000") + client_args,
+                              "iperf3 client[%s]" % env.name)
+            client.wait(opts.duration + 20)
+            server.wait(10)
+    finally:
+        if server.returncode is None:
+            REG.kill_proc(server.p, server.desc, grace=2.0)
+    try:
+        cj = json.loads(client.stdout())
+    except ValueError:
+        raise BenchError("iperf3 client gave no JSON (rc %s): %s %s"
+                         % (client.returncode, client.stdout()[-500:], client.stderr()[-500:]))
+    if "error" in cj:
+        raise BenchError("iperf3: %s" % cj["error"])
+    try:
+        sj = json.loads(server.stdout())
+    except ValueError:
+        sj = {}
+    cpu = win.result(client.cpu_s + server.cpu_s)
+    return cj, sj, cpu
+
+
+def test_tcp(streams):
+    def t(env, opts):
+        cj, sj, cpu = iperf3(env, opts, ["-P", str(streams)])
+        gbps = cj["end"]["sum_received"]["bits_per_second"] / 1e9
+        sw = switch_cores(env, cpu)
+        r = {
+            "gbps": gbps,
+            "retransmits": cj["end"].get("sum_sent", {}).get("retransmits"),
+            "switch_cores": sw,
+            "switch_cores_per_gbps": (sw / gbps) if (sw is not None and gbps > 0) else None,
+            "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
+            "sys_minus_endpoints_per_gbps": (cpu["system_minus_endpoints_cores"] / gbps) if gbps > 0 else None,
+        }
+        return r
+    return t
+
+
+def test_udp64(env, opts):
+    # 18 bytes of UDP payload + 8 UDP + 20 IPv4 + 14 Ethernet = 60 bytes, i.e. a
+    # minimum-size 64-byte frame on the wire once padded and with FCS.
+    cj, sj, cpu = iperf3(env, opts, ["-u", "-b", "0", "-l", "18"])
+    end = cj["end"]
+    sent = end.get("sum_sent", {})
+    recv = end.get("sum_received") or end.get("sum", {})
+    sent_pkts = sent.get("packets")
+    secs = sent.get("seconds") or end.get("sum", {}).get("seconds") or opts.duration
+    if sent_pkts is None:
+        sent_pkts = end["sum"]["packets"]
+    # Server side: packets counted at the receiver, lost = gaps in the sequence.
+    srv = None
+    if sj and "end" in sj:
+        srv = sj["end"].get("sum") or sj["end"].get("sum_received")
+    if srv and srv.get("packets") is not None:
+        total = srv["packets"]
+        lost = srv.get("lost_packets", 0)
+        rsecs = srv.get("seconds") or secs
+    else:
+        total = recv.get("packets", 0)
+        lost = recv.get("lost_packets", 0)
+        rsecs = recv.get("seconds") or secs
+    received = max(0, total - lost)
+    offered_mfps = sent_pkts / secs / 1e6
+    received_mfps = received / rsecs / 1e6
+    loss_pct = 100.0 * (1.0 - received / sent_pkts) if sent_pkts else None
+    sw = switch_cores(env, cpu)
+    return {
+        "offered_mfps": offered_mfps,
+        "received_mfps": received_mfps,
+        "loss_pct": max(0.0, loss_pct) if loss_pct is not None else None,
+        "switch_cores": sw,
+        "switch_cores_per_mfps": (sw / received_mfps) if (sw is not None and received_mfps > 0) else None,
+        "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
+        "sys_minus_endpoints_per_mfps": (cpu["system_minus_endpoints_cores"] / received_mfps)
+        if received_mfps > 0 else None,
+    }
+
+
+def percentile(sorted_vals, p):
+    if not sorted_vals:
+        return None
+    k = (len(sorted_vals) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+
+
+def test_rtt(env, opts):
+    count = opts.ping_count
+    interval = opts.ping_interval
+    bound = count * interval + 10
+    cp = run(nsexec(env.h1, "ping", "-n", "-i", str(interval), "-c", str(count), "-W", "1",
+                    "-w", str(int(bound)), env.h2_ip), check=False, timeout=bound + 10)
+    times = []
+    for line in cp.stdout.splitlines():
+        i = line.find("time=")
+        if i >= 0:
+            v = line[i + 5:].split()[0]
+            try:
+                times.append(float(v) * 1000.0)   # ms -> us
+            except ValueError:
+                pass
+    if not times:
+        raise BenchError("ping got no replies: %s" % (cp.stdout[-300:] + cp.stderr[-300:]))
+    times.sort()
+    return {
+        "rtt_median_us": statistics.median(times),
+        "rtt_p99_us": percentile(times, 99),
+        "ping_loss_pct": 100.0 * (count - len(times)) / count,
+    }
+
+
+class Test:
+    def __init__(self, name, label, fn):
+        self.name = name
+        self.label = label
+        self.fn = fn
+
+
+TESTS = [
+    Test("tcp1", "TCP 1 stream", test_tcp(1)),
+    Test("tcp4", "TCP 4 streams", test_tcp(4)),
+    Test("udp64", "UDP 64-byte frames", test_udp64),
+    Test("rtt", "ping round trip", test_rtt),
+]
+
+# (test, metric key, label, unit, scale, better) -- what the table/JSON/SVG report.
+METRICS = [
+    ("tcp1", "gbps", "TCP 1 stream throughput", "Gbit/s", 1, "higher"),
+    ("tcp1", "switch_cores", "TCP 1 stream switch CPU", "cores", 1, "lower"),
+    ("tcp1", "switch_cores_per_gbps", "TCP 1 stream CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("tcp4", "gbps", "TCP 4 streams throughput", "Gbit/s", 1, "higher"),
+    ("tcp4", "switch_cores", "TCP 4 streams switch CPU", "cores", 1, "lower"),
+    ("tcp4", "switch_cores_per_gbps", "TCP 4 streams CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("udp64", "offered_mfps", "UDP 64B offered", "Mframe/s", 1, "higher"),
+    ("udp64", "received_mfps", "UDP 64B received", "Mframe/s", 1, "higher"),
+    ("udp64", "loss_pct", "UDP 64B loss", "%", 1, "lower"),
+    ("udp64", "switch_cores", "UDP 64B switch CPU", "cores", 1, "lower"),
+    ("udp64", "switch_cores_per_mfps", "UDP 64B CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
+    ("rtt", "rtt_median_us", "RTT median", "us", 1, "lower"),
+    ("rtt", "rtt_p99_us", "RTT p99", "us", 1, "lower"),
+    ("rtt", "ping_loss_pct", "ping loss", "%", 1, "lower"),
+    # Same method for every scenario (comparable across kernel/vswitch):
+    ("tcp1", "sys_minus_endpoints_per_gbps", "TCP 1 stream non-endpoint CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("tcp4", "sys_minus_endpoints_per_gbps", "TCP 4 streams non-endpoint CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("udp64", "sys_minus_endpoints_per_mfps", "UDP 64B non-endpoint CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
+]
+
+# metrics drawn in the SVG
+SVG_METRICS = [
+    ("tcp1", "gbps"), ("tcp4", "gbps"), ("udp64", "received_mfps"),
+    ("rtt", "rtt_median_us"), ("rtt", "rtt_p99_us"),
+    ("tcp1", "switch_cores_per_gbps"), ("tcp4", "switch_cores_per_gbps"),
+    ("udp64", "switch_cores_per_mfps"),
+]
+
+
+# --------------------------------------------------------------------------
+# Runner
+# --------------------------------------------------------------------------
+
+def run_benchmark(opts, scenarios, tests):
+    # results[scenario][test] = list of per-round dicts (or {"error": ...})
+    results = {s.name: {t.name: [] for t in tests} for s in scenarios}
+    notes = {s.name: [] for s in scenarios}
+    errors = []
+    for rnd in range(opts.rounds):
+        # ABC, CBA, ABC, ... so slow drift and order effects cancel in the medians
+        order = scenarios if rnd % 2 == 0 else list(reversed(scenarios))
+        for sc in order:
+            env = Env(sc.name)
+            log("round %d/%d: %s: setting up" % (rnd + 1, opts.rounds, sc.label))
+            try:
+                try:
+                    sc.setup(env, opts)
+                    wait_reachable(env.h1, env.h2_ip, timeout=opts.ready_timeout)
+                    time.sleep(opts.settle)
+                except BenchError as e:
+                    msg = "%s: setup failed: %s" % (sc.label, e)
+                    log(msg)
+                    errors.append({"round": rnd + 1, "scenario": sc.name, "error": str(e)})
+                    continue
+                for t in tests:
+                    try:
+                        r = t.fn(env, opts)
+                        log("round %d/%d: %s: %s: %s" % (rnd + 1, opts.rounds, sc.label, t.label,
+                                                         summarize(r)))
+                        results[sc.name][t.name].append(r)
+                    except BenchError as e:
+                        log("round %d/%d: %s: %s failed: %s" % (rnd + 1, opts.rounds, sc.label,
+                                                                t.label, e))
+                        errors.append({"round": rnd + 1, "scenario": sc.name, "test": t.name,
+                                       "error": str(e)})
+                    if env.daemon is not None and env.daemon.poll() is not None:
+                        raise_daemon_died(env)
+                    time.sleep(opts.settle)
+            except BenchError as e:
+                log("%s: %s" % (sc.label, e))
+                errors.append({"round": rnd + 1, "scenario": sc.name, "error": str(e)})
+            finally:
+                log_daemon_stats(env, opts)
+                sc.teardown(env)
+                for n in env.notes:
+                    if n not in notes[sc.name]:
+                        notes[sc.name].append(n)
+    return results, notes, errors
+
+
+def raise_daemon_died(env):
+    rc = env.daemon.returncode
+    text = tail_file(env.daemon_log)
+    REG.forget_proc(env.daemon)
+    env.daemon = None
+    raise BenchError("vswitchd died (status %s); log tail:\n%s" % (rc, text))
+
+
+def log_daemon_stats(env, opts):
+    if env.daemon is None or env.daemon.poll() is not None or not opts.verbose:
+        return
+    cp = vswitchctl(env, opts, "stats", "--json", check=False)
+    vlog("vswitchd stats: " + (cp.stdout.strip() or cp.stderr.strip())[:2000])
+
+
+def tail_file(path, n=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def summarize(r):
+    return ", ".join("%s=%s" % (k, fmt(v)) for k, v in r.items())
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        a = abs(v)
+        if a >= 100:
+            return "%.0f" % v
+        if a >= 10:
+            return "%.1f" % v
+        if a >= 1:
+            return "%.2f" % v
+        return "%.3g" % v
+    return str(v)
+
+
+def aggregate(results, scenarios):
+    """medians over rounds; agg[scenario][(test, key)] = (median, [values])"""
+    agg = {}
+    for s in scenarios:
+        agg[s.name] = {}
+        for test, rounds in results[s.name].items():
+            keys = set()
+            for r in rounds:
+                keys.update(r.keys())
+            for k in keys:
+                vals = [r[k] for r in rounds if r.get(k) is not None]
+                agg[s.name][(test, k)] = (statistics.median(vals) if vals else None, vals)
+    return agg
+
+
+def ratio(v, base):
+    if v is None or base is None or base == 0:
+        return None
+    return v / base
+
+
+def print_table(agg, scenarios, tests, opts, out=sys.stdout):
+    tnames = {t.name for t in tests}
+    cols = []   # (scenario, is_ratio)
+    for s in scenarios:
+        cols.append((s, False))
+        if s.baseline and any(b.name == s.baseline for b in scenarios):
+            cols.append((s, True))
+    header = ["metric", "unit"] + [("%s/%s" % (s.name, s.baseline)) if isr else s.label
+                                   for s, isr in cols]
+    rows = []
+    for test, key, label, unit, _, better in METRICS:
+        if test not in tnames:
+            continue
+        row = [label + (" (↑)" if better == "higher" else " (↓)"), unit]
+        any_val = False
+        for s, isr in cols:
+            v = agg[s.name].get((test, key), (None, []))[0]
+            if isr:
+                b = agg[s.baseline].get((test, key), (None, []))[0]
+                row.append(("%.2fx" % ratio(v, b)) if ratio(v, b) is not None else "-")
+            else:
+                row.append(fmt(v))
+                any_val = any_val or v is not None
+        if any_val:
+            rows.append(row)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = "  ".join(h.ljust(widths[i]) if i < 2 else h.rjust(widths[i]) for i, h in enumerate(header))
+    print(line, file=out)
+    print("-" * len(line), file=out)
+    for r in rows:
+        print("  ".join(str(c).ljust(widths[i]) if i < 2 else str(c).rjust(widths[i])
+                        for i, c in enumerate(r)), file=out)
+    print(file=out)
+    print("Medians over %d round(s) of %ds each; ratio columns are vswitch/kernel "
+          "(↑ higher is better, ↓ lower is better)." % (opts.rounds, opts.duration), file=out)
+    print("'cores' = CPU-seconds per second of wall time during the measurement.", file=out)
+    print("Switch CPU is measured differently per scenario:", file=out)
+    for s in scenarios:
+        print("  %s: %s." % (s.label, s.cpu_method), file=out)
+    print("'non-endpoint CPU' rows use the kernel method for every scenario (system busy "
+          "minus iperf3), so they include the veth/TAP/stack work on both sides and are "
+          "comparable across rows.", file=out)
+
+
+def svg_chart(agg, scenarios, path):
+    base_of = {s.name: (s.baseline or s.name) for s in scenarios}
+    groups = []
+    for test, key in SVG_METRICS:
+        m = next((m for m in METRICS if m[0] == test and m[1] == key), None)
+        if m is None:
+            continue
+        bars = []
+        for s in scenarios:
+            v = agg.get(s.name, {}).get((test, key), (None, []))[0]
+            b = agg.get(base_of[s.name], {}).get((test, key), (None, []))[0]
+            bars.append((s, ratio(v, b), v))
+        if any(r is not None for _, r, _ in bars):
+            groups.append((m, bars))
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+    W_bar, gap, left, top, height = 22, 28, 60, 60, 260
+    nb = len(scenarios)
+    gw = nb * W_bar + gap
+    width = left + max(1, len(groups)) * gw + 40
+    vmax = max([r for _, bars in groups for _, r, _ in bars if r is not None] + [1.0])
+    vmax = min(vmax * 1.1, 10.0)
+    y = lambda v: top + height - (min(v, vmax) / vmax) * height
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+           'font-family="sans-serif" font-size="11">' % (width, top + height + 150),
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<text x="%d" y="20" font-size="14" font-weight="bold">vswitch vs Linux kernel bridge '
+           '(normalized: kernel = 1.0)</text>' % left,
+           '<text x="%d" y="38" fill="#555">%s</text>' % (left, esc(
+               "medians over rounds; each bar = scenario / its kernel baseline; "
+               "(↑) higher is better, (↓) lower is better"))]
+    # axis and grid
+    tick = 0.5 if vmax <= 3 else (1.0 if vmax <= 6 else 2.0)
+    t = 0.0
+    while t <= vmax + 1e-9:
+        yy = y(t)
+        out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (left, yy, width - 20, yy))
+        out.append('<text x="%d" y="%.1f" text-anchor="end">%.1f</text>' % (left - 6, yy + 4, t))
+        t += tick
+    out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#333" stroke-dasharray="4,3"/>'
+               % (left, y(1.0), width - 20, y(1.0)))
+    for gi, (m, bars) in enumerate(groups):
+        gx = left + gap / 2 + gi * gw
+        for bi, (s, r, v) in enumerate(bars):
+            if r is None:
+                continue
+            x = gx + bi * W_bar
+            out.append('<rect x="%.1f" y="%.1f" width="%d" height="%.1f" fill="%s">'
+                       '<title>%s: %s %s (%.2fx)</title></rect>'
+                       % (x, y(r), W_bar - 3, top + height - y(r), colors[bi % len(colors)],
+                          esc(s.label), fmt(v), esc(m[3]), r))
+            out.append('<text x="%.1f" y="%.1f" text-anchor="middle" font-size="9">%.2f</text>'
+                       % (x + (W_bar - 3) / 2, y(r) - 3, r))
+        lx = gx + (nb * W_bar) / 2
+        label = m[2] + (" (↑)" if m[5] == "higher" else " (↓)")
+        out.append('<text transform="translate(%.1f,%d) rotate(35)" font-size="10">%s</text>'
+                   % (lx - 10, top + height + 14, esc(label)))
+    ly = top + height + 120
+    for bi, s in enumerate(scenarios):
+        lx = left + bi * 170
+        out.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (lx, ly, colors[bi % len(colors)]))
+        out.append('<text x="%d" y="%d">%s</text>' % (lx + 16, ly + 10, esc(s.label)))
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
+    doc = {
+        "benchmark": "vswitch netbench",
+        "started": started,
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
+                 "python": platform.python_version()},
+        "config": {"rounds": opts.rounds, "duration_s": opts.duration,
+                   "tests": [t.name for t in tests], "scenarios": [s.name for s in scenarios],
+                   "ping_count": opts.ping_count, "ping_interval_s": opts.ping_interval,
+                   "offloads": "off" if opts.no_offload else "default",
+                   "bin_dir": opts.bin_dir},
+        "scenarios": [{"name": s.name, "label": s.label, "kind": s.kind, "baseline": s.baseline,
+                       "cpu_method": s.cpu_method, "notes": notes.get(s.name, [])}
+                      for s in scenarios],
+        "metrics": [{"test": m[0], "key": m[1], "label": m[2], "unit": m[3], "better": m[5]}
+                    for m in METRICS if m[0] in {t.name for t in tests}],
+        "results": {},
+        "errors": errors,
+    }
+    for s in scenarios:
+        sr = {}
+        for t in tests:
+            entries = {}
+            for (test, key), (med, vals) in agg[s.name].items():
+                if test != t.name:
+                    continue
+                e = {"median": med, "rounds": vals}
+                if s.baseline and s.baseline in agg:
+                    b = agg[s.baseline].get((test, key), (None, []))[0]
+                    e["ratio_to_baseline"] = ratio(med, b)
+                entries[key] = e
+            sr[t.name] = entries
+        doc["results"][s.name] = sr
+    return doc
+
+
+# --------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        description="Side-by-side benchmark: Linux kernel bridge vs vswitch (TAP and AF_PACKET ports).")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3 test (default 5)")
+    ap.add_argument("--only", default="", help="comma list of tests: " + ",".join(t.name for t in TESTS))
+    ap.add_argument("--scenarios", default="",
+                    help="comma list of scenarios: " + ",".join(s.name for s in SCENARIOS) + " (default all)")
+    ap.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
+    ap.add_argument("--svg", metavar="FILE", help="write a bar chart (normalized to kernel = 1.0)")
+    ap.add_argument("--bin-dir", default=os.path.join(REPO_ROOT, "target", "release"),
+                    help="where vswitchd and vswitchctl are (default: <repo>/target/release)")
+    ap.add_argument("--workers", type=int, default=0, help="pass --workers N to vswitchd")
+    ap.add_argument("--ping-count", type=int, default=500)
+    ap.add_argument("--ping-interval", type=float, default=0.002)
+    ap.add_argument("--no-offload", action="store_true",
+                    help="turn TSO/GSO/GRO off on every veth/TAP endpoint (ethtool)")
+    ap.add_argument("--settle", type=float, default=1.0, help="pause between tests (s)")
+    ap.add_argument("--ready-timeout", type=float, default=10.0,
+                    help="how long to wait for h1 to reach h2 after setup (s)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
+    opts = ap.parse_args(argv)
+    if opts.rounds < 1 or not (1 <= opts.duration <= 600):
+        ap.error("--rounds must be >= 1 and --duration within 1..600")
+    if not (1 <= opts.ping_count <= 100000) or not (0.002 <= opts.ping_interval <= 1):
+        ap.error("--ping-count 1..100000, --ping-interval 0.002..1")
+    return opts
+
+
+def pick(items, spec, what):
+    if not spec:
+        return list(items)
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    by = {i.name: i for i in items}
+    bad = [n for n in names if n not in by]
+    if bad:
+        sys.exit("unknown %s: %s (choose from %s)" % (what, ",".join(bad), ",".join(by)))
+    return [i for i in items if i.name in names]    # keep canonical order
+
+
+def main(argv):
+    global VERBOSE
+    opts = parse_args(argv)
+    VERBOSE = opts.verbose
+    tests = pick(TESTS, opts.only, "test")
+    scenarios = pick(SCENARIOS, opts.scenarios, "scenario")
+    # a compared scenario needs its baseline in the run to get a ratio; that is fine
+    # either way, the absolute numbers are still reported.
+
+    if os.geteuid() != 0:
+        sys.exit("netbench must run as root (it creates network namespaces): "
+                 "sudo python3 %s" % " ".join([sys.argv[0]] + argv))
+    missing = [t for t in ("ip", "iperf3", "ping", "ss", "sysctl") if not shutil.which(t)]
+    if missing:
+        sys.exit("missing tools: %s (install iproute2, iperf3, iputils-ping, procps)" % ", ".join(missing))
+    if any(s.kind == "vswitch" for s in scenarios):
+        bins = [os.path.join(opts.bin_dir, b) for b in ("vswitchd", "vswitchctl")]
+        absent = [b for b in bins if not os.access(b, os.X_OK)]
+        if absent:
+            sys.exit("vswitch binaries not found: %s\n"
+                     "Build them first:\n    cd %s && cargo build --release -p vswitch-control\n"
+                     "or point --bin-dir at them, or run the kernel bridge alone with --scenarios kernel."
+                     % (", ".join(absent), REPO_ROOT))
+    opts.bin_dir = os.path.abspath(opts.bin_dir)
+
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    rc = 0
+    try:
+        results, notes, errors = run_benchmark(opts, scenarios, tests)
+    except Interrupted as e:
+        log("interrupted (%s); cleaning up" % e)
+        rc = 130
+    finally:
+        # Ignore further signals while removing what we created.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        REG.cleanup()
+    if rc:
+        return rc
+
+    agg = aggregate(results, scenarios)
+    if opts.json:
+        json.dump(json_doc(agg, results, notes, errors, scenarios, tests, opts, started),
+                  sys.stdout, indent=2)
+        print()
+    else:
+        print_table(agg, scenarios, tests, opts)
+        if errors:
+            print("\n%d error(s):" % len(errors))
+            for e in errors:
+                print("  round %s %s %s: %s" % (e.get("round"), e.get("scenario"), e.get("test", "setup"),
+                                                e["error"].splitlines()[0] if e["error"] else ""))
+    if opts.svg:
+        svg_chart(agg, scenarios, opts.svg)
+        log("wrote %s" % opts.svg)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
