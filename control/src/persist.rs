@@ -9,7 +9,9 @@ use std::path::Path;
 /// first save); a malformed one is an error naming file, line and reason.
 pub fn load(path: &Path) -> Result<Config, String> {
     match fs::read_to_string(path) {
-        Ok(text) => Config::from_toml(&text).map_err(|e| format!("{}: {}", path.display(), e.trim_end())),
+        Ok(text) => {
+            Config::from_toml(&text).map_err(|e| format!("{}: {}", path.display(), e.trim_end()))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Config::default()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
@@ -26,7 +28,11 @@ pub fn save(path: &Path, cfg: &Config) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let body = format!(
         "# vswitch configuration, written by 'vswitchctl save'\n{}",
         cfg.to_toml()
@@ -54,7 +60,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vswitch-persist-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("vs.toml");
-        assert_eq!(load(&path).unwrap(), Config::default(), "missing file is empty");
+        assert_eq!(
+            load(&path).unwrap(),
+            Config::default(),
+            "missing file is empty"
+        );
         let mut b = BridgeConfig::new("br0");
         b.ports.push(PortConfig::new("p1", PortType::Tap));
         let cfg = Config { bridges: vec![b] };

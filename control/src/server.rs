@@ -67,12 +67,18 @@ impl Server {
         loop {
             line.clear();
             // Read at most MAX_LINE + 1 bytes so an endless line cannot grow memory.
-            let n = match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+            let n = match (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+            {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
             if n > MAX_LINE {
-                let _ = write_reply(&mut out, Err(format!("request longer than {MAX_LINE} bytes")));
+                let _ = write_reply(
+                    &mut out,
+                    Err(format!("request longer than {MAX_LINE} bytes")),
+                );
                 return;
             }
             let text = String::from_utf8_lossy(&line);
@@ -113,9 +119,8 @@ impl Server {
 }
 
 fn write_reply(out: &mut UnixStream, r: Result<Value, String>) -> std::io::Result<()> {
-    let mut s = serde_json::to_string(&Reply::from_result(r)).unwrap_or_else(|_| {
-        r#"{"ok":false,"error":"unserializable reply"}"#.to_string()
-    });
+    let mut s = serde_json::to_string(&Reply::from_result(r))
+        .unwrap_or_else(|_| r#"{"ok":false,"error":"unserializable reply"}"#.to_string());
     s.push('\n');
     out.write_all(s.as_bytes())
 }

@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn wire_format() {
-        let r: Request = serde_json::from_str(r#"{"cmd":"add-br","name":"br0","fdb_max":5}"#).unwrap();
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"add-br","name":"br0","fdb_max":5}"#).unwrap();
         assert_eq!(
             r,
             Request::AddBr {
@@ -130,7 +131,10 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"list-br"}"#).is_ok());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"del-br","name":"x","zzz":1}"#).is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"fdb-add","bridge":"b","mac":"zz","port":"p"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(
+            r#"{"cmd":"fdb-add","bridge":"b","mac":"zz","port":"p"}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<Request>("[1,2]").is_err());
     }
 }

@@ -175,8 +175,10 @@ port = "v1"
     fn errors_name_the_line() {
         let e = Config::from_toml("[[bridge]]\nname = \"br0\"\nbogus = 1\n").unwrap_err();
         assert!(e.contains("line 3"), "{e}");
-        let e = Config::from_toml("[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname=\"p\"\ntype=\"nope\"\n")
-            .unwrap_err();
+        let e = Config::from_toml(
+            "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname=\"p\"\ntype=\"nope\"\n",
+        )
+        .unwrap_err();
         assert!(e.contains("line 5"), "{e}");
     }
 }

@@ -416,7 +416,10 @@ impl Engine {
             }
             Request::DelBr { name } => {
                 let i = self.bridge_idx(&name)?;
-                let ports = self.bridges[i].as_ref().map(|b| b.ports.clone()).unwrap_or_default();
+                let ports = self.bridges[i]
+                    .as_ref()
+                    .map(|b| b.ports.clone())
+                    .unwrap_or_default();
                 for p in ports {
                     self.remove_port(p);
                 }
@@ -442,7 +445,11 @@ impl Engine {
                 Ok(Value::Null)
             }
             Request::ListBr => Ok(Value::Array(
-                self.bridges.iter().flatten().map(|b| self.bridge_json(b, false)).collect(),
+                self.bridges
+                    .iter()
+                    .flatten()
+                    .map(|b| self.bridge_json(b, false))
+                    .collect(),
             )),
             Request::AddPort { bridge, port } => self.add_port(&bridge, port),
             Request::DelPort { name } => {
@@ -469,7 +476,9 @@ impl Engine {
             }
             Request::FdbShow { bridge } => {
                 let now = self.now_ns();
-                let b = self.bridges[self.bridge_idx(&bridge)?].as_ref().expect("index");
+                let b = self.bridges[self.bridge_idx(&bridge)?]
+                    .as_ref()
+                    .expect("index");
                 let list = b
                     .fdb
                     .entries(now)
@@ -515,10 +524,9 @@ impl Engine {
             Request::FdbDel { bridge, mac, vlan } => {
                 let vlan = check_vlan(vlan)?;
                 let b = self.bridge(&bridge)?;
-                b.fdb
-                    .remove(vlan, mac)
-                    .map(|_| Value::Null)
-                    .ok_or_else(|| format!("no entry for {mac} in VLAN {vlan} on bridge '{bridge}'"))
+                b.fdb.remove(vlan, mac).map(|_| Value::Null).ok_or_else(|| {
+                    format!("no entry for {mac} in VLAN {vlan} on bridge '{bridge}'")
+                })
             }
             Request::FdbFlush { bridge, port } => {
                 let bi = self.bridge_idx(&bridge)?;
@@ -532,7 +540,11 @@ impl Engine {
                     }
                     None => None,
                 };
-                let n = self.bridges[bi].as_mut().expect("index").fdb.flush_dynamic(pid);
+                let n = self.bridges[bi]
+                    .as_mut()
+                    .expect("index")
+                    .fdb
+                    .flush_dynamic(pid);
                 Ok(json!({"flushed": n}))
             }
             Request::Stats { port } => {
@@ -567,7 +579,9 @@ impl Engine {
         }
         if let Some(ifn) = &cfg.ifname {
             if !sys::valid_ifname(ifn) {
-                return Err(format!("invalid interface name '{ifn}' (1-15 characters, no '/', ':' or spaces)"));
+                return Err(format!(
+                    "invalid interface name '{ifn}' (1-15 characters, no '/', ':' or spaces)"
+                ));
             }
         }
         if let Some(m) = cfg.mtu {
@@ -620,7 +634,12 @@ impl Engine {
                     return Err("afpacket ports attach an existing interface in the daemon's namespace: --netns, --mac and --mtu do not apply".into());
                 }
                 let a = AfPacketPort::open(&ifname).map_err(|e| e.to_string())?;
-                (AnyPort::AfPacket(a), false, sys::get_mac(&ifname).ok(), sys::get_mtu(&ifname).ok())
+                (
+                    AnyPort::AfPacket(a),
+                    false,
+                    sys::get_mac(&ifname).ok(),
+                    sys::get_mtu(&ifname).ok(),
+                )
             }
         };
         let fd = io.fd();
@@ -693,7 +712,10 @@ impl Engine {
         let ports: Vec<Value> = if with_ports {
             b.ports.iter().map(|&p| self.port_json(p)).collect()
         } else {
-            b.ports.iter().map(|&p| Value::String(self.port_name(p))).collect()
+            b.ports
+                .iter()
+                .map(|&p| Value::String(self.port_name(p)))
+                .collect()
         };
         json!({
             "name": b.name,

@@ -34,7 +34,9 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.len() < IFNAMSIZ
         && name != "."
         && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
 
 /// `struct ifreq`: a name and a 24-byte union, laid out as in `<net/if.h>`.
@@ -241,7 +243,10 @@ mod tests {
         assert!(ifindex("lo").unwrap() >= 1);
         assert!(get_flags("lo").is_ok());
         assert!(get_mtu("lo").unwrap() > 0);
-        assert_eq!(ifindex("nosuchif0").unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            ifindex("nosuchif0").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
         assert!(netns_path("../x").is_err());
     }
 }

@@ -290,7 +290,12 @@ fn port_rows(ports: &[Value]) -> Vec<Vec<String>> {
                 s(&p["type"]),
                 s(&p["ifname"]),
                 s(&p["netns"]),
-                if p["up"] == Value::Bool(true) { "up" } else { "down" }.into(),
+                if p["up"] == Value::Bool(true) {
+                    "up"
+                } else {
+                    "down"
+                }
+                .into(),
                 s(&p["mac"]),
                 s(&p["mtu"]),
                 format!("{} {}", s(&p["vlan_mode"]), s(&p["access_vlan"])),
@@ -299,7 +304,9 @@ fn port_rows(ports: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
-const PORT_HEADERS: &[&str] = &["PORT", "BRIDGE", "TYPE", "IFNAME", "NETNS", "STATE", "MAC", "MTU", "VLAN"];
+const PORT_HEADERS: &[&str] = &[
+    "PORT", "BRIDGE", "TYPE", "IFNAME", "NETNS", "STATE", "MAC", "MTU", "VLAN",
+];
 
 fn drops_text(d: &Value) -> String {
     let parts: Vec<String> = d
@@ -328,7 +335,12 @@ fn print_human(req: &Request, v: &Value) {
                     let ports: Vec<String> = arr(&b["ports"]).iter().map(s).collect();
                     vec![
                         s(&b["name"]),
-                        if b["stp"] == Value::Bool(true) { "on" } else { "off" }.into(),
+                        if b["stp"] == Value::Bool(true) {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                        .into(),
                         s(&b["ageing_s"]),
                         s(&b["fdb_max"]),
                         s(&b["fdb_entries"]),
@@ -348,13 +360,24 @@ fn print_human(req: &Request, v: &Value) {
                         s(&e["vlan"]),
                         s(&e["mac"]),
                         s(&e["type"]),
-                        if e["type"] == "static" { "-".into() } else { s(&e["age_s"]) },
+                        if e["type"] == "static" {
+                            "-".into()
+                        } else {
+                            s(&e["age_s"])
+                        },
                     ]
                 })
                 .collect(),
         ),
         Request::Stats { .. } => table(
-            &["PORT", "RX_PACKETS", "RX_BYTES", "TX_PACKETS", "TX_BYTES", "DROPS"],
+            &[
+                "PORT",
+                "RX_PACKETS",
+                "RX_BYTES",
+                "TX_PACKETS",
+                "TX_BYTES",
+                "DROPS",
+            ],
             arr(v)
                 .iter()
                 .map(|p| {
@@ -378,7 +401,11 @@ fn print_human(req: &Request, v: &Value) {
                 println!(
                     "bridge {}: stp {}, ageing {} s, fdb {} entries (limit {})",
                     s(&b["name"]),
-                    if b["stp"] == Value::Bool(true) { "on" } else { "off" },
+                    if b["stp"] == Value::Bool(true) {
+                        "on"
+                    } else {
+                        "off"
+                    },
                     s(&b["ageing_s"]),
                     s(&b["fdb_entries"]),
                     limit
@@ -394,7 +421,11 @@ fn print_human(req: &Request, v: &Value) {
                         s(&p["type"]),
                         s(&p["ifname"]),
                         ns,
-                        if p["up"] == Value::Bool(true) { "up" } else { "DOWN" },
+                        if p["up"] == Value::Bool(true) {
+                            "up"
+                        } else {
+                            "DOWN"
+                        },
                         s(&p["mac"]),
                         s(&p["mtu"])
                     );

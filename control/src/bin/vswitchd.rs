@@ -134,9 +134,12 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("installing signal handlers: {e}"))?;
 
     let (mut engine, handle) = Engine::new().map_err(|e| format!("creating the poller: {e}"))?;
-    engine
-        .apply_config(&config)
-        .map_err(|e| format!("applying {}: {e}", args.config.as_deref().unwrap_or(Path::new("")).display()))?;
+    engine.apply_config(&config).map_err(|e| {
+        format!(
+            "applying {}: {e}",
+            args.config.as_deref().unwrap_or(Path::new("")).display()
+        )
+    })?;
     let listener = bind(&args.socket, args.socket_group.as_deref())?;
 
     let engine_thread = std::thread::Builder::new()

@@ -195,7 +195,10 @@ mod tests {
         b.set_ageing(10);
         b.decide(2, &frame(A, B), 0);
         let s = 1_000_000_000;
-        assert_eq!(b.decide(1, &frame(B, A), 9 * s).verdict, Verdict::Unicast(2));
+        assert_eq!(
+            b.decide(1, &frame(B, A), 9 * s).verdict,
+            Verdict::Unicast(2)
+        );
         assert_eq!(b.decide(1, &frame(B, A), 10 * s).verdict, Verdict::Flood);
     }
 

@@ -47,7 +47,12 @@ pub enum AfPacketError {
     Socket(String, io::Error),
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the option value is a live int whose size is passed alongside.
     cvt(unsafe {
         libc::setsockopt(
@@ -237,7 +242,10 @@ impl Port for AfPacketPort {
                         stats.drop_n(DropReason::TxQueueFull, (chunk.len() - off) as u64);
                         break;
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) || e.raw_os_error() == Some(libc::ENXIO) => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ENETDOWN)
+                            || e.raw_os_error() == Some(libc::ENXIO) =>
+                    {
                         stats.drop_n(DropReason::TxError, (chunk.len() - off) as u64);
                         break;
                     }

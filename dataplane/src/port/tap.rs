@@ -75,7 +75,7 @@ pub enum TapError {
 }
 
 fn open_tun() -> Result<OwnedFd, TapError> {
-    let path = CStr::from_bytes_with_nul(b"/dev/net/tun\0").expect("literal has one NUL");
+    let path: &CStr = c"/dev/net/tun";
     // SAFETY: `path` is a valid C string; the result is checked.
     let fd = cvt(unsafe {
         libc::open(
@@ -128,9 +128,13 @@ fn set_offloads(fd: RawFd, name: &str) -> Result<(), TapError> {
         .map_err(|e| TapError::Offload(name.into(), e))?;
     let tcp = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
     // USO (UDP segmentation) needs Linux 6.2; fall back to TCP offloads only.
-    tun_ioctl_int(fd, TUNSETOFFLOAD, (tcp | TUN_F_USO4 | TUN_F_USO6) as libc::c_ulong)
-        .or_else(|_| tun_ioctl_int(fd, TUNSETOFFLOAD, tcp as libc::c_ulong))
-        .map_err(|e| TapError::Offload(name.into(), e))
+    tun_ioctl_int(
+        fd,
+        TUNSETOFFLOAD,
+        (tcp | TUN_F_USO4 | TUN_F_USO6) as libc::c_ulong,
+    )
+    .or_else(|_| tun_ioctl_int(fd, TUNSETOFFLOAD, tcp as libc::c_ulong))
+    .map_err(|e| TapError::Offload(name.into(), e))
 }
 
 /// Sets MAC and MTU if asked, brings the device up, and reads back what the
@@ -301,12 +305,18 @@ mod tests {
         let p = TapPort::open(&opts).unwrap();
         assert!(p.created());
         assert_eq!(sys::get_mtu(&name).unwrap(), 1400);
-        assert_eq!(sys::get_mac(&name).unwrap().to_string(), "02:00:00:aa:bb:cc");
+        assert_eq!(
+            sys::get_mac(&name).unwrap().to_string(),
+            "02:00:00:aa:bb:cc"
+        );
         assert!(sys::get_flags(&name).unwrap() & libc::IFF_UP as i16 != 0);
         // Opening it again while in use fails clearly.
         assert!(matches!(TapPort::open(&opts), Err(TapError::Busy(_))));
         drop(p);
-        assert!(sys::ifindex(&name).is_err(), "created device removed on close");
+        assert!(
+            sys::ifindex(&name).is_err(),
+            "created device removed on close"
+        );
         // A name taken by a non-TAP interface.
         let lo = TapOptions {
             ifname: "lo".into(),
