@@ -190,27 +190,70 @@ pub fn netns_path(ns: &str) -> io::Result<String> {
     Ok(p)
 }
 
-/// Runs `f` on a short-lived thread that has entered network namespace `ns`
-/// (by name, as `ip netns` names them). Sockets and devices `f` creates belong
-/// to that namespace; file descriptors it returns work from any thread.
-pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+/// Opens a named network namespace (as `ip netns` names them).
+pub fn open_netns(ns: &str) -> io::Result<OwnedFd> {
     let path = netns_path(ns)?;
-    let cpath = CString::new(path.clone()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let cpath = CString::new(path).map_err(|_| io::ErrorKind::InvalidInput)?;
     // SAFETY: `cpath` is a valid NUL-terminated string; the result is checked.
     let fd = cvt(unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
     // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-    let nsfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs `f` on a short-lived thread that has entered network namespace `ns`
+/// (by name, as `ip netns` names them). Sockets `f` creates belong to that
+/// namespace; it is for configuring interfaces there.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let nsfd = open_netns(ns)?;
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns(2) on this thread only (it is a fresh thread that
             // exits when `f` returns), with a namespace fd we own.
             cvt(unsafe { libc::setns(nsfd.as_raw_fd(), libc::CLONE_NEWNET) })
-                .map_err(|e| io::Error::new(e.kind(), format!("entering netns {path}: {e}")))?;
+                .map_err(|e| io::Error::new(e.kind(), format!("entering netns {ns}: {e}")))?;
             f()
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("netns worker thread panicked")))
     })
+}
+
+/// Moves interface `ifindex` into the network namespace `ns_fd` and renames
+/// it `new_name` there, in one RTM_SETLINK (as `ip link set dev X netns NS
+/// name Y`). The message is built with netlink-packet-route.
+pub fn move_link_to_netns(ifindex: u32, ns_fd: RawFd, new_name: &str) -> io::Result<()> {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    link.attributes.push(LinkAttribute::NetNsFd(ns_fd));
+    link.attributes
+        .push(LinkAttribute::IfName(new_name.to_string()));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::SetLink(link));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.header.sequence_number = 1;
+    req.finalize();
+    let mut buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut buf);
+
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    sock.send(&buf, 0)?;
+    let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    sock.recv(&mut rbuf, 0)?;
+    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf)
+        .map_err(|e| io::Error::other(format!("bad netlink answer: {e}")))?;
+    match msg.payload {
+        NetlinkPayload::Error(e) => match e.code {
+            None => Ok(()),
+            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+        },
+        _ => Err(io::Error::other("unexpected netlink answer")),
+    }
 }
 
 /// Sets a file descriptor non-blocking.

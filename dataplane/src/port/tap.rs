@@ -16,6 +16,7 @@ use crate::MacAddr;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 // <linux/if_tun.h>
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -159,26 +160,7 @@ impl TapPort {
     /// existing persistent TAP of that name in the daemon's namespace.
     pub fn open(opts: &TapOptions) -> Result<TapPort, TapError> {
         let fd = match &opts.netns {
-            Some(ns) => {
-                let fd = sys::in_netns(ns, || {
-                    if sys::ifindex(&opts.ifname).is_ok() {
-                        return Ok(Err(TapError::Exists {
-                            ifname: opts.ifname.clone(),
-                            netns: ns.clone(),
-                        }));
-                    }
-                    // Created from inside the namespace, the device lives there.
-                    let r = open_tun().and_then(|fd| {
-                        set_iff(fd.as_raw_fd(), &opts.ifname)?;
-                        set_offloads(fd.as_raw_fd(), &opts.ifname)?;
-                        let (mac, mtu) = configure(opts)?;
-                        Ok((fd, mac, mtu))
-                    });
-                    Ok(r)
-                })
-                .map_err(TapError::Netns)??;
-                (fd.0, true, fd.1, fd.2)
-            }
+            Some(ns) => Self::create_in_netns(opts, ns)?,
             None => {
                 let existed = sys::ifindex(&opts.ifname).is_ok();
                 let fd = open_tun()?;
@@ -195,6 +177,55 @@ impl TapPort {
             mac: fd.2,
             mtu: fd.3,
         })
+    }
+
+    /// Creates the device in the daemon's namespace under a temporary name,
+    /// then moves it into `ns` renamed to `opts.ifname`. The file stays bound
+    /// to the daemon's namespace, so it does not keep `ns` alive: when `ns` is
+    /// deleted the device goes with it and the port goes down.
+    fn create_in_netns(
+        opts: &TapOptions,
+        ns: &str,
+    ) -> Result<(OwnedFd, bool, MacAddr, u32), TapError> {
+        let ns_fd = sys::open_netns(ns).map_err(TapError::Netns)?;
+        let exists = sys::in_netns(ns, || Ok(sys::ifindex(&opts.ifname).is_ok()))
+            .map_err(TapError::Netns)?;
+        if exists {
+            return Err(TapError::Exists {
+                ifname: opts.ifname.clone(),
+                netns: ns.to_string(),
+            });
+        }
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let tmp = format!(
+            "vst{:x}.{:x}",
+            std::process::id() & 0xfffff,
+            SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff
+        );
+        let fd = open_tun()?;
+        set_iff(fd.as_raw_fd(), &tmp)?;
+        set_offloads(fd.as_raw_fd(), &tmp)?;
+        let cfg = |e| TapError::Configure(opts.ifname.clone(), e);
+        if let Some(mac) = opts.mac {
+            sys::set_mac(&tmp, mac).map_err(cfg)?;
+        }
+        if let Some(mtu) = opts.mtu {
+            sys::set_mtu(&tmp, mtu).map_err(cfg)?;
+        }
+        let idx = sys::ifindex(&tmp).map_err(cfg)?;
+        sys::move_link_to_netns(idx, ns_fd.as_raw_fd(), &opts.ifname).map_err(|e| {
+            TapError::Configure(
+                opts.ifname.clone(),
+                io::Error::new(e.kind(), format!("moving to netns '{ns}': {e}")),
+            )
+        })?;
+        let plain = TapOptions {
+            ifname: opts.ifname.clone(),
+            ..Default::default()
+        };
+        let (mac, mtu) = sys::in_netns(ns, || configure(&plain).map_err(io::Error::other))
+            .map_err(|e| TapError::Configure(opts.ifname.clone(), e))?;
+        Ok((fd, true, mac, mtu))
     }
 
     /// True if the daemon created the device (it is removed with the port).
