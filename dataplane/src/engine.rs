@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 pub const BATCH: usize = 64;
 const WAKER: Token = Token(usize::MAX);
 const TIMER_PERIOD_NS: u64 = 1_000_000_000;
+/// Default busy-poll window after the last received frame (µs).
+pub const DEFAULT_BUSY_POLL_US: u64 = 200;
 /// Most ports one engine serves (bounds the tables control input can grow).
 pub const MAX_PORTS: usize = 4096;
 /// Most bridges.
@@ -98,6 +100,10 @@ pub struct Engine {
     batch: Batch,
     clock: Instant,
     next_timer_ns: u64,
+    /// Keep polling without sleeping this long after the last frame.
+    busy_poll_ns: u64,
+    /// When the last frame was received.
+    last_rx_ns: u64,
 }
 
 impl Engine {
@@ -119,8 +125,17 @@ impl Engine {
             batch: Batch::new(BATCH),
             clock: Instant::now(),
             next_timer_ns: TIMER_PERIOD_NS,
+            busy_poll_ns: DEFAULT_BUSY_POLL_US * 1000,
+            last_rx_ns: 0,
         };
         Ok((e, EngineHandle { tx, waker }))
+    }
+
+    /// After a frame, keep polling without sleeping for `us` microseconds:
+    /// a reply that arrives within the window is forwarded without a thread
+    /// wake-up, which is most of a userspace switch's latency. 0 disables it.
+    pub fn set_busy_poll_us(&mut self, us: u64) {
+        self.busy_poll_ns = us.saturating_mul(1000);
     }
 
     fn now_ns(&self) -> u64 {
@@ -163,7 +178,8 @@ impl Engine {
         let mut events = Events::with_capacity(256);
         loop {
             let now = self.now_ns();
-            let timeout = if self.ready.is_empty() {
+            let busy = now.saturating_sub(self.last_rx_ns) < self.busy_poll_ns;
+            let timeout = if self.ready.is_empty() && !busy {
                 Duration::from_nanos(self.next_timer_ns.saturating_sub(now).max(1_000_000))
             } else {
                 Duration::ZERO
@@ -254,6 +270,9 @@ impl Engine {
                 return false;
             }
         };
+        if n > 0 {
+            self.last_rx_ns = now;
+        }
         let Some(bridge) = self.bridges[slot.bridge].as_mut() else {
             return false;
         };

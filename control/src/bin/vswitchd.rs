@@ -31,6 +31,11 @@ struct Args {
     /// Data-plane worker threads (this version runs one engine thread)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
+    /// Keep polling this many microseconds after the last frame before
+    /// sleeping (lower latency for request/response traffic; 0 = never spin)
+    #[arg(long, value_name = "US", default_value_t = dataplane::engine::DEFAULT_BUSY_POLL_US,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    busy_poll_us: u64,
     /// Log verbosity
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug"])]
     log_level: String,
@@ -134,6 +139,7 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("installing signal handlers: {e}"))?;
 
     let (mut engine, handle) = Engine::new().map_err(|e| format!("creating the poller: {e}"))?;
+    engine.set_busy_poll_us(args.busy_poll_us);
     engine.apply_config(&config).map_err(|e| {
         format!(
             "applying {}: {e}",
