@@ -35,6 +35,14 @@ drop_reasons! {
     LinkLocal => "link_local",
     /// The destination was learned on the ingress port: a bridge never sends a frame back.
     SamePort => "same_port",
+    /// A VLAN the port does not carry, a VLAN-tagged frame on an access port,
+    /// an untagged frame on a trunk without a native VLAN, or VID 4095.
+    VlanFiltered => "vlan_filtered",
+    /// Double-tagged frame that would be read as another VLAN once its outer
+    /// tag is removed (the VLAN-hopping attack).
+    DoubleTagged => "double_tagged",
+    /// Ingress and egress ports are both isolated.
+    Isolated => "isolated",
     /// The source address was not learned because the FDB is at its limit
     /// (the frame itself is still forwarded).
     FdbFull => "fdb_full",

@@ -2,6 +2,7 @@
 //! time-injected (IEEE 802.1D-2004 clause 7.7/7.8 relay and learning).
 
 pub mod fdb;
+pub mod vlan;
 
 use crate::packet::EthHdr;
 use crate::stats::DropReason;
