@@ -29,7 +29,9 @@ fn bridge_with(entries: u64) -> Bridge {
             ..Default::default()
         },
     );
-    b.ports = (0..8).collect();
+    for p in 0..8 {
+        b.add_port(p, Default::default());
+    }
     for i in 0..entries {
         b.fdb.learn(1, mac(i), (i % 8) as u32, 0);
     }

@@ -362,7 +362,7 @@ def vswitchctl(env, opts, *args, timeout=10, check=True):
 def start_vswitchd(env, opts):
     env.socket = "/tmp/%s-%s.sock" % (TAG, env.name)
     env.daemon_log = "/tmp/%s-%s-vswitchd.log" % (TAG, env.name)
-    REG.files.extend([env.socket, env.daemon_log])
+    REG.files.extend([env.socket, env.socket + ".lock", env.daemon_log])
     cmd = nsexec(env.sw, os.path.join(opts.bin_dir, "vswitchd"), "--socket", env.socket)
     if opts.workers:
         cmd += ["--workers", str(opts.workers)]
@@ -433,6 +433,20 @@ def setup_vswitch_afpacket(env, opts):
     env.notes.append("vswitchd in a switch namespace, AF_PACKET ports on veth ends")
 
 
+def setup_direct_veth(env, opts):
+    """Reference without any switch: one veth pair straight from H1 to H2."""
+    for n in (env.h1, env.h2):
+        env.ns(n)
+    run(nsexec(env.h1, "ip", "link", "add", "eth0", "type", "veth",
+               "peer", "name", "eth0", "netns", env.h2))
+    if opts.no_offload:
+        set_offloads(env.h1, "eth0", False)
+        set_offloads(env.h2, "eth0", False)
+    host_addr(env.h1, "eth0", env.h1_ip)
+    host_addr(env.h2, "eth0", env.h2_ip)
+    env.notes.append("one veth pair from H1 to H2, no switch (reference for CPU overhead)")
+
+
 def teardown_common(env):
     try:
         stop_vswitchd(env)
@@ -440,7 +454,7 @@ def teardown_common(env):
         for n in reversed(env.namespaces):
             del_netns(n)
         env.namespaces.clear()
-        for f in (env.socket, env.daemon_log):
+        for f in (env.socket, env.socket and env.socket + ".lock", env.daemon_log):
             if f and f in REG.files:
                 try:
                     os.unlink(f)
@@ -451,6 +465,8 @@ def teardown_common(env):
 
 class Scenario:
     def __init__(self, name, label, setup, teardown, kind, baseline, cpu_method):
+        # kind: "kernel" (a baseline), "vswitch" (compared with `baseline`) or
+        # "reference" (no switch at all; used for the CPU-above-direct rows)
         self.name = name
         self.label = label
         self.setup = setup
@@ -468,6 +484,8 @@ CPU_DAEMON = ("vswitchd's utime+stime from /proc/PID/stat (all threads) over the
               "measurement interval")
 
 SCENARIOS = [
+    Scenario("direct", "direct veth (ref)", setup_direct_veth, teardown_common,
+             "reference", None, "no switch; system busy CPU minus the endpoints' CPU"),
     Scenario("kernel", "kernel bridge", setup_kernel_bridge, teardown_common,
              "kernel", None, CPU_KERNEL),
     Scenario("vs-tap", "vswitch TAP", setup_vswitch_tap, teardown_common,
@@ -502,12 +520,14 @@ def wait_listening(ns, port, timeout=5.0, udp=False):
     raise BenchError("iperf3 server in %s not listening on %d" % (ns, port))
 
 
-def iperf3(env, opts, client_args):
+def iperf3(env, opts, client_args, counters=None):
     """One iperf3 run h1 -> h2 with CPU accounting. Returns (client_json, cpu_dict)."""
     server = Measured(nsexec(env.h2, "iperf3", "-s", "-1", "-p", str(IPERF_PORT), "-J"),
                       "iperf3 server[%s]" % env.name)
     try:
         wait_listening(env.h2, IPERF_PORT)
+        if counters:
+            counters.take()
         with CpuWindow(env.switch_pid) as win:
             client = Measured(nsexec(env.h1, "iperf3", "-c", env.h2_ip, "-p", str(IPERF_PORT),
                                      "-J", "-i", "0", "-t", str(opts.duration),
@@ -515,6 +535,8 @@ def iperf3(env, opts, client_args):
                               "iperf3 client[%s]" % env.name)
             client.wait(opts.duration + 20)
             server.wait(10)
+        if counters:
+            counters.take()
     finally:
         if server.returncode is None:
             REG.kill_proc(server.p, server.desc, grace=2.0)
@@ -545,6 +567,8 @@ def test_tcp(streams):
             "switch_cores_per_gbps": (sw / gbps) if (sw is not None and gbps > 0) else None,
             "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
             "sys_minus_endpoints_per_gbps": (cpu["system_minus_endpoints_cores"] / gbps) if gbps > 0 else None,
+            "total_cores": cpu["system_busy_cores"],
+            "total_cores_per_gbps": (cpu["system_busy_cores"] / gbps) if gbps > 0 else None,
         }
         return r
     return t
@@ -553,7 +577,8 @@ def test_tcp(streams):
 def test_udp64(env, opts):
     # 18 bytes of UDP payload + 8 UDP + 20 IPv4 + 14 Ethernet = 60 bytes, i.e. a
     # minimum-size 64-byte frame on the wire once padded and with FCS.
-    cj, sj, cpu = iperf3(env, opts, ["-u", "-b", "0", "-l", "18"])
+    snap = Counters(env, opts)
+    cj, sj, cpu = iperf3(env, opts, ["-u", "-b", "0", "-l", "18"], counters=snap)
     end = cj["end"]
     sent = end.get("sum_sent", {})
     recv = end.get("sum_received") or end.get("sum", {})
@@ -577,6 +602,15 @@ def test_udp64(env, opts):
     offered_mfps = sent_pkts / secs / 1e6
     received_mfps = received / rsecs / 1e6
     loss_pct = 100.0 * (1.0 - received / sent_pkts) if sent_pkts else None
+    # Frames lost inside the switch: for vswitch from its own counters (frames
+    # received on ports minus frames sent, and counted drops); for a kernel
+    # bridge whatever is not explained by the host-side counters.
+    switch_reasons = snap.switch_drops()
+    if snap.has_daemon_stats():
+        switch_lost = max(0, snap.delta("sw_rx") - snap.delta("sw_tx"))
+    else:
+        switch_lost = max(0, sent_pkts - received - snap.delta("h1_tx_dropped")
+                          - snap.delta("h2_rx_dropped") - snap.delta("h2_udp_rcvbuf_errors"))
     sw = switch_cores(env, cpu)
     return {
         "offered_mfps": offered_mfps,
@@ -587,7 +621,85 @@ def test_udp64(env, opts):
         "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
         "sys_minus_endpoints_per_mfps": (cpu["system_minus_endpoints_cores"] / received_mfps)
         if received_mfps > 0 else None,
+        "total_cores": cpu["system_busy_cores"],
+        "total_cores_per_mfps": (cpu["system_busy_cores"] / received_mfps) if received_mfps > 0 else None,
+        # where the frames were lost, in % of frames sent
+        "lost_at_sender_if_pct": pct(snap.delta("h1_tx_dropped"), sent_pkts),
+        "lost_at_receiver_if_pct": pct(snap.delta("h2_rx_dropped"), sent_pkts),
+        "lost_in_receiver_socket_pct": pct(snap.delta("h2_udp_rcvbuf_errors"), sent_pkts),
+        "lost_in_switch_pct": pct(switch_lost, sent_pkts),
+        "switch_drop_reasons": switch_reasons or None,
     }
+
+
+def pct(n, total):
+    if n is None or not total:
+        return None
+    return 100.0 * n / total
+
+
+def link_counters(ns, ifname):
+    cp = run(nsexec(ns, "ip", "-s", "-j", "link", "show", "dev", ifname), check=False)
+    try:
+        st = json.loads(cp.stdout)[0]["stats64"]
+        return st["rx"], st["tx"]
+    except (ValueError, KeyError, IndexError):
+        return {}, {}
+
+
+def udp_snmp(ns):
+    """Udp: counters of a namespace's /proc/net/snmp (per network namespace)."""
+    cp = run(nsexec(ns, "cat", "/proc/net/snmp"), check=False)
+    lines = [l.split() for l in cp.stdout.splitlines() if l.startswith("Udp:")]
+    if len(lines) >= 2:
+        return dict(zip(lines[0][1:], (int(x) for x in lines[1][1:])))
+    return {}
+
+
+class Counters:
+    """Before/after snapshots of the counters that say where UDP frames died."""
+
+    def __init__(self, env, opts):
+        self.env = env
+        self.opts = opts
+        self.snaps = []
+
+    def take(self):
+        env = self.env
+        _, h1tx = link_counters(env.h1, "eth0")
+        h2rx, _ = link_counters(env.h2, "eth0")
+        snmp = udp_snmp(env.h2)
+        d = {"h1_tx_dropped": h1tx.get("dropped", 0),
+             "h2_rx_dropped": h2rx.get("dropped", 0),
+             "h2_udp_rcvbuf_errors": snmp.get("RcvbufErrors", 0)}
+        if env.daemon is not None and env.daemon.poll() is None:
+            cp = vswitchctl(env, self.opts, "stats", "--json", check=False)
+            try:
+                ports = json.loads(cp.stdout)
+                d["sw_rx"] = sum(p.get("rx_packets", 0) for p in ports)
+                d["sw_tx"] = sum(p.get("tx_packets", 0) for p in ports)
+                drops = {}
+                for p in ports:
+                    for k, v in (p.get("drops") or {}).items():
+                        drops[k] = drops.get(k, 0) + v
+                d["sw_drops"] = drops
+            except (ValueError, AttributeError, TypeError):
+                pass
+        self.snaps.append(d)
+
+    def has_daemon_stats(self):
+        return len(self.snaps) >= 2 and all("sw_rx" in s for s in self.snaps[:2])
+
+    def delta(self, key):
+        if len(self.snaps) < 2:
+            return 0
+        return self.snaps[-1].get(key, 0) - self.snaps[0].get(key, 0)
+
+    def switch_drops(self):
+        if not self.has_daemon_stats():
+            return {}
+        a, b = self.snaps[0].get("sw_drops", {}), self.snaps[-1].get("sw_drops", {})
+        return {k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0) > 0}
 
 
 def percentile(sorted_vals, p):
@@ -649,12 +761,22 @@ METRICS = [
     ("udp64", "offered_mfps", "UDP 64B offered", "Mframe/s", 1, "higher"),
     ("udp64", "received_mfps", "UDP 64B received", "Mframe/s", 1, "higher"),
     ("udp64", "loss_pct", "UDP 64B loss", "%", 1, "lower"),
+    ("udp64", "lost_at_sender_if_pct", "  lost at sender interface", "%", 1, "lower"),
+    ("udp64", "lost_in_switch_pct", "  lost in the switch", "%", 1, "lower"),
+    ("udp64", "lost_at_receiver_if_pct", "  lost at receiver interface", "%", 1, "lower"),
+    ("udp64", "lost_in_receiver_socket_pct", "  lost in receiver socket", "%", 1, "lower"),
     ("udp64", "switch_cores", "UDP 64B switch CPU", "cores", 1, "lower"),
     ("udp64", "switch_cores_per_mfps", "UDP 64B CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
     ("rtt", "rtt_median_us", "RTT median", "us", 1, "lower"),
     ("rtt", "rtt_p99_us", "RTT p99", "us", 1, "lower"),
     ("rtt", "ping_loss_pct", "ping loss", "%", 1, "lower"),
     # Same method for every scenario (comparable across kernel/vswitch):
+    ("tcp1", "total_cores_per_gbps", "TCP 1 stream total CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("tcp4", "total_cores_per_gbps", "TCP 4 streams total CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("udp64", "total_cores_per_mfps", "UDP 64B total CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
+    ("tcp1", "above_direct_per_gbps", "TCP 1 stream CPU above direct veth per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("tcp4", "above_direct_per_gbps", "TCP 4 streams CPU above direct veth per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
+    ("udp64", "above_direct_per_mfps", "UDP 64B CPU above direct veth per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
     ("tcp1", "sys_minus_endpoints_per_gbps", "TCP 1 stream non-endpoint CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
     ("tcp4", "sys_minus_endpoints_per_gbps", "TCP 4 streams non-endpoint CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
     ("udp64", "sys_minus_endpoints_per_mfps", "UDP 64B non-endpoint CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
@@ -666,6 +788,7 @@ SVG_METRICS = [
     ("rtt", "rtt_median_us"), ("rtt", "rtt_p99_us"),
     ("tcp1", "switch_cores_per_gbps"), ("tcp4", "switch_cores_per_gbps"),
     ("udp64", "switch_cores_per_mfps"),
+    ("tcp1", "total_cores_per_gbps"), ("udp64", "total_cores_per_mfps"),
 ]
 
 
@@ -774,8 +897,21 @@ def aggregate(results, scenarios):
             for r in rounds:
                 keys.update(r.keys())
             for k in keys:
-                vals = [r[k] for r in rounds if r.get(k) is not None]
-                agg[s.name][(test, k)] = (statistics.median(vals) if vals else None, vals)
+                vals = [r[k] for r in rounds if isinstance(r.get(k), (int, float))]
+                if vals or all(r.get(k) is None for r in rounds):
+                    agg[s.name][(test, k)] = (statistics.median(vals) if vals else None, vals)
+    # Derived: total CPU per unit of work above the no-switch reference (the
+    # switch's whole cost, wherever the kernel accounted it).
+    ref = next((s for s in scenarios if s.kind == "reference"), None)
+    if ref is not None:
+        for s in scenarios:
+            for test, per, key in (("tcp1", "total_cores_per_gbps", "above_direct_per_gbps"),
+                                   ("tcp4", "total_cores_per_gbps", "above_direct_per_gbps"),
+                                   ("udp64", "total_cores_per_mfps", "above_direct_per_mfps")):
+                v = agg[s.name].get((test, per), (None, []))[0]
+                b = agg[ref.name].get((test, per), (None, []))[0]
+                if v is not None and b is not None and s is not ref:
+                    agg[s.name][(test, key)] = (v - b, [])
     return agg
 
 
@@ -783,6 +919,29 @@ def ratio(v, base):
     if v is None or base is None or base == 0:
         return None
     return v / base
+
+
+def irq_time_accounting():
+    """True/False if the kernel config says whether softirq time is accounted
+    separately (CONFIG_IRQ_TIME_ACCOUNTING), None if unknown."""
+    import gzip
+    for path, opener in (("/proc/config.gz", gzip.open), ("/boot/config-" + platform.release(), open)):
+        try:
+            with opener(path, "rt") as f:
+                for line in f:
+                    if line.startswith("CONFIG_IRQ_TIME_ACCOUNTING="):
+                        return line.strip().endswith("=y")
+            return False
+        except OSError:
+            continue
+    return None
+
+
+IRQ_NOTE = ("This kernel does not account softirq time separately "
+            "(CONFIG_IRQ_TIME_ACCOUNTING off): the kernel bridge's softirq work is charged "
+            "to whichever task was running, mostly the iperf3 processes, so the kernel "
+            "bridge's 'switch CPU' by subtraction reads near 0. Compare the 'total CPU' and "
+            "'CPU above direct veth' rows instead; they count everything the machine spent.")
 
 
 def print_table(agg, scenarios, tests, opts, out=sys.stdout):
@@ -827,9 +986,14 @@ def print_table(agg, scenarios, tests, opts, out=sys.stdout):
     print("'non-endpoint CPU' rows use the kernel method for every scenario (system busy "
           "minus iperf3), so they include the veth/TAP/stack work on both sides and are "
           "comparable across rows.", file=out)
+    print("'total CPU' = all busy CPU of the machine; 'CPU above direct veth' = total CPU per "
+          "unit minus that of a plain veth pair between the hosts (no switch).", file=out)
+    if irq_time_accounting() is False:
+        print(IRQ_NOTE, file=out)
 
 
 def svg_chart(agg, scenarios, path):
+    scenarios = [s for s in scenarios if s.kind != "reference"]
     base_of = {s.name: (s.baseline or s.name) for s in scenarios}
     groups = []
     for test, key in SVG_METRICS:
@@ -910,6 +1074,8 @@ def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
                    "ping_count": opts.ping_count, "ping_interval_s": opts.ping_interval,
                    "offloads": "off" if opts.no_offload else "default",
                    "bin_dir": opts.bin_dir},
+        "irq_time_accounting": irq_time_accounting(),
+        "notes": ([IRQ_NOTE] if irq_time_accounting() is False else []),
         "scenarios": [{"name": s.name, "label": s.label, "kind": s.kind, "baseline": s.baseline,
                        "cpu_method": s.cpu_method, "notes": notes.get(s.name, [])}
                       for s in scenarios],
@@ -932,6 +1098,7 @@ def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
                 entries[key] = e
             sr[t.name] = entries
         doc["results"][s.name] = sr
+    doc["rounds"] = results
     return doc
 
 
@@ -952,6 +1119,9 @@ def parse_args(argv):
     ap.add_argument("--workers", type=int, default=0, help="pass --workers N to vswitchd")
     ap.add_argument("--ping-count", type=int, default=500)
     ap.add_argument("--ping-interval", type=float, default=0.002)
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the 'direct veth' reference (no switch) used for the "
+                         "CPU-above-direct rows")
     ap.add_argument("--no-offload", action="store_true",
                     help="turn TSO/GSO/GRO off on every veth/TAP endpoint (ethtool)")
     ap.add_argument("--settle", type=float, default=1.0, help="pause between tests (s)")
@@ -983,6 +1153,8 @@ def main(argv):
     VERBOSE = opts.verbose
     tests = pick(TESTS, opts.only, "test")
     scenarios = pick(SCENARIOS, opts.scenarios, "scenario")
+    if opts.no_reference and not opts.scenarios:
+        scenarios = [s for s in scenarios if s.kind != "reference"]
     # a compared scenario needs its baseline in the run to get a ratio; that is fine
     # either way, the absolute numbers are still reported.
 

@@ -40,6 +40,22 @@ pub enum Request {
     DelPort {
         name: String,
     },
+    /// Changes a port's VLAN mode, isolation or learning. `access_vlan`
+    /// makes it an access port; `trunk_vlans` (with optional `native_vlan`)
+    /// a trunk; `native_vlan` alone changes a trunk's native VLAN.
+    SetPort {
+        name: String,
+        #[serde(default)]
+        access_vlan: Option<u16>,
+        #[serde(default)]
+        trunk_vlans: Option<String>,
+        #[serde(default)]
+        native_vlan: Option<u16>,
+        #[serde(default)]
+        isolated: Option<bool>,
+        #[serde(default)]
+        learning: Option<bool>,
+    },
     ListPorts {
         #[serde(default)]
         bridge: Option<String>,

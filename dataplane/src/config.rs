@@ -17,7 +17,8 @@
 //! port = "h1"
 //! ```
 
-use crate::bridge::DEFAULT_AGEING_S;
+use crate::bridge::vlan::{parse_vid, VlanMode, VlanSet};
+use crate::bridge::{Member, DEFAULT_AGEING_S, DEFAULT_VLAN};
 use crate::MacAddr;
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +97,27 @@ pub struct PortConfig {
     pub mac: Option<MacAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Access port: this one VLAN, untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_vlan: Option<u16>,
+    /// Trunk port: these VLANs tagged, as `10,20,100-110`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk_vlans: Option<String>,
+    /// Trunk port: this VLAN untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_vlan: Option<u16>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub isolated: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub learning: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl PortConfig {
@@ -107,7 +129,36 @@ impl PortConfig {
             ifname: None,
             mac: None,
             mtu: None,
+            access_vlan: None,
+            trunk_vlans: None,
+            native_vlan: None,
+            isolated: false,
+            learning: true,
         }
+    }
+
+    /// The port's bridge membership (VLAN mode, isolation, learning), checked.
+    pub fn member(&self) -> Result<Member, String> {
+        let check = |v: u16| parse_vid(&v.to_string());
+        let vlan = match (&self.access_vlan, &self.trunk_vlans, self.native_vlan) {
+            (Some(_), Some(_), _) => {
+                return Err("a port is either access or trunk, not both".into())
+            }
+            (Some(_), None, Some(_)) | (None, None, Some(_)) => {
+                return Err("a native VLAN needs a trunk port (--trunk)".into())
+            }
+            (Some(a), None, None) => VlanMode::Access(check(*a)?),
+            (None, Some(t), native) => VlanMode::Trunk {
+                vlans: VlanSet::parse(t)?,
+                native: native.map(check).transpose()?,
+            },
+            (None, None, None) => VlanMode::Access(DEFAULT_VLAN),
+        };
+        Ok(Member {
+            vlan,
+            isolated: self.isolated,
+            learning: self.learning,
+        })
     }
 
     /// The interface name: `--ifname` if given, else the port name.
@@ -169,6 +220,26 @@ port = "v1"
         assert_eq!(c.bridges[0].ports[1].ifname(), "v1");
         let again = Config::from_toml(&c.to_toml()).unwrap();
         assert_eq!(c, again);
+    }
+
+    #[test]
+    fn vlan_membership() {
+        let mut p = PortConfig::new("p", PortType::Tap);
+        assert_eq!(p.member().unwrap().vlan, VlanMode::Access(1));
+        p.trunk_vlans = Some("10,20".into());
+        p.native_vlan = Some(1);
+        let m = p.member().unwrap();
+        assert_eq!(m.vlan.egress_tagged(20), Some(true));
+        assert_eq!(m.vlan.egress_tagged(1), Some(false));
+        p.access_vlan = Some(5);
+        assert!(p.member().is_err());
+        p.trunk_vlans = None;
+        assert!(p.member().is_err(), "native without trunk");
+        p.native_vlan = None;
+        p.access_vlan = Some(4095);
+        assert!(p.member().is_err());
+        p.access_vlan = Some(0);
+        assert!(p.member().is_err());
     }
 
     #[test]

@@ -7,12 +7,13 @@
 //! data-plane state. Time is read once per loop turn and passed down.
 
 use crate::api::Request;
+use crate::bridge::vlan::VlanMode;
 use crate::bridge::{Bridge, BridgeSettings, Learn, PortId, Verdict, DEFAULT_VLAN};
 use crate::config::{BridgeConfig, Config, PortConfig, PortType, StaticFdbConfig};
 use crate::packet::Batch;
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::{TapOptions, TapPort};
-use crate::port::{AnyPort, Port};
+use crate::port::{AnyPort, Port, TxItem};
 use crate::stats::{DropReason, PortStats};
 use crate::sys;
 use crate::MacAddr;
@@ -94,7 +95,7 @@ pub struct Engine {
     /// Per-port state read on the fast path, indexed by PortId.
     up: Vec<bool>,
     stats: Vec<PortStats>,
-    txq: Vec<Vec<u16>>,
+    txq: Vec<Vec<TxItem>>,
     dirty: Vec<PortId>,
     ready: VecDeque<PortId>,
     batch: Batch,
@@ -281,20 +282,27 @@ impl Engine {
             let f = &self.batch.frames[i];
             stats.rx_packets += 1;
             stats.rx_bytes += f.len() as u64;
-            let d = bridge.decide(pid, f.data(), now);
+            let data = f.data();
+            let d = bridge.decide(pid, data, now);
             if d.learn == Some(Learn::Full) {
                 stats.drop(DropReason::FdbFull);
             }
+            let idx = i as u16;
             match d.verdict {
                 Verdict::Unicast(out) => {
                     let o = out as usize;
-                    if self.up[o] {
-                        if self.txq[o].is_empty() {
-                            self.dirty.push(out);
-                        }
-                        self.txq[o].push(i as u16);
-                    } else {
+                    if !self.up[o] {
                         stats.drop(DropReason::EgressDown);
+                        continue;
+                    }
+                    match bridge.egress(pid, out, &d.class, data) {
+                        Ok(edit) => {
+                            if self.txq[o].is_empty() {
+                                self.dirty.push(out);
+                            }
+                            self.txq[o].push(TxItem { idx, edit });
+                        }
+                        Err(r) => stats.drop(r),
                     }
                 }
                 Verdict::Flood => {
@@ -304,10 +312,15 @@ impl Engine {
                         if out == pid || !self.up[o] {
                             continue;
                         }
+                        // Ports outside the frame's VLAN (or isolated from
+                        // the ingress) are simply not part of this flood.
+                        let Ok(edit) = bridge.egress(pid, out, &d.class, data) else {
+                            continue;
+                        };
                         if self.txq[o].is_empty() {
                             self.dirty.push(out);
                         }
-                        self.txq[o].push(i as u16);
+                        self.txq[o].push(TxItem { idx, edit });
                         sent = true;
                     }
                     if !sent {
@@ -369,8 +382,7 @@ impl Engine {
         self.txq[p].clear();
         self.ready.retain(|&x| x != pid);
         if let Some(b) = self.bridges[slot.bridge].as_mut() {
-            b.ports.retain(|&x| x != pid);
-            b.fdb.remove_port(pid);
+            b.remove_port(pid);
         }
         tracing::info!(port = %slot.cfg.name, "port removed");
         Some(slot)
@@ -476,6 +488,59 @@ impl Engine {
                 self.remove_port(p as PortId);
                 Ok(Value::Null)
             }
+            Request::SetPort {
+                name,
+                access_vlan,
+                trunk_vlans,
+                native_vlan,
+                isolated,
+                learning,
+            } => {
+                let p = self.port_idx(&name)?;
+                let slot = self.ports[p].as_ref().expect("index from port_idx");
+                let mut cfg = slot.cfg.clone();
+                match (access_vlan, trunk_vlans) {
+                    (Some(_), Some(_)) => {
+                        return Err("give either --access or --trunk, not both".into())
+                    }
+                    (Some(a), None) => {
+                        if native_vlan.is_some() {
+                            return Err("--native applies to trunk ports".into());
+                        }
+                        cfg.access_vlan = Some(a);
+                        cfg.trunk_vlans = None;
+                        cfg.native_vlan = None;
+                    }
+                    (None, Some(t)) => {
+                        cfg.access_vlan = None;
+                        cfg.trunk_vlans = Some(t);
+                        cfg.native_vlan = native_vlan;
+                    }
+                    (None, None) => {
+                        if native_vlan.is_some() {
+                            if cfg.trunk_vlans.is_none() {
+                                return Err(format!(
+                                    "port '{name}' is not a trunk: give --trunk with --native"
+                                ));
+                            }
+                            cfg.native_vlan = native_vlan;
+                        }
+                    }
+                }
+                if let Some(i) = isolated {
+                    cfg.isolated = i;
+                }
+                if let Some(l) = learning {
+                    cfg.learning = l;
+                }
+                let member = cfg.member()?;
+                let bi = slot.bridge;
+                if let Some(b) = self.bridges[bi].as_mut() {
+                    b.set_member(p as PortId, member);
+                }
+                self.ports[p].as_mut().expect("index").cfg = cfg;
+                Ok(Value::Null)
+            }
             Request::ListPorts { bridge } => {
                 let filter = match bridge {
                     Some(b) => Some(self.bridge_idx(&b)?),
@@ -525,7 +590,6 @@ impl Engine {
                 port,
                 vlan,
             } => {
-                let vlan = check_vlan(vlan)?;
                 if !mac.is_valid_station() {
                     return Err(format!("{mac} is not a unicast station address"));
                 }
@@ -535,17 +599,35 @@ impl Engine {
                     return Err(format!("port '{port}' is not on bridge '{bridge}'"));
                 }
                 let b = self.bridges[bi].as_mut().expect("index");
+                let m = b.member(pi as PortId).cloned().unwrap_or_default();
+                // Without --vlan: the port's untagged VLAN (1 by default).
+                let vlan = match vlan {
+                    Some(v) => check_vlan(v)?,
+                    None => m.vlan.untagged_vid().ok_or_else(|| {
+                        format!("port '{port}' has no untagged VLAN: give --vlan")
+                    })?,
+                };
+                if m.vlan.egress_tagged(vlan).is_none() {
+                    return Err(format!("port '{port}' does not carry VLAN {vlan}"));
+                }
                 b.fdb
                     .add_static(vlan, mac, pi as PortId)
                     .map_err(|e| e.to_string())?;
                 Ok(Value::Null)
             }
             Request::FdbDel { bridge, mac, vlan } => {
-                let vlan = check_vlan(vlan)?;
                 let b = self.bridge(&bridge)?;
-                b.fdb.remove(vlan, mac).map(|_| Value::Null).ok_or_else(|| {
-                    format!("no entry for {mac} in VLAN {vlan} on bridge '{bridge}'")
-                })
+                let removed = match vlan {
+                    Some(v) => {
+                        let v = check_vlan(v)?;
+                        usize::from(b.fdb.remove(v, mac).is_some())
+                    }
+                    None => b.fdb.remove_mac(mac),
+                };
+                if removed == 0 {
+                    return Err(format!("no FDB entry for {mac} on bridge '{bridge}'"));
+                }
+                Ok(Value::Null)
             }
             Request::FdbFlush { bridge, port } => {
                 let bi = self.bridge_idx(&bridge)?;
@@ -624,6 +706,7 @@ impl Engine {
         {
             return Err(format!("interface '{ifname}' is already attached"));
         }
+        let member = cfg.member()?;
         let slot_idx = match self.ports.iter().position(Option::is_none) {
             Some(i) => i,
             None if self.ports.len() < MAX_PORTS => {
@@ -684,8 +767,7 @@ impl Engine {
         self.bridges[bi]
             .as_mut()
             .expect("index")
-            .ports
-            .push(slot_idx as PortId);
+            .add_port(slot_idx as PortId, member);
         Ok(Value::Null)
     }
 
@@ -709,7 +791,13 @@ impl Engine {
         let Some(s) = self.ports[pid as usize].as_ref() else {
             return Value::Null;
         };
-        let bridge = self.bridges[s.bridge].as_ref().map(|b| b.name.as_str());
+        let br = self.bridges[s.bridge].as_ref();
+        let bridge = br.map(|b| b.name.as_str());
+        let member = br.and_then(|b| b.member(pid)).cloned().unwrap_or_default();
+        let (mode, access, trunk, native) = match &member.vlan {
+            VlanMode::Access(a) => ("access", Some(*a), Vec::new(), None),
+            VlanMode::Trunk { vlans, native } => ("trunk", None, vlans.iter().collect(), *native),
+        };
         json!({
             "name": s.cfg.name,
             "bridge": bridge,
@@ -717,10 +805,12 @@ impl Engine {
             "ifname": s.ifname,
             "netns": s.cfg.netns,
             "up": self.up[pid as usize],
-            "vlan_mode": "access",
-            "access_vlan": DEFAULT_VLAN,
-            "trunk_vlans": [],
-            "native_vlan": null,
+            "vlan_mode": mode,
+            "access_vlan": access,
+            "trunk_vlans": trunk,
+            "native_vlan": native,
+            "isolated": member.isolated,
+            "learning": member.learning,
             "mac": s.mac.map(|m| m.to_string()),
             "mtu": s.mtu,
             "created": s.created,
@@ -806,10 +896,9 @@ fn check_ageing(a: u32) -> Result<(), String> {
 }
 
 /// VLAN ids are 1-4094 (IEEE 802.1Q-2018 table 9-2: 0 and 4095 are reserved).
-fn check_vlan(v: Option<u16>) -> Result<u16, String> {
+fn check_vlan(v: u16) -> Result<u16, String> {
     match v {
-        None => Ok(DEFAULT_VLAN),
-        Some(v @ 1..=4094) => Ok(v),
-        Some(v) => Err(format!("VLAN id {v} out of range (1-4094)")),
+        1..=4094 => Ok(v),
+        v => Err(format!("VLAN id {v} out of range (1-4094)")),
     }
 }

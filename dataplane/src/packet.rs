@@ -22,6 +22,11 @@ pub const MAX_FRAME: usize = 65535 + 14 + 8;
 /// Allocation size of one frame buffer.
 pub const BUF_SIZE: usize = HEADROOM + VNET_HDR_LEN + MAX_FRAME;
 
+/// Longest prefix [`Frame::edited_prefix`] builds: virtio header, MACs, tag.
+pub const EDIT_PREFIX_MAX: usize = VNET_HDR_LEN + 12 + 4;
+
+use crate::bridge::vlan::{TagEdit, TPID_8021Q};
+
 /// `virtio_net_hdr` as the kernel's `include/uapi/linux/virtio_net.h` defines
 /// it (little-endian on every host we run on with a modern kernel).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +67,17 @@ impl VnetHdr {
         b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
         b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
         b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+    }
+
+    /// Moves the header offsets by `delta` bytes (a tag pushed or popped in
+    /// front of them).
+    pub fn shift(&mut self, delta: i32) {
+        if self.flags & Self::F_NEEDS_CSUM != 0 {
+            self.csum_start = (i32::from(self.csum_start) + delta).clamp(0, 0xffff) as u16;
+        }
+        if self.is_gso() {
+            self.hdr_len = (i32::from(self.hdr_len) + delta).clamp(0, 0xffff) as u16;
+        }
     }
 
     /// A GSO super-frame (longer than one segment on the wire).
@@ -186,6 +202,63 @@ impl Frame {
         h.emit(b);
     }
 
+    /// Inserts an 802.1Q tag after the MAC addresses, growing the frame into
+    /// its headroom (no payload move): used where a port delivers the tag out
+    /// of band (AF_PACKET auxdata). The virtio header's offsets follow.
+    pub fn insert_tag(&mut self, tpid: u16, tci: u16) -> bool {
+        if self.len < 12 || self.headroom() < 4 {
+            return false;
+        }
+        let s = self.start;
+        self.buf
+            .copy_within(s - VNET_HDR_LEN..s + 12, s - VNET_HDR_LEN - 4);
+        self.start -= 4;
+        self.len += 4;
+        let t = self.start + 12;
+        self.buf[t..t + 2].copy_from_slice(&tpid.to_be_bytes());
+        self.buf[t + 2..t + 4].copy_from_slice(&tci.to_be_bytes());
+        let mut h = self.vnet();
+        h.shift(4);
+        self.set_vnet(&h);
+        true
+    }
+
+    /// Builds, in `scratch`, the start of this frame as it leaves with `edit`
+    /// applied: virtio header (offsets adjusted), MAC addresses and the new
+    /// tag if any. Returns the prefix length and the offset in [`Frame::data`]
+    /// where the unchanged rest begins, so a port sends the two pieces with
+    /// scatter-gather and the shared buffer stays untouched.
+    pub fn edited_prefix(
+        &self,
+        edit: TagEdit,
+        scratch: &mut [u8; EDIT_PREFIX_MAX],
+    ) -> (usize, usize) {
+        let d = self.data();
+        let mut h = self.vnet();
+        let (tag, rest, shift): (Option<u16>, usize, i32) = match edit {
+            TagEdit::None => (None, 0, 0),
+            TagEdit::Push(tci) => (Some(tci), 12, 4),
+            TagEdit::Pop => (None, 16, -4),
+            TagEdit::Retag(tci) => (Some(tci), 16, 0),
+        };
+        if edit == TagEdit::None || d.len() < rest {
+            // Nothing to do (or nothing to pop): send the frame as it is.
+            scratch[..VNET_HDR_LEN].copy_from_slice(&self.with_vnet()[..VNET_HDR_LEN]);
+            return (VNET_HDR_LEN, 0);
+        }
+        h.shift(shift);
+        let (hb, tail) = scratch.split_at_mut(VNET_HDR_LEN);
+        h.emit(hb.try_into().expect("VNET_HDR_LEN bytes"));
+        tail[..12].copy_from_slice(&d[..12]);
+        let mut n = VNET_HDR_LEN + 12;
+        if let Some(tci) = tag {
+            scratch[n..n + 2].copy_from_slice(&TPID_8021Q.to_be_bytes());
+            scratch[n + 2..n + 4].copy_from_slice(&tci.to_be_bytes());
+            n += 4;
+        }
+        (n, rest)
+    }
+
     /// Headroom left in front of the virtio header.
     pub fn headroom(&self) -> usize {
         self.start - VNET_HDR_LEN
@@ -267,6 +340,62 @@ mod tests {
         assert_eq!(&f.data()[..6], &[0xff; 6]);
         assert!(!f.set_rx_len_vnet(3));
         assert!(f.is_empty());
+    }
+
+    fn assemble(f: &Frame, e: TagEdit) -> (VnetHdr, Vec<u8>) {
+        let mut scratch = [0u8; EDIT_PREFIX_MAX];
+        let (n, rest) = f.edited_prefix(e, &mut scratch);
+        let h = VnetHdr::parse(scratch[..VNET_HDR_LEN].try_into().unwrap());
+        let mut out = scratch[VNET_HDR_LEN..n].to_vec();
+        out.extend_from_slice(&f.data()[rest..]);
+        (h, out)
+    }
+
+    #[test]
+    fn tag_edits_by_scatter_gather() {
+        let mut eth = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x00];
+        eth.extend_from_slice(&[0xaa; 50]);
+        let mut f = Frame::from_bytes(&eth);
+        f.set_vnet(&VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        });
+        let (h, pushed) = assemble(&f, TagEdit::Push(0x6014));
+        assert_eq!(&pushed[12..18], &[0x81, 0x00, 0x60, 0x14, 0x08, 0x00]);
+        assert_eq!(pushed.len(), eth.len() + 4);
+        assert_eq!((h.csum_start, h.hdr_len), (38, 58));
+        assert_eq!(f.data(), &eth[..], "the shared buffer is untouched");
+
+        let tagged = Frame::from_bytes(&pushed);
+        let (_, popped) = assemble(&tagged, TagEdit::Pop);
+        assert_eq!(popped, eth);
+        let (_, retagged) = assemble(&tagged, TagEdit::Retag(0x0020));
+        assert_eq!(&retagged[12..16], &[0x81, 0x00, 0x00, 0x20]);
+        assert_eq!(retagged.len(), pushed.len());
+        let (_, same) = assemble(&f, TagEdit::None);
+        assert_eq!(same, eth);
+    }
+
+    #[test]
+    fn insert_tag_in_headroom() {
+        let mut eth = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x00];
+        eth.extend_from_slice(&[0xbb; 46]);
+        let mut f = Frame::from_bytes(&eth);
+        f.set_vnet(&VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..Default::default()
+        });
+        assert!(f.insert_tag(0x8100, 10));
+        assert_eq!(f.len(), 64);
+        assert_eq!(&f.data()[..12], &eth[..12]);
+        assert_eq!(&f.data()[12..18], &[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
+        assert_eq!(f.vnet().csum_start, 38);
     }
 
     #[test]

@@ -30,7 +30,9 @@ fn random_frames_never_panic_and_fdb_stays_bounded() {
             ..Default::default()
         },
     );
-    b.ports = vec![0, 1, 2, 3];
+    for p in 0..4 {
+        b.add_port(p, Default::default());
+    }
     for i in 0..200_000u64 {
         let len = (rng.next() % 128) as usize;
         let mut f = rng.bytes(len);

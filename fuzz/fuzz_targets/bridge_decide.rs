@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         },
     );
-    b.ports = vec![0, 1, 2, 3];
+    for p in 0..4 {
+        b.add_port(p, Default::default());
+    }
     // Split the input into frames at 0xff 0xfe markers; the byte before each
     // frame picks its ingress port and the time advances per frame.
     for (i, chunk) in data.split(|&x| x == 0xfe).enumerate() {

@@ -46,6 +46,18 @@ fn parse_vlan(s: &str) -> Result<u16, String> {
     }
 }
 
+fn parse_vlan_list(s: &str) -> Result<String, String> {
+    dataplane::bridge::vlan::VlanSet::parse(s).map(|v| v.to_ranges())
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("'{s}': expected on or off")),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Add a bridge
@@ -98,6 +110,26 @@ enum Cmd {
     },
     /// Remove a port (a TAP the daemon created is deleted)
     DelPort { port: String },
+    /// Change a port's VLANs, isolation or learning
+    #[command(group(clap::ArgGroup::new("mode").args(["access", "trunk"])))]
+    SetPort {
+        port: String,
+        /// Access port: carry this VLAN untagged
+        #[arg(long, value_name = "VID", value_parser = parse_vlan)]
+        access: Option<u16>,
+        /// Trunk port: carry these VLANs tagged, e.g. 10,20,100-110
+        #[arg(long, value_name = "VLANS", value_parser = parse_vlan_list)]
+        trunk: Option<String>,
+        /// Trunk port: carry this VLAN untagged
+        #[arg(long, value_name = "VID", value_parser = parse_vlan)]
+        native: Option<u16>,
+        /// Isolated ports reach only non-isolated ports
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        isolated: Option<bool>,
+        /// Learn source addresses on this port
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        learning: Option<bool>,
+    },
     /// List ports (of one bridge, or all)
     ListPorts { bridge: Option<String> },
     /// Show the forwarding database
@@ -183,6 +215,35 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             Request::AddPort { bridge, port: p }
         }
         Cmd::DelPort { port } => Request::DelPort { name: port },
+        Cmd::SetPort {
+            port,
+            access,
+            trunk,
+            native,
+            isolated,
+            learning,
+        } => {
+            if [
+                access.is_some(),
+                trunk.is_some(),
+                native.is_some(),
+                isolated.is_some(),
+                learning.is_some(),
+            ]
+            .iter()
+            .all(|x| !x)
+            {
+                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated or --learning)".into());
+            }
+            Request::SetPort {
+                name: port,
+                access_vlan: access,
+                trunk_vlans: trunk,
+                native_vlan: native,
+                isolated,
+                learning,
+            }
+        }
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },
         Cmd::FdbShow { bridge } => Request::FdbShow { bridge },
         Cmd::FdbAdd {
@@ -298,10 +359,35 @@ fn port_rows(ports: &[Value]) -> Vec<Vec<String>> {
                 .into(),
                 s(&p["mac"]),
                 s(&p["mtu"]),
-                format!("{} {}", s(&p["vlan_mode"]), s(&p["access_vlan"])),
+                vlan_text(p),
             ]
         })
         .collect()
+}
+
+fn vlan_text(p: &Value) -> String {
+    let mut t = if p["vlan_mode"] == "trunk" {
+        let vids: Vec<u16> = arr(&p["trunk_vlans"])
+            .iter()
+            .filter_map(|v| v.as_u64().map(|v| v as u16))
+            .collect();
+        let mut set = dataplane::bridge::vlan::VlanSet::default();
+        vids.iter().for_each(|v| set.insert(*v));
+        let mut t = format!("trunk {}", set.to_ranges());
+        if let Some(n) = p["native_vlan"].as_u64() {
+            t.push_str(&format!(" native {n}"));
+        }
+        t
+    } else {
+        format!("access {}", s(&p["access_vlan"]))
+    };
+    if p["isolated"] == Value::Bool(true) {
+        t.push_str(" isolated");
+    }
+    if p["learning"] == Value::Bool(false) {
+        t.push_str(" no-learning");
+    }
+    t
 }
 
 const PORT_HEADERS: &[&str] = &[

@@ -178,6 +178,25 @@ impl Fdb {
         Some(e)
     }
 
+    /// Removes `mac` in every VLAN. Returns how many entries went.
+    pub fn remove_mac(&mut self, mac: MacAddr) -> usize {
+        let m = mac.to_u64();
+        let mut removed_dynamic = 0;
+        let before = self.map.len();
+        self.map.retain(|k, e| {
+            if k & 0xffff_ffff_ffff == m {
+                if !e.is_static {
+                    removed_dynamic += 1;
+                }
+                false
+            } else {
+                true
+            }
+        });
+        self.dynamic -= removed_dynamic;
+        before - self.map.len()
+    }
+
     /// Removes dynamic entries, all or those of one port. Returns how many.
     pub fn flush_dynamic(&mut self, port: Option<PortId>) -> usize {
         let before = self.map.len();
@@ -302,6 +321,18 @@ mod tests {
         f.add_static(1, mac(1), 2).unwrap();
         assert_eq!(f.dynamic_len(), 0);
         assert_eq!(f.learn(1, mac(2), 1, 0), Learn::New);
+    }
+
+    #[test]
+    fn remove_mac_in_all_vlans() {
+        let mut f = Fdb::new(300, None);
+        f.learn(1, mac(1), 1, 0);
+        f.learn(2, mac(1), 1, 0);
+        f.add_static(3, mac(1), 1).unwrap();
+        f.learn(1, mac(2), 1, 0);
+        assert_eq!(f.remove_mac(mac(1)), 3);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.dynamic_len(), 1);
     }
 
     #[test]

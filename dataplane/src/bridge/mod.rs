@@ -8,6 +8,7 @@ use crate::packet::EthHdr;
 use crate::stats::DropReason;
 use crate::MacAddr;
 pub use fdb::{Fdb, FdbEntry, Learn, PortId};
+use vlan::{edit_for, Classified, TagEdit, VlanMode};
 
 /// Linux bridge default ageing time (s).
 pub const DEFAULT_AGEING_S: u32 = 300;
@@ -25,10 +26,12 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// A verdict plus what learning the source did (for counters and logs).
+/// A verdict plus what the frame was classified as and what learning did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
+    /// VLAN membership of the frame (meaningful unless dropped).
+    pub class: Classified,
     pub learn: Option<Learn>,
 }
 
@@ -36,6 +39,11 @@ impl Decision {
     fn drop(r: DropReason) -> Decision {
         Decision {
             verdict: Verdict::Drop(r),
+            class: Classified {
+                vid: 0,
+                pcp_dei: 0,
+                tagged: false,
+            },
             learn: None,
         }
     }
@@ -59,6 +67,26 @@ impl Default for BridgeSettings {
     }
 }
 
+/// How one port takes part in a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub vlan: VlanMode,
+    /// Isolated ports talk only to non-isolated ones (Linux bridge `isolated`).
+    pub isolated: bool,
+    /// Learn source addresses seen on this port.
+    pub learning: bool,
+}
+
+impl Default for Member {
+    fn default() -> Self {
+        Member {
+            vlan: VlanMode::Access(DEFAULT_VLAN),
+            isolated: false,
+            learning: true,
+        }
+    }
+}
+
 /// One bridge: its member ports and forwarding database.
 pub struct Bridge {
     pub name: String,
@@ -66,6 +94,8 @@ pub struct Bridge {
     pub fdb: Fdb,
     /// Member ports, in the order they were added.
     pub ports: Vec<PortId>,
+    /// Membership settings, indexed by PortId.
+    members: Vec<Option<Member>>,
 }
 
 impl Bridge {
@@ -75,6 +105,7 @@ impl Bridge {
             fdb: Fdb::new(settings.ageing_s, settings.fdb_max),
             settings,
             ports: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -88,8 +119,49 @@ impl Bridge {
         self.fdb.set_max(fdb_max);
     }
 
+    /// Adds a port (or replaces its settings).
+    pub fn add_port(&mut self, pid: PortId, m: Member) {
+        let i = pid as usize;
+        if self.members.len() <= i {
+            self.members.resize(i + 1, None);
+        }
+        if self.members[i].is_none() {
+            self.ports.push(pid);
+        }
+        self.members[i] = Some(m);
+    }
+
+    /// Removes a port and every FDB entry pointing at it.
+    pub fn remove_port(&mut self, pid: PortId) {
+        if let Some(m) = self.members.get_mut(pid as usize) {
+            *m = None;
+        }
+        self.ports.retain(|&p| p != pid);
+        self.fdb.remove_port(pid);
+    }
+
+    #[inline]
+    pub fn member(&self, pid: PortId) -> Option<&Member> {
+        self.members.get(pid as usize).and_then(Option::as_ref)
+    }
+
+    /// Changes a port's settings; a VLAN change flushes what it learned
+    /// (its entries may belong to VLANs it no longer carries).
+    pub fn set_member(&mut self, pid: PortId, m: Member) {
+        let vlan_changed = self.member(pid).is_some_and(|old| old.vlan != m.vlan);
+        if let Some(slot) = self.members.get_mut(pid as usize) {
+            if slot.is_some() {
+                *slot = Some(m);
+            }
+        }
+        if vlan_changed {
+            self.fdb.flush_dynamic(Some(pid));
+        }
+    }
+
     /// Decides what happens to `frame` (an Ethernet frame) that arrived on
-    /// `ingress` at `now_ns`: learn its source, then forward, flood or drop.
+    /// `ingress` at `now_ns`: classify its VLAN, learn its source, then
+    /// forward, flood or drop.
     #[inline]
     pub fn decide(&mut self, ingress: PortId, frame: &[u8], now_ns: u64) -> Decision {
         let Some(eth) = EthHdr::parse(frame) else {
@@ -100,12 +172,20 @@ impl Bridge {
         if !eth.src.is_valid_station() {
             return Decision::drop(DropReason::InvalidSrcMac);
         }
-        let vlan = DEFAULT_VLAN;
-        let learn = self.fdb.learn(vlan, eth.src, ingress, now_ns);
-        let verdict = self.forward(ingress, vlan, eth.dst, now_ns);
+        let Some(m) = self.member(ingress) else {
+            return Decision::drop(DropReason::NoEgress);
+        };
+        let learning = m.learning;
+        let class = match m.vlan.classify(frame) {
+            Ok(c) => c,
+            Err(r) => return Decision::drop(r),
+        };
+        let learn = learning.then(|| self.fdb.learn(class.vid, eth.src, ingress, now_ns));
+        let verdict = self.forward(ingress, class.vid, eth.dst, now_ns);
         Decision {
             verdict,
-            learn: Some(learn),
+            class,
+            learn,
         }
     }
 
@@ -124,6 +204,29 @@ impl Bridge {
             Some(p) => Verdict::Unicast(p),
             None => Verdict::Flood,
         }
+    }
+
+    /// Whether (and how) a frame from `ingress` classified as `class` may
+    /// leave through `out`: the tag edit it needs there, or why not.
+    #[inline]
+    pub fn egress(
+        &self,
+        ingress: PortId,
+        out: PortId,
+        class: &Classified,
+        frame: &[u8],
+    ) -> Result<TagEdit, DropReason> {
+        let Some(m) = self.member(out) else {
+            return Err(DropReason::NoEgress);
+        };
+        if m.isolated && self.member(ingress).is_some_and(|i| i.isolated) {
+            return Err(DropReason::Isolated);
+        }
+        let tagged = m
+            .vlan
+            .egress_tagged(class.vid)
+            .ok_or(DropReason::VlanFiltered)?;
+        edit_for(class, frame, tagged).ok_or(DropReason::DoubleTagged)
     }
 }
 
@@ -145,7 +248,9 @@ mod tests {
 
     fn br() -> Bridge {
         let mut b = Bridge::new("br0", BridgeSettings::default());
-        b.ports = vec![1, 2, 3];
+        for p in 1..=3 {
+            b.add_port(p, Member::default());
+        }
         b
     }
 
@@ -231,6 +336,146 @@ mod tests {
             b.decide(1, &frame(lldp, A), 0).verdict,
             Verdict::Drop(DropReason::LinkLocal)
         );
+    }
+
+    fn tagged(dst: [u8; 6], src: [u8; 6], tci: u16) -> Vec<u8> {
+        let mut f = Vec::with_capacity(64);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&tci.to_be_bytes());
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(64, 0);
+        f
+    }
+
+    /// Ports 1, 2: access VLAN 10; 3: access VLAN 20; 4: trunk 10,20 native 1.
+    fn vlan_br() -> Bridge {
+        let mut b = Bridge::new("br0", BridgeSettings::default());
+        let access = |v| Member {
+            vlan: VlanMode::Access(v),
+            ..Member::default()
+        };
+        b.add_port(1, access(10));
+        b.add_port(2, access(10));
+        b.add_port(3, access(20));
+        b.add_port(
+            4,
+            Member {
+                vlan: VlanMode::Trunk {
+                    vlans: vlan::VlanSet::parse("10,20").unwrap(),
+                    native: Some(1),
+                },
+                ..Member::default()
+            },
+        );
+        b
+    }
+
+    fn flood_set(b: &Bridge, ingress: PortId, d: &Decision, f: &[u8]) -> Vec<(PortId, TagEdit)> {
+        b.ports
+            .iter()
+            .filter(|&&p| p != ingress)
+            .filter_map(|&p| b.egress(ingress, p, &d.class, f).ok().map(|e| (p, e)))
+            .collect()
+    }
+
+    #[test]
+    fn broadcast_stays_in_its_vlan() {
+        let mut b = vlan_br();
+        let f = frame([0xff; 6], A);
+        let d = b.decide(1, &f, 0);
+        assert_eq!(d.verdict, Verdict::Flood);
+        assert_eq!(d.class.vid, 10);
+        // VLAN 10: port 2 untagged, trunk 4 tagged; never port 3 (VLAN 20).
+        assert_eq!(
+            flood_set(&b, 1, &d, &f),
+            vec![(2, TagEdit::None), (4, TagEdit::Push(10))]
+        );
+        let d = b.decide(3, &frame([0xff; 6], B), 0);
+        assert_eq!(
+            flood_set(&b, 3, &d, &frame([0xff; 6], B)),
+            vec![(4, TagEdit::Push(20))]
+        );
+    }
+
+    #[test]
+    fn fdb_is_per_vlan() {
+        let mut b = vlan_br();
+        // A in VLAN 10 on port 1; the same MAC in VLAN 20 on the trunk.
+        b.decide(1, &frame([0xff; 6], A), 0);
+        b.decide(4, &tagged([0xff; 6], A, 20), 0);
+        assert_eq!(b.fdb.lookup(10, MacAddr(A), 0), Some(1));
+        assert_eq!(b.fdb.lookup(20, MacAddr(A), 0), Some(4));
+        // Port 3 (VLAN 20) reaches A on the trunk, tagged.
+        let f = frame(A, B);
+        let d = b.decide(3, &f, 0);
+        assert_eq!(d.verdict, Verdict::Unicast(4));
+        assert_eq!(b.egress(3, 4, &d.class, &f), Ok(TagEdit::Push(20)));
+        // Tagged VLAN 10 from the trunk reaches port 1 untagged.
+        let f = tagged(A, B, 0xa00a);
+        let d = b.decide(4, &f, 0);
+        assert_eq!(d.verdict, Verdict::Unicast(1));
+        assert_eq!(b.egress(4, 1, &d.class, &f), Ok(TagEdit::Pop));
+    }
+
+    #[test]
+    fn vlan_filtered_on_ingress() {
+        let mut b = vlan_br();
+        assert_eq!(
+            b.decide(4, &tagged([0xff; 6], A, 30), 0).verdict,
+            Verdict::Drop(DropReason::VlanFiltered)
+        );
+        assert_eq!(
+            b.decide(1, &tagged([0xff; 6], A, 10), 0).verdict,
+            Verdict::Drop(DropReason::VlanFiltered)
+        );
+        assert!(b.fdb.is_empty(), "dropped frames teach nothing");
+    }
+
+    #[test]
+    fn vlan_change_flushes_port() {
+        let mut b = vlan_br();
+        b.decide(1, &frame([0xff; 6], A), 0);
+        b.set_member(1, Member::default());
+        assert!(b.fdb.is_empty());
+        // Same settings again: nothing flushed.
+        b.decide(1, &frame([0xff; 6], A), 0);
+        b.set_member(1, Member::default());
+        assert_eq!(b.fdb.len(), 1);
+    }
+
+    #[test]
+    fn isolated_ports_reach_only_the_uplink() {
+        let mut b = br();
+        let iso = Member {
+            isolated: true,
+            ..Member::default()
+        };
+        b.set_member(1, iso.clone());
+        b.set_member(2, iso);
+        let f = frame([0xff; 6], A);
+        let d = b.decide(1, &f, 0);
+        assert_eq!(flood_set(&b, 1, &d, &f), vec![(3, TagEdit::None)]);
+        assert_eq!(b.egress(1, 2, &d.class, &f), Err(DropReason::Isolated));
+        // The uplink reaches both.
+        let d = b.decide(3, &f, 0);
+        assert_eq!(flood_set(&b, 3, &d, &f).len(), 2);
+    }
+
+    #[test]
+    fn learning_off() {
+        let mut b = br();
+        b.set_member(
+            1,
+            Member {
+                learning: false,
+                ..Member::default()
+            },
+        );
+        let d = b.decide(1, &frame([0xff; 6], A), 0);
+        assert_eq!(d.learn, None);
+        assert!(b.fdb.is_empty());
     }
 
     #[test]

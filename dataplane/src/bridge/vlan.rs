@@ -327,8 +327,14 @@ mod tests {
         let c = m.classify(&tagged(0xa000, 0x0800)).unwrap();
         assert_eq!((c.vid, c.tagged, c.pcp_dei), (10, true, 0xa));
         // Any VLAN-tagged frame is dropped on an access port, its own VLAN too.
-        assert_eq!(m.classify(&tagged(20, 0x0800)), Err(DropReason::VlanFiltered));
-        assert_eq!(m.classify(&tagged(10, 0x0800)), Err(DropReason::VlanFiltered));
+        assert_eq!(
+            m.classify(&tagged(20, 0x0800)),
+            Err(DropReason::VlanFiltered)
+        );
+        assert_eq!(
+            m.classify(&tagged(10, 0x0800)),
+            Err(DropReason::VlanFiltered)
+        );
         assert_eq!(m.classify(&[0u8; 10]), Err(DropReason::Malformed));
         let mut short = tagged(10, 0x0800);
         short.truncate(16);
@@ -341,12 +347,21 @@ mod tests {
         assert_eq!(m.classify(&untagged()).unwrap().vid, 1);
         let c = m.classify(&tagged(0x6014, 0x0800)).unwrap();
         assert_eq!((c.vid, c.pcp_dei, c.tagged), (20, 6, true));
-        assert_eq!(m.classify(&tagged(30, 0x0800)), Err(DropReason::VlanFiltered));
-        assert_eq!(m.classify(&tagged(0xfff, 0x0800)), Err(DropReason::VlanFiltered));
+        assert_eq!(
+            m.classify(&tagged(30, 0x0800)),
+            Err(DropReason::VlanFiltered)
+        );
+        assert_eq!(
+            m.classify(&tagged(0xfff, 0x0800)),
+            Err(DropReason::VlanFiltered)
+        );
         // No native VLAN: untagged frames are dropped.
         let m = trunk("10", None);
         assert_eq!(m.classify(&untagged()), Err(DropReason::VlanFiltered));
-        assert_eq!(m.classify(&tagged(0, 0x0800)), Err(DropReason::VlanFiltered));
+        assert_eq!(
+            m.classify(&tagged(0, 0x0800)),
+            Err(DropReason::VlanFiltered)
+        );
     }
 
     #[test]
@@ -383,7 +398,10 @@ mod tests {
         // Untagged from access VLAN 20 to the trunk: push 20 with PCP 0.
         let f = untagged();
         let c = a.classify(&f).unwrap();
-        assert_eq!(edit_for(&c, &f, t.egress_tagged(c.vid).unwrap()), Some(TagEdit::Push(20)));
+        assert_eq!(
+            edit_for(&c, &f, t.egress_tagged(c.vid).unwrap()),
+            Some(TagEdit::Push(20))
+        );
         // Tagged 20 (PCP 5) from the trunk to access: pop.
         let f = tagged(0xa014, 0x0800);
         let c = t.classify(&f).unwrap();

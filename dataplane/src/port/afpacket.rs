@@ -7,8 +7,9 @@
 //! the egress qdisc. Receive and send are batched with recvmmsg/sendmmsg.
 //! (A TPACKET_V3 ring would save the per-batch copy; see the performance issue.)
 
-use super::{is_transient, Caps, Port};
-use crate::packet::Frame;
+use super::{is_transient, Caps, Port, TxItem};
+use crate::bridge::vlan::TagEdit;
+use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
 use crate::sys::{self, cvt};
 use std::io;
@@ -18,7 +19,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_AUXDATA: libc::c_int = 8;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const SOCK_BUF: libc::c_int = 8 << 20;
+/// Room for one cmsghdr carrying a tpacket_auxdata (16 + 20 bytes, rounded).
+const CMSG_WORDS: usize = 8;
 
 /// Largest batch one recvmmsg/sendmmsg call moves.
 const MAX_BATCH: usize = 256;
@@ -30,7 +36,12 @@ pub struct AfPacketPort {
     // Scratch arrays for recvmmsg/sendmmsg, reused on every call; their raw
     // pointers are rewritten before each call and never read after it.
     msgs: Vec<libc::mmsghdr>,
+    /// Two per message: edited prefix, then the rest of the frame.
     iovs: Vec<libc::iovec>,
+    /// Edited prefixes (virtio header, MACs, tag) for frames sent with a tag edit.
+    prefixes: Vec<[u8; EDIT_PREFIX_MAX]>,
+    /// PACKET_AUXDATA control buffers, one per message (u64 for alignment).
+    cmsgs: Vec<[u64; CMSG_WORDS]>,
 }
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are scratch space, filled in
@@ -91,6 +102,8 @@ impl AfPacketPort {
         let s = fd.as_raw_fd();
         setsockopt_int(s, libc::SOL_PACKET, PACKET_VNET_HDR, 1).map_err(err)?;
         setsockopt_int(s, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1).map_err(err)?;
+        // The kernel strips a VLAN tag the device offloaded; auxdata returns it.
+        setsockopt_int(s, libc::SOL_PACKET, PACKET_AUXDATA, 1).map_err(err)?;
         // Best effort: both only speed things up.
         let _ = setsockopt_int(s, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1);
         for (force, plain) in [
@@ -142,7 +155,9 @@ impl AfPacketPort {
             // SAFETY: mmsghdr and iovec are plain old data; zero is valid.
             msgs: vec![unsafe { mem::zeroed() }; MAX_BATCH],
             // SAFETY: as above.
-            iovs: vec![unsafe { mem::zeroed() }; MAX_BATCH],
+            iovs: vec![unsafe { mem::zeroed() }; 2 * MAX_BATCH],
+            prefixes: vec![[0; EDIT_PREFIX_MAX]; MAX_BATCH],
+            cmsgs: vec![[0; CMSG_WORDS]; MAX_BATCH],
         })
     }
 
@@ -150,21 +165,58 @@ impl AfPacketPort {
         &self.ifname
     }
 
-    /// Points message `k` at one iovec of `ptr`/`len`.
-    fn prep(&mut self, k: usize, ptr: *mut libc::c_void, len: usize) {
-        self.iovs[k] = libc::iovec {
-            iov_base: ptr,
-            iov_len: len,
-        };
+    /// Points message `k` at `n` (1 or 2) iovecs starting at `iovs[2k]`,
+    /// with the auxdata control buffer when `control` is set.
+    fn prep(&mut self, k: usize, n: usize, control: bool) {
         let m = &mut self.msgs[k].msg_hdr;
         m.msg_name = std::ptr::null_mut();
         m.msg_namelen = 0;
-        m.msg_iov = &mut self.iovs[k];
-        m.msg_iovlen = 1;
-        m.msg_control = std::ptr::null_mut();
-        m.msg_controllen = 0;
+        m.msg_iov = &mut self.iovs[2 * k];
+        m.msg_iovlen = n;
+        if control {
+            m.msg_control = self.cmsgs[k].as_mut_ptr().cast();
+            m.msg_controllen = mem::size_of::<[u64; CMSG_WORDS]>();
+        } else {
+            m.msg_control = std::ptr::null_mut();
+            m.msg_controllen = 0;
+        }
         m.msg_flags = 0;
         self.msgs[k].msg_len = 0;
+    }
+
+    /// The VLAN tag the kernel took off message `k`, from its auxdata.
+    fn aux_vlan(&self, k: usize) -> Option<(u16, u16)> {
+        let m = &self.msgs[k].msg_hdr;
+        // SAFETY: `m` is a msghdr the kernel just filled in; CMSG_FIRSTHDR and
+        // CMSG_NXTHDR only walk within msg_control..msg_controllen, which
+        // points into `self.cmsgs[k]`.
+        let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
+        while !c.is_null() {
+            // SAFETY: `c` is non-null and within the control buffer (above).
+            let h = unsafe { &*c };
+            if h.cmsg_level == libc::SOL_PACKET
+                && h.cmsg_type == PACKET_AUXDATA
+                && h.cmsg_len as usize
+                    >= mem::size_of::<libc::cmsghdr>() + mem::size_of::<libc::tpacket_auxdata>()
+            {
+                // SAFETY: the kernel wrote a tpacket_auxdata after this header
+                // (length checked above); read_unaligned copes with alignment.
+                let aux: libc::tpacket_auxdata =
+                    unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
+                if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
+                    let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                        aux.tp_vlan_tpid
+                    } else {
+                        crate::bridge::vlan::TPID_8021Q
+                    };
+                    return Some((tpid, aux.tp_vlan_tci));
+                }
+                return None;
+            }
+            // SAFETY: as for CMSG_FIRSTHDR.
+            c = unsafe { libc::CMSG_NXTHDR(m, c) };
+        }
+        None
     }
 }
 
@@ -177,8 +229,11 @@ impl Port for AfPacketPort {
         let n = frames.len().min(MAX_BATCH);
         for (k, f) in frames[..n].iter_mut().enumerate() {
             let area = f.rx_area_vnet();
-            let (p, l) = (area.as_mut_ptr().cast(), area.len());
-            self.prep(k, p, l);
+            self.iovs[2 * k] = libc::iovec {
+                iov_base: area.as_mut_ptr().cast(),
+                iov_len: area.len(),
+            };
+            self.prep(k, 1, true);
         }
         let got = loop {
             // SAFETY: `msgs[..n]` each point at one iovec into a distinct,
@@ -203,24 +258,46 @@ impl Port for AfPacketPort {
             let m = &self.msgs[k];
             if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 f.set_rx_len_vnet(0); // counted as malformed
-            } else {
-                f.set_rx_len_vnet(m.msg_len as usize);
+            } else if f.set_rx_len_vnet(m.msg_len as usize) {
+                if let Some((tpid, tci)) = self.aux_vlan(k) {
+                    // Put the tag back in band where the bridge reads it.
+                    f.insert_tag(tpid, tci);
+                }
             }
         }
         Ok(got)
     }
 
-    fn send(&mut self, frames: &[Frame], idx: &[u16], stats: &mut PortStats) {
-        for chunk in idx.chunks(MAX_BATCH) {
-            for (k, &i) in chunk.iter().enumerate() {
-                let b = frames[i as usize].with_vnet();
-                self.prep(k, b.as_ptr() as *mut libc::c_void, b.len());
+    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats) {
+        for chunk in items.chunks(MAX_BATCH) {
+            for (k, it) in chunk.iter().enumerate() {
+                let f = &frames[it.idx as usize];
+                if it.edit == TagEdit::None {
+                    let b = f.with_vnet();
+                    self.iovs[2 * k] = libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    };
+                    self.prep(k, 1, false);
+                } else {
+                    let (n, rest) = f.edited_prefix(it.edit, &mut self.prefixes[k]);
+                    let tail = &f.data()[rest..];
+                    self.iovs[2 * k] = libc::iovec {
+                        iov_base: self.prefixes[k].as_mut_ptr().cast(),
+                        iov_len: n,
+                    };
+                    self.iovs[2 * k + 1] = libc::iovec {
+                        iov_base: tail.as_ptr() as *mut libc::c_void,
+                        iov_len: tail.len(),
+                    };
+                    self.prep(k, 2, false);
+                }
             }
             let mut off = 0;
             while off < chunk.len() {
                 // SAFETY: `msgs[off..chunk.len()]` point at iovecs over frame
-                // buffers borrowed (shared) for the duration of this call; the
-                // kernel only reads them.
+                // buffers and prefixes borrowed for the duration of this call;
+                // the kernel only reads them.
                 let r = unsafe {
                     libc::sendmmsg(
                         self.fd.as_raw_fd(),
@@ -231,9 +308,11 @@ impl Port for AfPacketPort {
                 };
                 match cvt(r) {
                     Ok(sent) => {
-                        for &i in &chunk[off..off + sent as usize] {
+                        for k in off..off + sent as usize {
                             stats.tx_packets += 1;
-                            stats.tx_bytes += frames[i as usize].len() as u64;
+                            let iovs = &self.iovs[2 * k..2 * k + self.msgs[k].msg_hdr.msg_iovlen];
+                            let bytes: usize = iovs.iter().map(|v| v.iov_len).sum();
+                            stats.tx_bytes += bytes.saturating_sub(VNET_HDR_LEN) as u64;
                         }
                         off += sent as usize;
                     }

@@ -8,6 +8,7 @@
 pub mod afpacket;
 pub mod tap;
 
+use crate::bridge::vlan::TagEdit;
 use crate::packet::Frame;
 use crate::stats::PortStats;
 use std::io;
@@ -15,6 +16,13 @@ use std::os::fd::RawFd;
 
 pub use afpacket::AfPacketPort;
 pub use tap::TapPort;
+
+/// One frame to send: which slot of the batch, and the tag edit for this port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxItem {
+    pub idx: u16,
+    pub edit: TagEdit,
+}
 
 /// What a port backend can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +42,10 @@ pub trait Port {
     /// length 0 was a bad receive and is counted as malformed by the caller.
     fn recv(&mut self, frames: &mut [Frame]) -> io::Result<usize>;
 
-    /// Sends `frames[i]` for each `i` in `idx`, counting successes and
-    /// failures in `stats`. Never blocks: what the device cannot take now is
-    /// dropped and counted.
-    fn send(&mut self, frames: &[Frame], idx: &[u16], stats: &mut PortStats);
+    /// Sends each item's frame with its tag edit applied, counting successes
+    /// and failures in `stats`. Never blocks: what the device cannot take now
+    /// is dropped and counted.
+    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats);
 
     /// Whether a receive error means the device is gone for good (interface
     /// deleted, namespace destroyed) rather than a passing condition.
@@ -71,8 +79,8 @@ impl Port for AnyPort {
         dispatch!(self, p => p.recv(frames))
     }
     #[inline]
-    fn send(&mut self, frames: &[Frame], idx: &[u16], stats: &mut PortStats) {
-        dispatch!(self, p => p.send(frames, idx, stats))
+    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats) {
+        dispatch!(self, p => p.send(frames, items, stats))
     }
     fn is_gone(&self, err: &io::Error) -> bool {
         dispatch!(self, p => p.is_gone(err))

@@ -8,8 +8,9 @@
 //! the switch as single frames. TAP file descriptors have no recvmmsg: a batch
 //! is a read loop until EAGAIN.
 
-use super::{is_transient, Caps, Port};
-use crate::packet::{Frame, VNET_HDR_LEN};
+use super::{is_transient, Caps, Port, TxItem};
+use crate::bridge::vlan::TagEdit;
+use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
 use crate::sys::{self, cvt, cvt_size, IfReq};
 use crate::MacAddr;
@@ -279,17 +280,40 @@ impl Port for TapPort {
         Ok(n)
     }
 
-    fn send(&mut self, frames: &[Frame], idx: &[u16], stats: &mut PortStats) {
+    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats) {
         let fd = self.fd.as_raw_fd();
-        for &i in idx {
-            let f = &frames[i as usize];
-            let b = f.with_vnet();
-            // SAFETY: writing from `b`, a live buffer of `b.len()` bytes.
-            let r = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        let mut scratch = [0u8; EDIT_PREFIX_MAX];
+        for it in items {
+            let f = &frames[it.idx as usize];
+            let (r, len) = if it.edit == TagEdit::None {
+                let b = f.with_vnet();
+                // SAFETY: writing from `b`, a live buffer of `b.len()` bytes.
+                (
+                    unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) },
+                    f.len(),
+                )
+            } else {
+                let (n, rest) = f.edited_prefix(it.edit, &mut scratch);
+                let tail = &f.data()[rest..];
+                let iov = [
+                    libc::iovec {
+                        iov_base: scratch.as_mut_ptr().cast(),
+                        iov_len: n,
+                    },
+                    libc::iovec {
+                        iov_base: tail.as_ptr() as *mut libc::c_void,
+                        iov_len: tail.len(),
+                    },
+                ];
+                // SAFETY: both iovecs point into live buffers (`scratch` and
+                // the frame) of the given lengths; the kernel only reads them.
+                let r = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+                (r, n - VNET_HDR_LEN + tail.len())
+            };
             match cvt_size(r) {
                 Ok(_) => {
                     stats.tx_packets += 1;
-                    stats.tx_bytes += f.len() as u64;
+                    stats.tx_bytes += len as u64;
                 }
                 Err(e) if is_transient(&e) => stats.drop(DropReason::TxQueueFull),
                 Err(_) => stats.drop(DropReason::TxError),
