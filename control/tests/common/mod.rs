@@ -183,6 +183,7 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 pub struct Bg {
     pub child: Child,
     pub what: String,
+    rest: Option<BufReader<ChildStdout>>,
 }
 
 impl Bg {
@@ -198,7 +199,6 @@ impl Bg {
         });
         match rx.recv_timeout(timeout) {
             Ok((line, r)) => {
-                // Hand the rest of stdout back through a pipe-less reader.
                 self.rest = Some(r);
                 line
             }
@@ -226,7 +226,6 @@ impl Drop for Bg {
     }
 }
 
-// `Bg::read_line` keeps the buffered reader of stdout here.
 impl Bg {
     fn new(child: Child, what: String) -> Bg {
         Bg {
@@ -235,6 +234,15 @@ impl Bg {
             rest: None,
         }
     }
+}
+
+/// How a host is attached to the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// A TAP the daemon creates in the host's namespace.
+    Tap,
+    /// A veth pair whose switch end is attached as an AF_PACKET port.
+    Afpacket,
 }
 
 /// A host: a network namespace with one interface `eth0` on the switch.
@@ -359,7 +367,9 @@ impl Lab {
     /// Starts a command in a namespace in the background.
     pub fn ns_spawn(&self, ns: &str, args: &[&str], piped: bool) -> Bg {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).args(args).stdin(Stdio::null());
+        c.args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null());
         if piped {
             c.stdout(Stdio::piped());
         } else {
@@ -533,7 +543,10 @@ impl Lab {
 
     fn setup_host_ip(&self, ns: &str, i: u32) -> String {
         let ip = self.ip(i);
-        self.ns_ok(ns, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        self.ns_ok(
+            ns,
+            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
         self.ns_ok(ns, &["ip", "link", "set", "eth0", "up"]);
         ip
     }
@@ -575,7 +588,9 @@ impl Lab {
             ],
         );
         let ip = self.setup_host_ip(&ns, i);
-        self.ctl_ok(&["add-port", br, &port, "--type", "afpacket", "--ifname", &sw_if]);
+        self.ctl_ok(&[
+            "add-port", br, &port, "--type", "afpacket", "--ifname", &sw_if,
+        ]);
         let mac = self.mac_of(&ns, "eth0");
         Host {
             ns,
@@ -586,9 +601,20 @@ impl Lab {
         }
     }
 
+    /// Host `h{i}` on a port of the given kind.
+    pub fn host(&mut self, br: &str, i: u32, kind: PortKind) -> Host {
+        match kind {
+            PortKind::Tap => self.tap_host(br, i),
+            PortKind::Afpacket => self.afpacket_host(br, i),
+        }
+    }
+
     /// Makes a persistent TAP in the switch namespace (removed at the end).
     pub fn persistent_tap(&mut self, name: &str) {
-        run_ok("ip", &["-n", &self.sw, "tuntap", "add", name, "mode", "tap"]);
+        run_ok(
+            "ip",
+            &["-n", &self.sw, "tuntap", "add", name, "mode", "tap"],
+        );
         self.persistent.push(name.to_string());
     }
 
@@ -660,7 +686,10 @@ impl Lab {
         drop(bg);
         let text = String::from_utf8_lossy(&o.stdout);
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-            panic!("iperf3 output is not JSON ({e}): {}", show_output("iperf3", &o))
+            panic!(
+                "iperf3 output is not JSON ({e}): {}",
+                show_output("iperf3", &o)
+            )
         });
         assert!(
             o.status.success() && v.get("error").is_none(),
@@ -678,6 +707,37 @@ impl Lab {
             "iperf3 moved no data: sent {sent}, received {received}"
         );
         received
+    }
+
+    /// Starts `sniff.py` on eth0 of `h` for `secs` seconds with the given
+    /// filters (`--src MAC`, `--dst MAC`, `--ethertype N`) and waits until it
+    /// listens. Collect the count with [`Lab::sniffed`].
+    pub fn sniffer(&self, h: &Host, secs: &str, filters: &[&str]) -> Bg {
+        let script = helper("sniff.py");
+        let mut args = vec!["python3", script.as_str(), h.ifname.as_str(), secs];
+        args.extend_from_slice(filters);
+        let mut bg = self.ns_spawn(&h.ns, &args, true);
+        let line = bg.read_line(Duration::from_secs(10));
+        assert_eq!(line.trim(), "ready", "sniffer did not start: {line:?}");
+        bg
+    }
+
+    /// Waits for a sniffer to finish; the number of matching frames it saw.
+    pub fn sniffed(&self, bg: Bg) -> u64 {
+        let (st, out) = bg.finish(Duration::from_secs(30));
+        assert!(st.success(), "sniffer failed: {st} {out}");
+        let v: Value = serde_json::from_str(out.trim()).expect("sniffer JSON");
+        v["matched"].as_u64().expect("matched count")
+    }
+
+    /// Runs `sendframes.py` on eth0 of `h`; returns how many frames it sent.
+    pub fn send_frames(&self, h: &Host, args: &[&str]) -> u64 {
+        let script = helper("sendframes.py");
+        let mut a = vec!["python3", script.as_str(), h.ifname.as_str()];
+        a.extend_from_slice(args);
+        let out = self.ns_ok(&h.ns, &a);
+        let v: Value = serde_json::from_str(out.trim()).expect("sendframes JSON");
+        v["sent"].as_u64().expect("sent count")
     }
 
     /// The FDB of a bridge.

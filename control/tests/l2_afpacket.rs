@@ -1,0 +1,89 @@
+//! L2 forwarding over AF_PACKET ports (veth ends in the switch namespace),
+//! mixed with TAP ports, and what happens when a port's interface vanishes.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// Three hosts behind veth pairs attached as `--type afpacket`: every pair
+/// pings and TCP crosses the switch.
+#[test]
+fn afpacket_hosts_ping_and_tcp() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.afpacket_host("br0", 1);
+    let h2 = lab.afpacket_host("br0", 2);
+    let h3 = lab.afpacket_host("br0", 3);
+
+    // The daemon brings the switch-side veth ends up.
+    for i in 1..=3 {
+        let out = run_ok(
+            "ip",
+            &["-n", &lab.sw, "link", "show", "dev", &format!("s{i}")],
+        );
+        assert!(
+            out.contains(",UP") || out.contains("<UP"),
+            "s{i} not up: {out}"
+        );
+    }
+    let p = lab.port_info("br0", "p1");
+    assert_eq!(p["type"], "afpacket", "{p}");
+    assert_eq!(p["ifname"], "s1", "{p}");
+    assert_eq!(p["up"], true, "{p}");
+
+    lab.assert_all_ping(&[&h1, &h2, &h3]);
+    lab.iperf_tcp(&h1, &h2);
+}
+
+/// One bridge with TAP and AF_PACKET hosts: all reach each other, and TCP
+/// works in both directions across the two port kinds (offload metadata has
+/// to survive the crossing).
+#[test]
+fn mixed_tap_and_afpacket() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let t1 = lab.tap_host("br0", 1);
+    let t2 = lab.tap_host("br0", 2);
+    let a3 = lab.afpacket_host("br0", 3);
+    let a4 = lab.afpacket_host("br0", 4);
+    lab.assert_all_ping(&[&t1, &t2, &a3, &a4]);
+    lab.iperf_tcp(&t1, &a3);
+    lab.iperf_tcp(&a4, &t2);
+}
+
+/// Deleting an attached veth: the port shows `up: false`, `port_down` is
+/// counted once, and the other hosts keep forwarding.
+#[test]
+fn afpacket_port_down() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.afpacket_host("br0", 1);
+    let h2 = lab.afpacket_host("br0", 2);
+    let h3 = lab.afpacket_host("br0", 3);
+    lab.assert_all_ping(&[&h1, &h2, &h3]);
+    assert_eq!(lab.drops("p3", "port_down"), 0);
+
+    run_ok("ip", &["-n", &h3.ns, "link", "del", "eth0"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.port_info("br0", "p3")["up"]
+            == false),
+        "port p3 still up after its veth was deleted: {}",
+        lab.port_info("br0", "p3")
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || lab.drops("p3", "port_down") == 1),
+        "port_down of p3 is not 1: {}",
+        lab.port_stats("p3")
+    );
+    for p in ["p1", "p2"] {
+        assert_eq!(lab.port_info("br0", p)["up"], true, "{p} went down too");
+    }
+    lab.assert_all_ping(&[&h1, &h2]);
+    // Flooding (broadcast ARP after a flush) must not trip over the dead port.
+    lab.ctl_ok(&["fdb-flush", "br0"]);
+    lab.ns_ok(&h1.ns, &["ip", "neigh", "flush", "dev", "eth0"]);
+    lab.assert_all_ping(&[&h1, &h2]);
+    // Counted once, not per frame that would have gone there.
+    assert_eq!(lab.drops("p3", "port_down"), 1, "{}", lab.port_stats("p3"));
+}
