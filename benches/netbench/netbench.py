@@ -18,6 +18,7 @@ See README.md next to this file.  Python 3 standard library only.
 import argparse
 import datetime
 import json
+import re
 import os
 import platform
 import shutil
@@ -323,6 +324,7 @@ class Env:
         self.daemon_log = None
         self.socket = None
         self.namespaces = []
+        self.tap_hosts = []         # namespaces holding daemon-created TAPs
         self.notes = []
 
     def ns(self, name):
@@ -366,6 +368,7 @@ def start_vswitchd(env, opts):
     cmd = nsexec(env.sw, os.path.join(opts.bin_dir, "vswitchd"), "--socket", env.socket)
     if opts.workers:
         cmd += ["--workers", str(opts.workers)]
+    cmd += opts.vswitchd_arg
     logf = open(env.daemon_log, "wb")
     try:
         env.daemon = spawn(cmd, "vswitchd[%s]" % env.name, stdout=logf, stderr=subprocess.STDOUT)
@@ -409,6 +412,7 @@ def setup_vswitch_tap(env, opts):
         # kernel side into host_ns and renames it eth0.
         vswitchctl(env, opts, "add-port", "br0", port, "--type", "tap",
                    "--netns", host_ns, "--ifname", "eth0")
+    env.tap_hosts = [env.h1, env.h2]
     for host_ns in (env.h1, env.h2):
         if opts.no_offload:
             set_offloads(host_ns, "eth0", False)
@@ -449,7 +453,15 @@ def setup_direct_veth(env, opts):
 
 def teardown_common(env):
     try:
+        had_daemon = env.daemon is not None
         stop_vswitchd(env)
+        if had_daemon and env.tap_hosts:
+            for ns in env.tap_hosts:
+                cp = run(nsexec(ns, "ip", "link", "show", "eth0"), check=False)
+                if cp.returncode == 0:
+                    log("note: TAP eth0 in %s still exists after vswitchd's SIGTERM "
+                        "(contract: removed on shutdown)" % ns)
+                    env.notes.append("TAP left behind after SIGTERM")
     finally:
         for n in reversed(env.namespaces):
             del_netns(n)
@@ -557,7 +569,8 @@ def iperf3(env, opts, client_args, counters=None):
 
 def test_tcp(streams):
     def t(env, opts):
-        cj, sj, cpu = iperf3(env, opts, ["-P", str(streams)])
+        snap = Counters(env, opts)
+        cj, sj, cpu = iperf3(env, opts, ["-P", str(streams)], counters=snap)
         gbps = cj["end"]["sum_received"]["bits_per_second"] / 1e9
         sw = switch_cores(env, cpu)
         r = {
@@ -569,6 +582,9 @@ def test_tcp(streams):
             "sys_minus_endpoints_per_gbps": (cpu["system_minus_endpoints_cores"] / gbps) if gbps > 0 else None,
             "total_cores": cpu["system_busy_cores"],
             "total_cores_per_gbps": (cpu["system_busy_cores"] / gbps) if gbps > 0 else None,
+            "switch_drop_reasons": snap.switch_drops() or None,
+            "sender_if_tx_dropped": snap.delta("h1_tx_dropped"),
+            "switch_socket_drops": snap.delta("sw_sock_drops"),
         }
         return r
     return t
@@ -607,7 +623,7 @@ def test_udp64(env, opts):
     # bridge whatever is not explained by the host-side counters.
     switch_reasons = snap.switch_drops()
     if snap.has_daemon_stats():
-        switch_lost = max(0, snap.delta("sw_rx") - snap.delta("sw_tx"))
+        switch_lost = max(0, snap.delta("sw_rx") - snap.delta("sw_tx")) + snap.delta("sw_sock_drops")
     else:
         switch_lost = max(0, sent_pkts - received - snap.delta("h1_tx_dropped")
                           - snap.delta("h2_rx_dropped") - snap.delta("h2_udp_rcvbuf_errors"))
@@ -629,6 +645,7 @@ def test_udp64(env, opts):
         "lost_in_receiver_socket_pct": pct(snap.delta("h2_udp_rcvbuf_errors"), sent_pkts),
         "lost_in_switch_pct": pct(switch_lost, sent_pkts),
         "switch_drop_reasons": switch_reasons or None,
+        "switch_socket_drops": snap.delta("sw_sock_drops"),
     }
 
 
@@ -673,6 +690,10 @@ class Counters:
              "h2_rx_dropped": h2rx.get("dropped", 0),
              "h2_udp_rcvbuf_errors": snmp.get("RcvbufErrors", 0)}
         if env.daemon is not None and env.daemon.poll() is None:
+            # drops inside the daemon's packet sockets (receive buffer full), which
+            # the daemon's own counters cannot see: sk_drops via `ss -0 -m`
+            cp = run(nsexec(env.sw, "ss", "-0", "-m", "-n", "-H"), check=False)
+            d["sw_sock_drops"] = sum(int(x) for x in re.findall(r"[,(]d(\d+)\)", cp.stdout))
             cp = vswitchctl(env, self.opts, "stats", "--json", check=False)
             try:
                 ports = json.loads(cp.stdout)
@@ -753,9 +774,11 @@ TESTS = [
 # (test, metric key, label, unit, scale, better) -- what the table/JSON/SVG report.
 METRICS = [
     ("tcp1", "gbps", "TCP 1 stream throughput", "Gbit/s", 1, "higher"),
+    ("tcp1", "retransmits", "TCP 1 stream retransmits", "segments", 1, "lower"),
     ("tcp1", "switch_cores", "TCP 1 stream switch CPU", "cores", 1, "lower"),
     ("tcp1", "switch_cores_per_gbps", "TCP 1 stream CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
     ("tcp4", "gbps", "TCP 4 streams throughput", "Gbit/s", 1, "higher"),
+    ("tcp4", "retransmits", "TCP 4 streams retransmits", "segments", 1, "lower"),
     ("tcp4", "switch_cores", "TCP 4 streams switch CPU", "cores", 1, "lower"),
     ("tcp4", "switch_cores_per_gbps", "TCP 4 streams CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
     ("udp64", "offered_mfps", "UDP 64B offered", "Mframe/s", 1, "higher"),
@@ -801,6 +824,7 @@ def run_benchmark(opts, scenarios, tests):
     results = {s.name: {t.name: [] for t in tests} for s in scenarios}
     notes = {s.name: [] for s in scenarios}
     errors = []
+    background = {s.name: [] for s in scenarios}
     for rnd in range(opts.rounds):
         # ABC, CBA, ABC, ... so slow drift and order effects cancel in the medians
         order = scenarios if rnd % 2 == 0 else list(reversed(scenarios))
@@ -812,6 +836,12 @@ def run_benchmark(opts, scenarios, tests):
                     sc.setup(env, opts)
                     wait_reachable(env.h1, env.h2_ip, timeout=opts.ready_timeout)
                     time.sleep(opts.settle)
+                    idle = idle_probe(env, opts)
+                    background[sc.name].append(idle)
+                    if idle["system_busy_cores"] > 0.15:
+                        log("warning: %.2f cores busy with no benchmark traffic (other load on "
+                            "the machine?) -- figures from this round will be noisy"
+                            % idle["system_busy_cores"])
                 except BenchError as e:
                     msg = "%s: setup failed: %s" % (sc.label, e)
                     log(msg)
@@ -840,7 +870,18 @@ def run_benchmark(opts, scenarios, tests):
                 for n in env.notes:
                     if n not in notes[sc.name]:
                         notes[sc.name].append(n)
-    return results, notes, errors
+    return results, notes, errors, background
+
+
+def idle_probe(env, opts):
+    """CPU use of the idle topology: background load of the machine, and for
+    vswitch the daemon's own idle cost (e.g. busy polling)."""
+    with CpuWindow(env.switch_pid) as w:
+        time.sleep(opts.idle_probe)
+    r = {"system_busy_cores": (w.sys1 - w.sys0) / w.wall}
+    if w.sw0 is not None and w.sw1 is not None:
+        r["daemon_idle_cores"] = (w.sw1 - w.sw0) / w.wall
+    return r
 
 
 def raise_daemon_died(env):
@@ -916,9 +957,17 @@ def aggregate(results, scenarios):
 
 
 def ratio(v, base):
-    if v is None or base is None or base == 0:
+    if v is None or base is None or base <= 0 or v < 0:
         return None
     return v / base
+
+
+def compare_cell(v, b, unit):
+    """Ratio column text: a ratio, or for percentages the difference in points."""
+    if unit == "%":
+        return ("%+.1fpt" % (v - b)) if (v is not None and b is not None) else "-"
+    r = ratio(v, b)
+    return ("%.2fx" % r) if r is not None else "-"
 
 
 def irq_time_accounting():
@@ -940,7 +989,8 @@ def irq_time_accounting():
 IRQ_NOTE = ("This kernel does not account softirq time separately "
             "(CONFIG_IRQ_TIME_ACCOUNTING off): the kernel bridge's softirq work is charged "
             "to whichever task was running, mostly the iperf3 processes, so the kernel "
-            "bridge's 'switch CPU' by subtraction reads near 0. Compare the 'total CPU' and "
+            "bridge's 'switch CPU' by subtraction misses most of its cost (near 0 on a quiet "
+            "machine). Compare the 'total CPU' and "
             "'CPU above direct veth' rows instead; they count everything the machine spent.")
 
 
@@ -963,7 +1013,7 @@ def print_table(agg, scenarios, tests, opts, out=sys.stdout):
             v = agg[s.name].get((test, key), (None, []))[0]
             if isr:
                 b = agg[s.baseline].get((test, key), (None, []))[0]
-                row.append(("%.2fx" % ratio(v, b)) if ratio(v, b) is not None else "-")
+                row.append(compare_cell(v, b, unit))
             else:
                 row.append(fmt(v))
                 any_val = any_val or v is not None
@@ -992,6 +1042,24 @@ def print_table(agg, scenarios, tests, opts, out=sys.stdout):
         print(IRQ_NOTE, file=out)
 
 
+def print_background(background, scenarios, out=sys.stdout):
+    parts = []
+    busy = []
+    for s in scenarios:
+        b = background.get(s.name, [])
+        busy += [x["system_busy_cores"] for x in b]
+        d = [x["daemon_idle_cores"] for x in b if "daemon_idle_cores" in x]
+        if d:
+            parts.append("%s daemon idle %s cores" % (s.label, fmt(statistics.median(d))))
+    if busy:
+        print("Idle machine before each scenario's tests: median %s, max %s busy cores%s."
+              % (fmt(statistics.median(busy)), fmt(max(busy)),
+                 ("; " + ", ".join(parts)) if parts else ""), file=out)
+        if max(busy) > 0.15:
+            print("WARNING: other load was running during the benchmark; rerun on a quiet "
+                  "machine for figures you want to keep.", file=out)
+
+
 def svg_chart(agg, scenarios, path):
     scenarios = [s for s in scenarios if s.kind != "reference"]
     base_of = {s.name: (s.baseline or s.name) for s in scenarios}
@@ -1008,15 +1076,15 @@ def svg_chart(agg, scenarios, path):
         if any(r is not None for _, r, _ in bars):
             groups.append((m, bars))
     colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
-    W_bar, gap, left, top, height = 22, 28, 60, 60, 260
+    W_bar, gap, left, top, height = 22, 28, 60, 90, 260
     nb = len(scenarios)
     gw = nb * W_bar + gap
-    width = left + max(1, len(groups)) * gw + 40
+    width = max(left + max(1, len(groups)) * gw + 40, left + 170 * len(scenarios) + 40)
     vmax = max([r for _, bars in groups for _, r, _ in bars if r is not None] + [1.0])
     vmax = min(vmax * 1.1, 10.0)
     y = lambda v: top + height - (min(v, vmax) / vmax) * height
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-           'font-family="sans-serif" font-size="11">' % (width, top + height + 150),
+           'font-family="sans-serif" font-size="11">' % (width, top + height + 230),
            '<rect width="100%" height="100%" fill="white"/>',
            '<text x="%d" y="20" font-size="14" font-weight="bold">vswitch vs Linux kernel bridge '
            '(normalized: kernel = 1.0)</text>' % left,
@@ -1049,13 +1117,13 @@ def svg_chart(agg, scenarios, path):
         label = m[2] + (" (↑)" if m[5] == "higher" else " (↓)")
         out.append('<text transform="translate(%.1f,%d) rotate(35)" font-size="10">%s</text>'
                    % (lx - 10, top + height + 14, esc(label)))
-    ly = top + height + 120
+    ly = 52
     for bi, s in enumerate(scenarios):
         lx = left + bi * 170
         out.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (lx, ly, colors[bi % len(colors)]))
         out.append('<text x="%d" y="%d">%s</text>' % (lx + 16, ly + 10, esc(s.label)))
     out.append("</svg>")
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(out) + "\n")
 
 
@@ -1117,6 +1185,8 @@ def parse_args(argv):
     ap.add_argument("--bin-dir", default=os.path.join(REPO_ROOT, "target", "release"),
                     help="where vswitchd and vswitchctl are (default: <repo>/target/release)")
     ap.add_argument("--workers", type=int, default=0, help="pass --workers N to vswitchd")
+    ap.add_argument("--vswitchd-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for vswitchd (repeatable), e.g. --vswitchd-arg=--busy-poll-us=0")
     ap.add_argument("--ping-count", type=int, default=500)
     ap.add_argument("--ping-interval", type=float, default=0.002)
     ap.add_argument("--no-reference", action="store_true",
@@ -1124,6 +1194,8 @@ def parse_args(argv):
                          "CPU-above-direct rows")
     ap.add_argument("--no-offload", action="store_true",
                     help="turn TSO/GSO/GRO off on every veth/TAP endpoint (ethtool)")
+    ap.add_argument("--idle-probe", type=float, default=1.0,
+                    help="seconds of idle CPU measurement before each scenario's tests (s)")
     ap.add_argument("--settle", type=float, default=1.0, help="pause between tests (s)")
     ap.add_argument("--ready-timeout", type=float, default=10.0,
                     help="how long to wait for h1 to reach h2 after setup (s)")
@@ -1182,7 +1254,7 @@ def main(argv):
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     rc = 0
     try:
-        results, notes, errors = run_benchmark(opts, scenarios, tests)
+        results, notes, errors, background = run_benchmark(opts, scenarios, tests)
     except Interrupted as e:
         log("interrupted (%s); cleaning up" % e)
         rc = 130
@@ -1196,11 +1268,13 @@ def main(argv):
 
     agg = aggregate(results, scenarios)
     if opts.json:
-        json.dump(json_doc(agg, results, notes, errors, scenarios, tests, opts, started),
-                  sys.stdout, indent=2)
+        doc = json_doc(agg, results, notes, errors, scenarios, tests, opts, started)
+        doc["idle"] = background
+        json.dump(doc, sys.stdout, indent=2)
         print()
     else:
         print_table(agg, scenarios, tests, opts)
+        print_background(background, scenarios)
         if errors:
             print("\n%d error(s):" % len(errors))
             for e in errors:
