@@ -91,6 +91,17 @@ impl PortStats {
         self.drops[r as usize] += n;
     }
 
+    /// Adds another counter set (one worker's share) to this one.
+    pub fn add(&mut self, o: &PortStats) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+    }
+
     pub fn get(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
     }

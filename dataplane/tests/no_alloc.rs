@@ -1,11 +1,11 @@
 //! Steady-state forwarding allocates nothing per frame: a counting global
-//! allocator counts the engine thread's allocations while real frames flow
+//! allocator counts the worker threads' allocations while real frames flow
 //! between two network namespaces through TAP ports.
 //! Needs root (TAP devices, namespaces); skipped visibly otherwise.
 
 use dataplane::api::Request;
 use dataplane::config::{PortConfig, PortType};
-use dataplane::engine::Engine;
+use dataplane::engine::{self, EngineOptions};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::process::Command;
@@ -76,9 +76,17 @@ fn forwarding_does_not_allocate_per_frame() {
     let _guard = Netns(vec![h1.clone(), h2.clone()]);
     assert!(sh(&["ip", "netns", "add", &h1]) && sh(&["ip", "netns", "add", &h2]));
 
-    let (mut engine, handle) = Engine::new().unwrap();
-    engine
-        .handle(Request::AddBr {
+    fn count_this_thread() {
+        COUNTED.with(|c| c.set(true));
+    }
+    let handle = engine::start(EngineOptions {
+        workers: 2,
+        worker_init: Some(count_this_thread),
+        ..Default::default()
+    })
+    .unwrap();
+    handle
+        .call(Request::AddBr {
             name: "br0".into(),
             stp: false,
             ageing_s: None,
@@ -89,17 +97,13 @@ fn forwarding_does_not_allocate_per_frame() {
         let mut p = PortConfig::new(name, PortType::Tap);
         p.netns = Some(ns.clone());
         p.ifname = Some("eth0".into());
-        engine
-            .handle(Request::AddPort {
+        handle
+            .call(Request::AddPort {
                 bridge: "br0".into(),
                 port: p,
             })
             .unwrap();
     }
-    let t = std::thread::spawn(move || {
-        COUNTED.with(|c| c.set(true));
-        engine.run()
-    });
     for (i, ns) in [&h1, &h2].iter().enumerate() {
         assert!(sh(&[
             "ip",
@@ -132,8 +136,7 @@ fn forwarding_does_not_allocate_per_frame() {
             port: Some("p2".into()),
         })
         .unwrap();
-    handle.shutdown();
-    t.join().unwrap();
+    assert!(handle.shutdown());
     let tx = stats[0]["tx_packets"].as_u64().unwrap();
     assert!(tx >= 2000, "frames forwarded: {tx}");
     eprintln!("allocations while forwarding: {during}, frames out of p2: {tx}");

@@ -4,7 +4,7 @@
 use clap::Parser;
 use control::server::Server;
 use control::{persist, DEFAULT_SOCKET, SOCKET_ENV};
-use dataplane::engine::Engine;
+use dataplane::engine::{self, EngineOptions};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -28,7 +28,8 @@ struct Args {
     /// (a missing file is created on the first save)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Data-plane worker threads (this version runs one engine thread)
+    /// Data-plane worker threads; each receives on its share of the ports
+    /// (default: the number of CPUs)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
     /// Keep polling this many microseconds after the last frame before
@@ -130,28 +131,34 @@ fn run(args: Args) -> Result<(), String> {
         Some(p) => persist::load(p)?,
         None => Default::default(),
     };
-    if args.workers.is_some_and(|w| w > 1) {
-        tracing::info!("--workers: this version forwards on one engine thread");
-    }
 
     // Signals first, so a SIGTERM during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
         .map_err(|e| format!("installing signal handlers: {e}"))?;
 
-    let (mut engine, handle) = Engine::new().map_err(|e| format!("creating the poller: {e}"))?;
-    engine.set_busy_poll_us(args.busy_poll_us);
-    engine.apply_config(&config).map_err(|e| {
-        format!(
+    let mut opts = EngineOptions {
+        busy_poll_us: args.busy_poll_us,
+        ..Default::default()
+    };
+    if let Some(w) = args.workers {
+        opts.workers = w as usize;
+    }
+    let workers = opts.workers;
+    let handle = engine::start(opts).map_err(|e| format!("starting the workers: {e}"))?;
+    if let Err(e) = handle.apply_config(&config) {
+        handle.shutdown();
+        return Err(format!(
             "applying {}: {e}",
             args.config.as_deref().unwrap_or(Path::new("")).display()
-        )
-    })?;
-    let listener = bind(&args.socket, args.socket_group.as_deref())?;
-
-    let engine_thread = std::thread::Builder::new()
-        .name("vswitch-engine".into())
-        .spawn(move || engine.run())
-        .map_err(|e| format!("starting the engine thread: {e}"))?;
+        ));
+    }
+    let listener = match bind(&args.socket, args.socket_group.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            handle.shutdown();
+            return Err(e);
+        }
+    };
     let server = Server {
         handle: handle.clone(),
         config_path: args.config.clone(),
@@ -160,20 +167,19 @@ fn run(args: Args) -> Result<(), String> {
         .name("vswitch-accept".into())
         .spawn(move || server.serve(listener))
         .map_err(|e| format!("starting the control server: {e}"))?;
-    tracing::info!(socket = %args.socket.display(), "vswitchd ready");
+    tracing::info!(socket = %args.socket.display(), workers, "vswitchd ready");
 
-    let signal_handle = handle.clone();
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!(signal = sig, "shutting down");
-            signal_handle.shutdown();
-        }
-    });
-    let result = engine_thread.join();
+    // Wait for SIGINT/SIGTERM, then stop the workers and remove the devices
+    // the daemon created.
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down");
+    }
+    let clean = handle.shutdown();
     let _ = fs::remove_file(&args.socket);
     let _ = fs::remove_file(&lock_path);
-    match result {
-        Ok(()) => Ok(()),
-        Err(_) => Err("the engine thread panicked".into()),
+    if clean {
+        Ok(())
+    } else {
+        Err("a worker thread panicked".into())
     }
 }

@@ -7,7 +7,7 @@
 //! the egress qdisc. Receive and send are batched with recvmmsg/sendmmsg.
 //! (A TPACKET_V3 ring would save the per-batch copy; see the performance issue.)
 
-use super::{is_transient, Caps, Port, TxItem};
+use super::{is_transient, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
@@ -33,8 +33,12 @@ pub struct AfPacketPort {
     fd: OwnedFd,
     ifname: String,
     ifindex: u32,
-    // Scratch arrays for recvmmsg/sendmmsg, reused on every call; their raw
-    // pointers are rewritten before each call and never read after it.
+}
+
+/// Scratch arrays for recvmmsg/sendmmsg, owned by one worker and reused on
+/// every call; their raw pointers are rewritten before each call and never
+/// read after it.
+pub struct MmsgScratch {
     msgs: Vec<libc::mmsghdr>,
     /// Two per message: edited prefix, then the rest of the frame.
     iovs: Vec<libc::iovec>,
@@ -46,9 +50,22 @@ pub struct AfPacketPort {
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are scratch space, filled in
 // immediately before each syscall from buffers borrowed for that call only;
-// nothing dereferences them outside a call, so moving the port between
+// nothing dereferences them outside a call, so moving the scratch between
 // threads is sound.
-unsafe impl Send for AfPacketPort {}
+unsafe impl Send for MmsgScratch {}
+
+impl Default for MmsgScratch {
+    fn default() -> Self {
+        MmsgScratch {
+            // SAFETY: mmsghdr and iovec are plain old data; zero is valid.
+            msgs: vec![unsafe { mem::zeroed() }; MAX_BATCH],
+            // SAFETY: as above.
+            iovs: vec![unsafe { mem::zeroed() }; 2 * MAX_BATCH],
+            prefixes: vec![[0; EDIT_PREFIX_MAX]; MAX_BATCH],
+            cmsgs: vec![[0; CMSG_WORDS]; MAX_BATCH],
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AfPacketError {
@@ -152,19 +169,15 @@ impl AfPacketPort {
             fd,
             ifname: ifname.into(),
             ifindex,
-            // SAFETY: mmsghdr and iovec are plain old data; zero is valid.
-            msgs: vec![unsafe { mem::zeroed() }; MAX_BATCH],
-            // SAFETY: as above.
-            iovs: vec![unsafe { mem::zeroed() }; 2 * MAX_BATCH],
-            prefixes: vec![[0; EDIT_PREFIX_MAX]; MAX_BATCH],
-            cmsgs: vec![[0; CMSG_WORDS]; MAX_BATCH],
         })
     }
 
     pub fn ifname(&self) -> &str {
         &self.ifname
     }
+}
 
+impl MmsgScratch {
     /// Points message `k` at `n` (1 or 2) iovecs starting at `iovs[2k]`,
     /// with the auxdata control buffer when `control` is set.
     fn prep(&mut self, k: usize, n: usize, control: bool) {
@@ -225,15 +238,16 @@ impl Port for AfPacketPort {
         self.fd.as_raw_fd()
     }
 
-    fn recv(&mut self, frames: &mut [Frame]) -> io::Result<usize> {
+    fn recv(&self, frames: &mut [Frame], sc: &mut IoScratch) -> io::Result<usize> {
+        let sc = &mut sc.mmsg;
         let n = frames.len().min(MAX_BATCH);
         for (k, f) in frames[..n].iter_mut().enumerate() {
             let area = f.rx_area_vnet();
-            self.iovs[2 * k] = libc::iovec {
+            sc.iovs[2 * k] = libc::iovec {
                 iov_base: area.as_mut_ptr().cast(),
                 iov_len: area.len(),
             };
-            self.prep(k, 1, true);
+            sc.prep(k, 1, true);
         }
         let got = loop {
             // SAFETY: `msgs[..n]` each point at one iovec into a distinct,
@@ -241,7 +255,7 @@ impl Port for AfPacketPort {
             let r = unsafe {
                 libc::recvmmsg(
                     self.fd.as_raw_fd(),
-                    self.msgs.as_mut_ptr(),
+                    sc.msgs.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT,
                     std::ptr::null_mut(),
@@ -255,11 +269,11 @@ impl Port for AfPacketPort {
             }
         };
         for (k, f) in frames[..got].iter_mut().enumerate() {
-            let m = &self.msgs[k];
+            let m = &sc.msgs[k];
             if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 f.set_rx_len_vnet(0); // counted as malformed
             } else if f.set_rx_len_vnet(m.msg_len as usize) {
-                if let Some((tpid, tci)) = self.aux_vlan(k) {
+                if let Some((tpid, tci)) = sc.aux_vlan(k) {
                     // Put the tag back in band where the bridge reads it.
                     f.insert_tag(tpid, tci);
                 }
@@ -268,29 +282,30 @@ impl Port for AfPacketPort {
         Ok(got)
     }
 
-    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats) {
+    fn send(&self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats, sc: &mut IoScratch) {
+        let sc = &mut sc.mmsg;
         for chunk in items.chunks(MAX_BATCH) {
             for (k, it) in chunk.iter().enumerate() {
                 let f = &frames[it.idx as usize];
                 if it.edit == TagEdit::None {
                     let b = f.with_vnet();
-                    self.iovs[2 * k] = libc::iovec {
+                    sc.iovs[2 * k] = libc::iovec {
                         iov_base: b.as_ptr() as *mut libc::c_void,
                         iov_len: b.len(),
                     };
-                    self.prep(k, 1, false);
+                    sc.prep(k, 1, false);
                 } else {
-                    let (n, rest) = f.edited_prefix(it.edit, &mut self.prefixes[k]);
+                    let (n, rest) = f.edited_prefix(it.edit, &mut sc.prefixes[k]);
                     let tail = &f.data()[rest..];
-                    self.iovs[2 * k] = libc::iovec {
-                        iov_base: self.prefixes[k].as_mut_ptr().cast(),
+                    sc.iovs[2 * k] = libc::iovec {
+                        iov_base: sc.prefixes[k].as_mut_ptr().cast(),
                         iov_len: n,
                     };
-                    self.iovs[2 * k + 1] = libc::iovec {
+                    sc.iovs[2 * k + 1] = libc::iovec {
                         iov_base: tail.as_ptr() as *mut libc::c_void,
                         iov_len: tail.len(),
                     };
-                    self.prep(k, 2, false);
+                    sc.prep(k, 2, false);
                 }
             }
             let mut off = 0;
@@ -301,7 +316,7 @@ impl Port for AfPacketPort {
                 let r = unsafe {
                     libc::sendmmsg(
                         self.fd.as_raw_fd(),
-                        self.msgs.as_mut_ptr().add(off),
+                        sc.msgs.as_mut_ptr().add(off),
                         (chunk.len() - off) as libc::c_uint,
                         libc::MSG_DONTWAIT,
                     )
@@ -310,7 +325,7 @@ impl Port for AfPacketPort {
                     Ok(sent) => {
                         for k in off..off + sent as usize {
                             stats.tx_packets += 1;
-                            let iovs = &self.iovs[2 * k..2 * k + self.msgs[k].msg_hdr.msg_iovlen];
+                            let iovs = &sc.iovs[2 * k..2 * k + sc.msgs[k].msg_hdr.msg_iovlen];
                             let bytes: usize = iovs.iter().map(|v| v.iov_len).sum();
                             stats.tx_bytes += bytes.saturating_sub(VNET_HDR_LEN) as u64;
                         }

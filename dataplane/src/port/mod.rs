@@ -2,6 +2,8 @@
 //!
 //! Like Open vSwitch's `netdev_class`, every port kind implements one small
 //! trait: drain up to a batch of frames, send a batch, expose a pollable fd.
+//! Ports are shared by the workers (methods take `&self`); the scratch space
+//! a call needs comes from the calling worker.
 //! One file per kind. All kinds exchange frames with a `virtio_net_hdr` in
 //! front (see [`crate::packet`]), so offloads are carried end to end.
 
@@ -31,6 +33,14 @@ pub struct Caps {
     pub vnet_hdr: bool,
 }
 
+/// Per-worker scratch space the port kinds need for a syscall (message
+/// headers, iovecs). Ports themselves are shared between workers (`&self`):
+/// any worker may send on any port, the one that owns it receives.
+#[derive(Default)]
+pub struct IoScratch {
+    pub(crate) mmsg: afpacket::MmsgScratch,
+}
+
 /// The contract every port kind implements.
 pub trait Port {
     /// The descriptor the engine polls for readability.
@@ -40,12 +50,18 @@ pub trait Port {
     /// many were filled; fewer than asked means the port is drained (the next
     /// readiness event will say when there is more). A frame slot left with
     /// length 0 was a bad receive and is counted as malformed by the caller.
-    fn recv(&mut self, frames: &mut [Frame]) -> io::Result<usize>;
+    fn recv(&self, frames: &mut [Frame], scratch: &mut IoScratch) -> io::Result<usize>;
 
     /// Sends each item's frame with its tag edit applied, counting successes
     /// and failures in `stats`. Never blocks: what the device cannot take now
     /// is dropped and counted.
-    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats);
+    fn send(
+        &self,
+        frames: &[Frame],
+        items: &[TxItem],
+        stats: &mut PortStats,
+        scratch: &mut IoScratch,
+    );
 
     /// Whether a receive error means the device is gone for good (interface
     /// deleted, namespace destroyed) rather than a passing condition.
@@ -75,12 +91,18 @@ impl Port for AnyPort {
         dispatch!(self, p => p.fd())
     }
     #[inline]
-    fn recv(&mut self, frames: &mut [Frame]) -> io::Result<usize> {
-        dispatch!(self, p => p.recv(frames))
+    fn recv(&self, frames: &mut [Frame], scratch: &mut IoScratch) -> io::Result<usize> {
+        dispatch!(self, p => p.recv(frames, scratch))
     }
     #[inline]
-    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats) {
-        dispatch!(self, p => p.send(frames, items, stats))
+    fn send(
+        &self,
+        frames: &[Frame],
+        items: &[TxItem],
+        stats: &mut PortStats,
+        scratch: &mut IoScratch,
+    ) {
+        dispatch!(self, p => p.send(frames, items, stats, scratch))
     }
     fn is_gone(&self, err: &io::Error) -> bool {
         dispatch!(self, p => p.is_gone(err))

@@ -8,7 +8,7 @@
 //! the switch as single frames. TAP file descriptors have no recvmmsg: a batch
 //! is a read loop until EAGAIN.
 
-use super::{is_transient, Caps, Port, TxItem};
+use super::{is_transient, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
@@ -254,7 +254,7 @@ impl Port for TapPort {
         self.fd.as_raw_fd()
     }
 
-    fn recv(&mut self, frames: &mut [Frame]) -> io::Result<usize> {
+    fn recv(&self, frames: &mut [Frame], _sc: &mut IoScratch) -> io::Result<usize> {
         let fd = self.fd.as_raw_fd();
         let mut n = 0;
         while n < frames.len() {
@@ -280,7 +280,7 @@ impl Port for TapPort {
         Ok(n)
     }
 
-    fn send(&mut self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats) {
+    fn send(&self, frames: &[Frame], items: &[TxItem], stats: &mut PortStats, _sc: &mut IoScratch) {
         let fd = self.fd.as_raw_fd();
         let mut scratch = [0u8; EDIT_PREFIX_MAX];
         for it in items {

@@ -1,0 +1,367 @@
+//! The engine: worker threads that own ports, and the handle the control
+//! side drives them with.
+//!
+//! Each worker polls its own ports with mio, drains a batch per ready port,
+//! takes the shared tables' lock once to decide the whole batch (learn,
+//! classify, look up, choose tag edits), releases it, then flushes one TX
+//! batch per output port. Any worker may send on any port (ports take
+//! `&self`; the kernel serialises concurrent writes), only the owner receives.
+//! Counters are per worker and summed when asked for. Time is read once per
+//! batch and passed down.
+
+mod tables;
+mod worker;
+
+use crate::api::Request;
+use crate::bridge::PortId;
+use crate::config::{Config, PortConfig, PortType};
+use crate::port::afpacket::AfPacketPort;
+use crate::port::tap::{TapOptions, TapPort};
+use crate::port::AnyPort;
+use crate::stats::PortStats;
+use crate::sys;
+use crossbeam_channel::Sender;
+use mio::Waker;
+use serde_json::Value;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tables::{PortEntry, Tables};
+use worker::{Worker, WorkerMsg};
+
+/// Frames drained from one port per wakeup.
+pub const BATCH: usize = 64;
+/// Default busy-poll window after the last received frame (µs).
+pub const DEFAULT_BUSY_POLL_US: u64 = 200;
+/// Most ports one switch serves (bounds the tables control input can grow).
+pub const MAX_PORTS: usize = 4096;
+/// Most bridges.
+pub const MAX_BRIDGES: usize = 1024;
+/// Largest accepted `--ageing`.
+pub const MAX_AGEING_S: u32 = 1_000_000;
+
+pub type CtlResult = Result<Value, String>;
+
+/// How to run the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Keep polling this long after the last frame before sleeping (µs).
+    pub busy_poll_us: u64,
+    /// Called first thing on every worker thread (tests use it to tag the
+    /// threads they watch).
+    pub worker_init: Option<fn()>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
+            worker_init: None,
+        }
+    }
+}
+
+/// What the workers share.
+pub(crate) struct Shared {
+    tables: Mutex<Tables>,
+    /// One counter set per worker, indexed by PortId.
+    stats: Vec<Arc<Mutex<Vec<PortStats>>>>,
+}
+
+impl Shared {
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        // A panic while holding the lock cannot leave the tables half-written
+        // in a way that matters more than stopping would; keep serving.
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct WorkerLink {
+    tx: Sender<WorkerMsg>,
+    waker: Arc<Waker>,
+}
+
+impl WorkerLink {
+    fn send(&self, m: WorkerMsg) {
+        let _ = self.tx.send(m);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A running engine. Cloning is cheap; every clone drives the same engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+    workers: Arc<Vec<WorkerLink>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Serialises control requests that span several lock sections.
+    control: Arc<Mutex<()>>,
+}
+
+/// Starts the workers and returns the handle.
+pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
+    let n = opts.workers.max(1);
+    let clock = Instant::now();
+    let stats: Vec<_> = (0..n)
+        .map(|_| Arc::new(Mutex::new(vec![PortStats::default(); MAX_PORTS])))
+        .collect();
+    let shared = Arc::new(Shared {
+        tables: Mutex::new(Tables::new(clock)),
+        stats: stats.clone(),
+    });
+    let mut links = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for (id, st) in stats.into_iter().enumerate() {
+        let (w, tx, waker) = Worker::new(id, shared.clone(), st, opts.busy_poll_us, clock)?;
+        let init = opts.worker_init;
+        let t = std::thread::Builder::new()
+            .name(format!("vswitch-worker{id}"))
+            .spawn(move || {
+                if let Some(f) = init {
+                    f();
+                }
+                w.run()
+            })?;
+        links.push(WorkerLink { tx, waker });
+        threads.push(t);
+    }
+    Ok(EngineHandle {
+        shared,
+        workers: Arc::new(links),
+        threads: Arc::new(Mutex::new(threads)),
+        control: Arc::new(Mutex::new(())),
+    })
+}
+
+impl EngineHandle {
+    /// Executes one control request.
+    pub fn call(&self, req: Request) -> CtlResult {
+        let _serial = lock(&self.control);
+        match req {
+            Request::AddPort { bridge, port } => self.add_port(&bridge, port),
+            Request::DelPort { name } => {
+                let pid = self.shared.tables().port_idx(&name)? as PortId;
+                self.remove_ports(&[pid]);
+                Ok(Value::Null)
+            }
+            Request::DelBr { name } => {
+                let ports = {
+                    let t = self.shared.tables();
+                    let i = t.bridge_idx(&name)?;
+                    t.bridges[i]
+                        .as_ref()
+                        .map(|b| b.ports.clone())
+                        .unwrap_or_default()
+                };
+                self.remove_ports(&ports);
+                let mut t = self.shared.tables();
+                let i = t.bridge_idx(&name)?;
+                t.bridges[i] = None;
+                tracing::info!(bridge = %name, "bridge deleted");
+                Ok(Value::Null)
+            }
+            Request::Stats { port } => {
+                let (list, names) = {
+                    let t = self.shared.tables();
+                    let list: Vec<PortId> = match port {
+                        Some(p) => vec![t.port_idx(&p)? as PortId],
+                        None => t.ports_in_order(),
+                    };
+                    let names: Vec<String> = list.iter().map(|&p| t.port_name(p)).collect();
+                    (list, names)
+                };
+                let mut sums = vec![PortStats::default(); list.len()];
+                for w in &self.shared.stats {
+                    let st = lock(w);
+                    for (sum, &pid) in sums.iter_mut().zip(&list) {
+                        sum.add(&st[pid as usize]);
+                    }
+                }
+                Ok(Value::Array(
+                    sums.iter().zip(&names).map(|(s, n)| s.to_json(n)).collect(),
+                ))
+            }
+            other => self.shared.tables().handle(other),
+        }
+    }
+
+    /// Applies a configuration (at start). Stops at the first error.
+    pub fn apply_config(&self, cfg: &Config) -> Result<(), String> {
+        for b in &cfg.bridges {
+            self.call(Request::AddBr {
+                name: b.name.clone(),
+                stp: b.stp,
+                ageing_s: Some(b.ageing_s),
+                fdb_max: b.fdb_max,
+            })
+            .map_err(|e| format!("bridge {}: {e}", b.name))?;
+            for p in &b.ports {
+                self.call(Request::AddPort {
+                    bridge: b.name.clone(),
+                    port: p.clone(),
+                })
+                .map_err(|e| format!("bridge {} port {}: {e}", b.name, p.name))?;
+            }
+            for f in &b.fdb {
+                self.call(Request::FdbAdd {
+                    bridge: b.name.clone(),
+                    mac: f.mac,
+                    port: f.port.clone(),
+                    vlan: f.vlan,
+                })
+                .map_err(|e| format!("bridge {} fdb {}: {e}", b.name, f.mac))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the workers, then removes every port (TAP devices the daemon
+    /// created go with their file descriptors). Returns false if a worker
+    /// had panicked.
+    pub fn shutdown(&self) -> bool {
+        for w in self.workers.iter() {
+            w.send(WorkerMsg::Shutdown);
+        }
+        let mut ok = true;
+        for t in lock(&self.threads).drain(..) {
+            ok &= t.join().is_ok();
+        }
+        let all: Vec<PortId> = {
+            let t = self.shared.tables();
+            (0..t.ports.len() as PortId)
+                .filter(|&p| t.ports[p as usize].is_some())
+                .collect()
+        };
+        self.remove_ports(&all);
+        ok
+    }
+
+    /// Takes ports out of the tables, then has their workers let go of them;
+    /// returns once every worker has (so a created TAP is gone).
+    fn remove_ports(&self, pids: &[PortId]) {
+        let mut removed = Vec::new();
+        {
+            let mut t = self.shared.tables();
+            for &pid in pids {
+                if let Some(e) = t.remove_port(pid) {
+                    removed.push((pid, e));
+                }
+            }
+        }
+        let mut acks = Vec::new();
+        for (pid, e) in &removed {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if let Some(w) = self.workers.get(e.worker) {
+                w.send(WorkerMsg::Detach(*pid, tx));
+                acks.push(rx);
+            }
+            tracing::info!(port = %e.cfg.name, "port removed");
+        }
+        for rx in acks {
+            // A worker that has stopped cannot answer; it holds nothing then.
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+        drop(removed);
+    }
+
+    fn add_port(&self, bridge: &str, cfg: PortConfig) -> CtlResult {
+        let (bi, member, ifname) = self.shared.tables().check_new_port(bridge, &cfg)?;
+        // Device set-up (ioctls, netlink, namespaces) runs without the lock.
+        let (io, created, mac, mtu) = match cfg.kind {
+            PortType::Tap => {
+                let opts = TapOptions {
+                    ifname: ifname.clone(),
+                    netns: cfg.netns.clone(),
+                    mac: cfg.mac,
+                    mtu: cfg.mtu,
+                };
+                let t = TapPort::open(&opts).map_err(|e| e.to_string())?;
+                let created = t.created();
+                let (mac, mtu) = (t.mac(), t.mtu());
+                (AnyPort::Tap(t), created, mac, mtu)
+            }
+            PortType::Afpacket => {
+                let a = AfPacketPort::open(&ifname).map_err(|e| e.to_string())?;
+                (
+                    AnyPort::AfPacket(a),
+                    false,
+                    sys::get_mac(&ifname).ok(),
+                    sys::get_mtu(&ifname).ok(),
+                )
+            }
+        };
+        let io = Arc::new(io);
+        // The worker with the fewest ports receives on it.
+        let worker = {
+            let t = self.shared.tables();
+            let mut load = vec![0usize; self.workers.len()];
+            for e in t.ports.iter().flatten() {
+                load[e.worker] += 1;
+            }
+            (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0)
+        };
+        let entry = PortEntry {
+            cfg,
+            bridge: bi,
+            io: io.clone(),
+            ifname,
+            created,
+            mac,
+            mtu,
+            worker,
+        };
+        let name = entry.cfg.name.clone();
+        let pid = {
+            let mut t = self.shared.tables();
+            let pid = t.insert_port(entry, member)?;
+            // Fresh counters for the slot, in every worker.
+            for w in &self.shared.stats {
+                lock(w)[pid as usize] = PortStats::default();
+            }
+            pid
+        };
+        self.workers[worker].send(WorkerMsg::Attach(pid, io));
+        tracing::info!(port = %name, bridge, created, worker, "port added");
+        Ok(Value::Null)
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name '{name}': 1-15 characters from A-Z a-z 0-9 . _ -"
+        ))
+    }
+}
+
+fn check_ageing(a: u32) -> Result<(), String> {
+    if (1..=MAX_AGEING_S).contains(&a) {
+        Ok(())
+    } else {
+        Err(format!("ageing time {a} s out of range (1-{MAX_AGEING_S})"))
+    }
+}
+
+/// VLAN ids are 1-4094 (IEEE 802.1Q-2018 table 9-2: 0 and 4095 are reserved).
+fn check_vlan(v: u16) -> Result<u16, String> {
+    match v {
+        1..=4094 => Ok(v),
+        v => Err(format!("VLAN id {v} out of range (1-4094)")),
+    }
+}

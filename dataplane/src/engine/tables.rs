@@ -1,0 +1,501 @@
+//! The tables the workers share: bridges (with their FDBs) and ports. Held
+//! behind one mutex that a worker takes once per batch, for the decisions
+//! only (the I/O runs outside it), and the control side takes per request.
+
+use super::{check_ageing, check_name, check_vlan, MAX_BRIDGES};
+use crate::api::Request;
+use crate::bridge::vlan::VlanMode;
+use crate::bridge::{Bridge, BridgeSettings, PortId, DEFAULT_VLAN};
+use crate::config::{BridgeConfig, Config, PortConfig, StaticFdbConfig};
+use crate::port::AnyPort;
+use crate::MacAddr;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One port as the tables know it.
+pub(crate) struct PortEntry {
+    pub cfg: PortConfig,
+    pub bridge: usize,
+    pub io: Arc<AnyPort>,
+    /// Interface name where the device lives.
+    pub ifname: String,
+    /// The daemon created the device (and removes it with the port).
+    pub created: bool,
+    pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
+    /// The worker that receives on it.
+    pub worker: usize,
+}
+
+pub(crate) struct Tables {
+    pub bridges: Vec<Option<Bridge>>,
+    pub ports: Vec<Option<PortEntry>>,
+    /// Operational state by PortId, read on the fast path.
+    pub up: Vec<bool>,
+    pub clock: Instant,
+}
+
+impl Tables {
+    pub fn new(clock: Instant) -> Tables {
+        Tables {
+            bridges: Vec::new(),
+            ports: Vec::new(),
+            up: Vec::new(),
+            clock,
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn bridge_idx(&self, name: &str) -> Result<usize, String> {
+        self.bridges
+            .iter()
+            .position(|b| b.as_ref().is_some_and(|b| b.name == name))
+            .ok_or_else(|| format!("no bridge named '{name}'"))
+    }
+
+    pub(crate) fn port_idx(&self, name: &str) -> Result<usize, String> {
+        self.ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name))
+            .ok_or_else(|| format!("no port named '{name}'"))
+    }
+
+    pub(crate) fn bridge(&mut self, name: &str) -> Result<&mut Bridge, String> {
+        let i = self.bridge_idx(name)?;
+        Ok(self.bridges[i].as_mut().expect("index from bridge_idx"))
+    }
+
+    /// Executes a control request that only touches the tables.
+    pub(crate) fn handle(&mut self, req: Request) -> Result<Value, String> {
+        match req {
+            Request::Ping => Ok(json!({"version": env!("CARGO_PKG_VERSION")})),
+            Request::AddBr {
+                name,
+                stp,
+                ageing_s,
+                fdb_max,
+            } => {
+                check_name("bridge", &name)?;
+                if self.bridge_idx(&name).is_ok() {
+                    return Err(format!("bridge '{name}' already exists"));
+                }
+                if stp {
+                    return Err("STP is not implemented yet".into());
+                }
+                let ageing_s = ageing_s.unwrap_or(crate::bridge::DEFAULT_AGEING_S);
+                check_ageing(ageing_s)?;
+                let settings = BridgeSettings {
+                    stp,
+                    ageing_s,
+                    fdb_max: fdb_max.filter(|&m| m > 0),
+                };
+                let slot = match self.bridges.iter().position(Option::is_none) {
+                    Some(i) => i,
+                    None if self.bridges.len() < MAX_BRIDGES => {
+                        self.bridges.push(None);
+                        self.bridges.len() - 1
+                    }
+                    None => return Err(format!("too many bridges (limit {MAX_BRIDGES})")),
+                };
+                self.bridges[slot] = Some(Bridge::new(&name, settings));
+                tracing::info!(bridge = %name, "bridge added");
+                Ok(Value::Null)
+            }
+            Request::SetBr {
+                name,
+                ageing_s,
+                fdb_max,
+            } => {
+                if let Some(a) = ageing_s {
+                    check_ageing(a)?;
+                }
+                let b = self.bridge(&name)?;
+                if let Some(a) = ageing_s {
+                    b.set_ageing(a);
+                }
+                if let Some(m) = fdb_max {
+                    b.set_fdb_max(Some(m).filter(|&m| m > 0));
+                }
+                Ok(Value::Null)
+            }
+            Request::ListBr => Ok(Value::Array(
+                self.bridges
+                    .iter()
+                    .flatten()
+                    .map(|b| self.bridge_json(b, false))
+                    .collect(),
+            )),
+            Request::SetPort {
+                name,
+                access_vlan,
+                trunk_vlans,
+                native_vlan,
+                isolated,
+                learning,
+            } => {
+                let p = self.port_idx(&name)?;
+                let slot = self.ports[p].as_ref().expect("index from port_idx");
+                let mut cfg = slot.cfg.clone();
+                match (access_vlan, trunk_vlans) {
+                    (Some(_), Some(_)) => {
+                        return Err("give either --access or --trunk, not both".into())
+                    }
+                    (Some(a), None) => {
+                        if native_vlan.is_some() {
+                            return Err("--native applies to trunk ports".into());
+                        }
+                        cfg.access_vlan = Some(a);
+                        cfg.trunk_vlans = None;
+                        cfg.native_vlan = None;
+                    }
+                    (None, Some(t)) => {
+                        cfg.access_vlan = None;
+                        cfg.trunk_vlans = Some(t);
+                        cfg.native_vlan = native_vlan;
+                    }
+                    (None, None) => {
+                        if native_vlan.is_some() {
+                            if cfg.trunk_vlans.is_none() {
+                                return Err(format!(
+                                    "port '{name}' is not a trunk: give --trunk with --native"
+                                ));
+                            }
+                            cfg.native_vlan = native_vlan;
+                        }
+                    }
+                }
+                if let Some(i) = isolated {
+                    cfg.isolated = i;
+                }
+                if let Some(l) = learning {
+                    cfg.learning = l;
+                }
+                let member = cfg.member()?;
+                let bi = slot.bridge;
+                if let Some(b) = self.bridges[bi].as_mut() {
+                    b.set_member(p as PortId, member);
+                }
+                self.ports[p].as_mut().expect("index").cfg = cfg;
+                Ok(Value::Null)
+            }
+            Request::ListPorts { bridge } => {
+                let filter = match bridge {
+                    Some(b) => Some(self.bridge_idx(&b)?),
+                    None => None,
+                };
+                let mut out = Vec::new();
+                for b in self.bridges.iter().enumerate() {
+                    let (bi, Some(br)) = b else { continue };
+                    if filter.is_some_and(|f| f != bi) {
+                        continue;
+                    }
+                    for &pid in &br.ports {
+                        out.push(self.port_json(pid));
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            Request::FdbShow { bridge } => {
+                let now = self.now_ns();
+                let b = self.bridges[self.bridge_idx(&bridge)?]
+                    .as_ref()
+                    .expect("index");
+                let list = b
+                    .fdb
+                    .entries(now)
+                    .into_iter()
+                    .map(|(vlan, mac, e)| {
+                        let age = if e.is_static {
+                            0
+                        } else {
+                            now.saturating_sub(e.last_seen_ns) / 1_000_000_000
+                        };
+                        json!({
+                            "mac": mac.to_string(),
+                            "vlan": vlan,
+                            "port": self.port_name(e.port),
+                            "type": if e.is_static { "static" } else { "dynamic" },
+                            "age_s": age,
+                        })
+                    })
+                    .collect();
+                Ok(Value::Array(list))
+            }
+            Request::FdbAdd {
+                bridge,
+                mac,
+                port,
+                vlan,
+            } => {
+                if !mac.is_valid_station() {
+                    return Err(format!("{mac} is not a unicast station address"));
+                }
+                let bi = self.bridge_idx(&bridge)?;
+                let pi = self.port_idx(&port)?;
+                if self.ports[pi].as_ref().map(|s| s.bridge) != Some(bi) {
+                    return Err(format!("port '{port}' is not on bridge '{bridge}'"));
+                }
+                let b = self.bridges[bi].as_mut().expect("index");
+                let m = b.member(pi as PortId).cloned().unwrap_or_default();
+                // Without --vlan: the port's untagged VLAN (1 by default).
+                let vlan = match vlan {
+                    Some(v) => check_vlan(v)?,
+                    None => m.vlan.untagged_vid().ok_or_else(|| {
+                        format!("port '{port}' has no untagged VLAN: give --vlan")
+                    })?,
+                };
+                if m.vlan.egress_tagged(vlan).is_none() {
+                    return Err(format!("port '{port}' does not carry VLAN {vlan}"));
+                }
+                b.fdb
+                    .add_static(vlan, mac, pi as PortId)
+                    .map_err(|e| e.to_string())?;
+                Ok(Value::Null)
+            }
+            Request::FdbDel { bridge, mac, vlan } => {
+                let b = self.bridge(&bridge)?;
+                let removed = match vlan {
+                    Some(v) => {
+                        let v = check_vlan(v)?;
+                        usize::from(b.fdb.remove(v, mac).is_some())
+                    }
+                    None => b.fdb.remove_mac(mac),
+                };
+                if removed == 0 {
+                    return Err(format!("no FDB entry for {mac} on bridge '{bridge}'"));
+                }
+                Ok(Value::Null)
+            }
+            Request::FdbFlush { bridge, port } => {
+                let bi = self.bridge_idx(&bridge)?;
+                let pid = match port {
+                    Some(p) => {
+                        let pi = self.port_idx(&p)?;
+                        if self.ports[pi].as_ref().map(|s| s.bridge) != Some(bi) {
+                            return Err(format!("port '{p}' is not on bridge '{bridge}'"));
+                        }
+                        Some(pi as PortId)
+                    }
+                    None => None,
+                };
+                let n = self.bridges[bi]
+                    .as_mut()
+                    .expect("index")
+                    .fdb
+                    .flush_dynamic(pid);
+                Ok(json!({"flushed": n}))
+            }
+            Request::Show => Ok(json!({
+                "bridges": self.bridges.iter().flatten().map(|b| self.bridge_json(b, true)).collect::<Vec<_>>(),
+                "rifs": [],
+                "routes": [],
+                "snat": [],
+            })),
+            Request::GetConfig => {
+                serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
+            }
+            Request::Save { .. } => Err("save is handled by the control server".into()),
+            Request::AddPort { .. }
+            | Request::DelPort { .. }
+            | Request::DelBr { .. }
+            | Request::Stats { .. } => Err("handled by the engine handle".into()),
+        }
+    }
+
+    pub(crate) fn port_name(&self, pid: PortId) -> String {
+        self.ports
+            .get(pid as usize)
+            .and_then(|p| p.as_ref())
+            .map(|p| p.cfg.name.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn ports_in_order(&self) -> Vec<PortId> {
+        self.bridges
+            .iter()
+            .flatten()
+            .flat_map(|b| b.ports.iter().copied())
+            .collect()
+    }
+
+    fn port_json(&self, pid: PortId) -> Value {
+        let Some(s) = self.ports[pid as usize].as_ref() else {
+            return Value::Null;
+        };
+        let br = self.bridges[s.bridge].as_ref();
+        let bridge = br.map(|b| b.name.as_str());
+        let member = br.and_then(|b| b.member(pid)).cloned().unwrap_or_default();
+        let (mode, access, trunk, native) = match &member.vlan {
+            VlanMode::Access(a) => ("access", Some(*a), Vec::new(), None),
+            VlanMode::Trunk { vlans, native } => ("trunk", None, vlans.iter().collect(), *native),
+        };
+        json!({
+            "name": s.cfg.name,
+            "bridge": bridge,
+            "type": s.cfg.kind.name(),
+            "ifname": s.ifname,
+            "netns": s.cfg.netns,
+            "up": self.up[pid as usize],
+            "vlan_mode": mode,
+            "access_vlan": access,
+            "trunk_vlans": trunk,
+            "native_vlan": native,
+            "isolated": member.isolated,
+            "learning": member.learning,
+            "mac": s.mac.map(|m| m.to_string()),
+            "mtu": s.mtu,
+            "created": s.created,
+        })
+    }
+
+    fn bridge_json(&self, b: &Bridge, with_ports: bool) -> Value {
+        let ports: Vec<Value> = if with_ports {
+            b.ports.iter().map(|&p| self.port_json(p)).collect()
+        } else {
+            b.ports
+                .iter()
+                .map(|&p| Value::String(self.port_name(p)))
+                .collect()
+        };
+        json!({
+            "name": b.name,
+            "stp": b.settings.stp,
+            "ageing_s": b.settings.ageing_s,
+            "fdb_max": b.settings.fdb_max,
+            "fdb_entries": b.fdb.len(),
+            "ports": ports,
+        })
+    }
+
+    /// The running configuration, in the model `--config` reads.
+    pub(crate) fn running_config(&self) -> Config {
+        let bridges = self
+            .bridges
+            .iter()
+            .flatten()
+            .map(|b| {
+                let mut c = BridgeConfig::new(&b.name);
+                c.stp = b.settings.stp;
+                c.ageing_s = b.settings.ageing_s;
+                c.fdb_max = b.settings.fdb_max;
+                c.ports = b
+                    .ports
+                    .iter()
+                    .filter_map(|&p| self.ports[p as usize].as_ref().map(|s| s.cfg.clone()))
+                    .collect();
+                c.fdb = b
+                    .fdb
+                    .entries(0)
+                    .into_iter()
+                    .filter(|(_, _, e)| e.is_static)
+                    .map(|(vlan, mac, e)| StaticFdbConfig {
+                        mac,
+                        port: self.port_name(e.port),
+                        vlan: (vlan != DEFAULT_VLAN).then_some(vlan),
+                    })
+                    .collect();
+                c
+            })
+            .collect();
+        Config { bridges }
+    }
+
+    /// Checks a new port against the tables: bridge exists, names free,
+    /// settings valid. Returns the bridge index, membership and interface name.
+    pub(crate) fn check_new_port(
+        &self,
+        bridge: &str,
+        cfg: &PortConfig,
+    ) -> Result<(usize, crate::bridge::Member, String), String> {
+        check_name("port", &cfg.name)?;
+        let bi = self.bridge_idx(bridge)?;
+        if self.port_idx(&cfg.name).is_ok() {
+            return Err(format!("port name '{}' is already in use", cfg.name));
+        }
+        if let Some(ifn) = &cfg.ifname {
+            if !crate::sys::valid_ifname(ifn) {
+                return Err(format!(
+                    "invalid interface name '{ifn}' (1-15 characters, no '/', ':' or spaces)"
+                ));
+            }
+        }
+        if let Some(m) = cfg.mtu {
+            if !(68..=65535).contains(&m) {
+                return Err(format!("MTU {m} out of range (68-65535)"));
+            }
+        }
+        if let Some(m) = cfg.mac {
+            if !m.is_valid_station() {
+                return Err(format!("{m} is not a unicast station address"));
+            }
+        }
+        if cfg.kind == crate::config::PortType::Afpacket
+            && (cfg.netns.is_some() || cfg.mac.is_some() || cfg.mtu.is_some())
+        {
+            return Err("afpacket ports attach an existing interface in the daemon's namespace: --netns, --mac and --mtu do not apply".into());
+        }
+        // An interface can be attached once.
+        let ifname = cfg.ifname().to_string();
+        if cfg.netns.is_none()
+            && self
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.cfg.netns.is_none() && p.ifname == ifname)
+        {
+            return Err(format!("interface '{ifname}' is already attached"));
+        }
+        if self.ports.iter().flatten().count() >= super::MAX_PORTS {
+            return Err(format!("too many ports (limit {})", super::MAX_PORTS));
+        }
+        let member = cfg.member()?;
+        Ok((bi, member, ifname))
+    }
+
+    /// Adds a port made after [`Tables::check_new_port`] (checked again: the
+    /// lock was released while the device was set up).
+    pub(crate) fn insert_port(
+        &mut self,
+        entry: PortEntry,
+        member: crate::bridge::Member,
+    ) -> Result<PortId, String> {
+        if self.port_idx(&entry.cfg.name).is_ok() {
+            return Err(format!("port name '{}' is already in use", entry.cfg.name));
+        }
+        if self.bridges.get(entry.bridge).is_none_or(Option::is_none) {
+            return Err("the bridge was deleted meanwhile".into());
+        }
+        let slot = match self.ports.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.ports.len() < super::MAX_PORTS => {
+                self.ports.push(None);
+                self.up.push(false);
+                self.ports.len() - 1
+            }
+            None => return Err(format!("too many ports (limit {})", super::MAX_PORTS)),
+        };
+        let bi = entry.bridge;
+        self.ports[slot] = Some(entry);
+        self.up[slot] = true;
+        self.bridges[bi]
+            .as_mut()
+            .expect("checked above")
+            .add_port(slot as PortId, member);
+        Ok(slot as PortId)
+    }
+
+    /// Takes a port out of its bridge and the tables.
+    pub(crate) fn remove_port(&mut self, pid: PortId) -> Option<PortEntry> {
+        let p = pid as usize;
+        let e = self.ports.get_mut(p)?.take()?;
+        self.up[p] = false;
+        if let Some(b) = self.bridges[e.bridge].as_mut() {
+            b.remove_port(pid);
+        }
+        Some(e)
+    }
+}

@@ -1,0 +1,314 @@
+//! One worker: polls the ports it owns, forwards their frames in batches.
+
+use super::tables::Tables;
+use super::{lock, Shared, BATCH, MAX_PORTS};
+use crate::bridge::{Learn, PortId, Verdict};
+use crate::packet::Batch;
+use crate::port::{AnyPort, IoScratch, Port, TxItem};
+use crate::stats::{DropReason, PortStats};
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(usize::MAX);
+const TIMER_PERIOD_NS: u64 = 1_000_000_000;
+
+pub(crate) enum WorkerMsg {
+    /// Start receiving on this port.
+    Attach(PortId, Arc<AnyPort>),
+    /// Stop receiving on it and let go; answer when done.
+    Detach(PortId, Sender<()>),
+    Shutdown,
+}
+
+pub(crate) struct Worker {
+    id: usize,
+    poll: Poll,
+    inbox: Receiver<WorkerMsg>,
+    shared: Arc<Shared>,
+    stats: Arc<Mutex<Vec<PortStats>>>,
+    /// Ports this worker receives on, by PortId.
+    rx: Vec<Option<Arc<AnyPort>>>,
+    queued: Vec<bool>,
+    ready: VecDeque<PortId>,
+    batch: Batch,
+    /// Per output port: frames of the current batch to send, and the port.
+    txq: Vec<Vec<TxItem>>,
+    txio: Vec<Option<Arc<AnyPort>>>,
+    dirty: Vec<PortId>,
+    scratch: IoScratch,
+    clock: Instant,
+    busy_poll_ns: u64,
+    last_rx_ns: u64,
+    next_timer_ns: u64,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        stats: Arc<Mutex<Vec<PortStats>>>,
+        busy_poll_us: u64,
+        clock: Instant,
+    ) -> io::Result<(Worker, Sender<WorkerMsg>, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let w = Worker {
+            id,
+            poll,
+            inbox: rx,
+            shared,
+            stats,
+            rx: (0..MAX_PORTS).map(|_| None).collect(),
+            queued: vec![false; MAX_PORTS],
+            ready: VecDeque::with_capacity(MAX_PORTS),
+            batch: Batch::new(BATCH),
+            txq: (0..MAX_PORTS).map(|_| Vec::new()).collect(),
+            txio: (0..MAX_PORTS).map(|_| None).collect(),
+            dirty: Vec::with_capacity(MAX_PORTS),
+            scratch: IoScratch::default(),
+            clock,
+            busy_poll_ns: busy_poll_us.saturating_mul(1000),
+            last_rx_ns: 0,
+            next_timer_ns: TIMER_PERIOD_NS,
+        };
+        Ok((w, tx, waker))
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = self.now_ns();
+            let busy = now.saturating_sub(self.last_rx_ns) < self.busy_poll_ns;
+            let timeout = if self.ready.is_empty() && !busy {
+                Duration::from_nanos(self.next_timer_ns.saturating_sub(now).max(1_000_000))
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.id, "poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let mut ctl = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    ctl = true;
+                    continue;
+                }
+                self.mark_ready(ev.token().0 as PortId);
+            }
+            if ctl && !self.drain_inbox() {
+                return;
+            }
+            let now = self.now_ns();
+            // One batch per ready port per turn: fair between busy ports.
+            for _ in 0..self.ready.len() {
+                let Some(pid) = self.ready.pop_front() else {
+                    break;
+                };
+                if self.rx_port(pid, now) {
+                    self.ready.push_back(pid);
+                } else {
+                    self.queued[pid as usize] = false;
+                }
+            }
+            if now >= self.next_timer_ns {
+                if self.id == 0 {
+                    // FDB ageing, once a second, by one worker.
+                    let mut t = self.shared.tables();
+                    for b in t.bridges.iter_mut().flatten() {
+                        b.fdb.age(now);
+                    }
+                }
+                self.next_timer_ns = now + TIMER_PERIOD_NS;
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, pid: PortId) {
+        let p = pid as usize;
+        if p < MAX_PORTS && self.rx[p].is_some() && !self.queued[p] {
+            self.queued[p] = true;
+            self.ready.push_back(pid);
+        }
+    }
+
+    /// Handles control messages; false on shutdown.
+    fn drain_inbox(&mut self) -> bool {
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                WorkerMsg::Shutdown => return false,
+                WorkerMsg::Attach(pid, io) => {
+                    let p = pid as usize;
+                    let fd = io.fd();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&fd),
+                        Token(p),
+                        Interest::READABLE,
+                    ) {
+                        tracing::error!(worker = self.id, "cannot poll port {pid}: {e}");
+                        continue;
+                    }
+                    self.rx[p] = Some(io);
+                    // Frames may already be waiting (edge-triggered poll).
+                    self.mark_ready(pid);
+                }
+                WorkerMsg::Detach(pid, ack) => {
+                    self.release(pid);
+                    let _ = ack.send(());
+                }
+            }
+        }
+        true
+    }
+
+    /// Stops polling `pid` and drops this worker's reference to it.
+    fn release(&mut self, pid: PortId) {
+        let p = pid as usize;
+        if let Some(io) = self.rx[p].take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&io.fd()));
+        }
+        self.queued[p] = false;
+        self.ready.retain(|&x| x != pid);
+    }
+
+    /// Drains one batch from `pid` and forwards it. True if the port may have
+    /// more (a full batch was read).
+    fn rx_port(&mut self, pid: PortId, now: u64) -> bool {
+        let p = pid as usize;
+        let Some(io) = self.rx[p].as_ref() else {
+            return false;
+        };
+        let n = match io.recv(&mut self.batch.frames, &mut self.scratch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                if io.is_gone(&e) {
+                    self.port_down(pid, &e);
+                } else {
+                    tracing::debug!(worker = self.id, port = pid, "receive error: {e}");
+                }
+                return false;
+            }
+        };
+        if n == 0 {
+            return false;
+        }
+        self.last_rx_ns = now;
+        {
+            let mut guard = self.shared.tables();
+            let t: &mut Tables = &mut guard;
+            let mut st = lock(&self.stats);
+            let Some(bi) = t.ports[p].as_ref().map(|e| e.bridge) else {
+                return false;
+            };
+            let Some(bridge) = t.bridges[bi].as_mut() else {
+                return false;
+            };
+            let stats = &mut st[p];
+            for i in 0..n {
+                let f = &self.batch.frames[i];
+                stats.rx_packets += 1;
+                stats.rx_bytes += f.len() as u64;
+                let data = f.data();
+                let d = bridge.decide(pid, data, now);
+                if d.learn == Some(Learn::Full) {
+                    stats.drop(DropReason::FdbFull);
+                }
+                let idx = i as u16;
+                match d.verdict {
+                    Verdict::Unicast(out) => {
+                        let o = out as usize;
+                        if !t.up[o] {
+                            stats.drop(DropReason::EgressDown);
+                            continue;
+                        }
+                        match bridge.egress(pid, out, &d.class, data) {
+                            Ok(edit) => {
+                                if self.txq[o].is_empty() {
+                                    self.dirty.push(out);
+                                    self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
+                                }
+                                self.txq[o].push(TxItem { idx, edit });
+                            }
+                            Err(r) => stats.drop(r),
+                        }
+                    }
+                    Verdict::Flood => {
+                        let mut sent = false;
+                        for &out in &bridge.ports {
+                            let o = out as usize;
+                            if out == pid || !t.up[o] {
+                                continue;
+                            }
+                            // Ports outside the frame's VLAN (or isolated from
+                            // the ingress) are simply not part of this flood.
+                            let Ok(edit) = bridge.egress(pid, out, &d.class, data) else {
+                                continue;
+                            };
+                            if self.txq[o].is_empty() {
+                                self.dirty.push(out);
+                                self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
+                            }
+                            self.txq[o].push(TxItem { idx, edit });
+                            sent = true;
+                        }
+                        if !sent {
+                            stats.drop(DropReason::NoEgress);
+                        }
+                    }
+                    Verdict::Drop(r) => stats.drop(r),
+                }
+            }
+        }
+        self.flush();
+        n == self.batch.capacity()
+    }
+
+    /// Sends every per-port TX batch built from the current RX batch, outside
+    /// the tables' lock.
+    fn flush(&mut self) {
+        let mut st = lock(&self.stats);
+        for out in self.dirty.drain(..) {
+            let o = out as usize;
+            if let Some(io) = self.txio[o].take() {
+                io.send(
+                    &self.batch.frames,
+                    &self.txq[o],
+                    &mut st[o],
+                    &mut self.scratch,
+                );
+            }
+            self.txq[o].clear();
+        }
+    }
+
+    fn port_down(&mut self, pid: PortId, err: &io::Error) {
+        let p = pid as usize;
+        {
+            let mut t = self.shared.tables();
+            let name = t.port_name(pid);
+            tracing::warn!(port = %name, "port went down: {err}");
+            t.up[p] = false;
+            if let Some(bi) = t.ports[p].as_ref().map(|e| e.bridge) {
+                if let Some(b) = t.bridges[bi].as_mut() {
+                    b.fdb.flush_dynamic(Some(pid));
+                }
+            }
+            lock(&self.stats)[p].drop(DropReason::PortDown);
+        }
+        self.release(pid);
+    }
+}
