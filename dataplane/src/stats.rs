@@ -56,6 +56,9 @@ drop_reasons! {
     TxError => "tx_error",
     /// The port's interface went away or reported an error on receive.
     PortDown => "port_down",
+    /// The kernel dropped frames queued toward the switch before it read them
+    /// (AF_PACKET socket buffer full, TAP queue full): the switch fell behind.
+    RxOverflow => "rx_overflow",
 }
 
 /// Counters of one port. Owned by the worker that polls the port.

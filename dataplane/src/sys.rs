@@ -256,6 +256,36 @@ pub fn move_link_to_netns(ifindex: u32, ns_fd: RawFd, new_name: &str) -> io::Res
     }
 }
 
+/// Counters of `/proc/net/dev`.
+#[derive(Debug, Clone, Copy)]
+pub enum LinkCounter {
+    TxDropped,
+}
+
+/// Reads one counter of interface `name` in the calling thread's namespace.
+pub fn link_counter(name: &str, which: LinkCounter) -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+    parse_net_dev(&text, name, which)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no counters for '{name}'")))
+}
+
+fn parse_net_dev(text: &str, name: &str, which: LinkCounter) -> Option<u64> {
+    // "  eth0: rx_bytes rx_packets rx_errs rx_drop fifo frame compressed
+    //  multicast tx_bytes tx_packets tx_errs tx_drop ..."
+    let line = text
+        .lines()
+        .find(|l| l.split(':').next().is_some_and(|n| n.trim() == name))?;
+    let fields: Vec<u64> = line
+        .split_once(':')?
+        .1
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    match which {
+        LinkCounter::TxDropped => fields.get(11).copied(),
+    }
+}
+
 /// Sets a file descriptor non-blocking.
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor the caller owns; F_GETFL takes no pointer.
@@ -279,6 +309,18 @@ mod tests {
         assert!(!valid_ifname(".."));
         assert!(!valid_ifname("a b"));
         assert_eq!(IfReq::new("eth0").unwrap().name(), "eth0");
+    }
+
+    #[test]
+    fn net_dev_parsing() {
+        let t = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  eth0: 1000 10 0 3 0 0 0 0 2000 20 0 7 0 0 0 0
+";
+        assert_eq!(parse_net_dev(t, "eth0", LinkCounter::TxDropped), Some(7));
+        assert_eq!(parse_net_dev(t, "lo", LinkCounter::TxDropped), Some(0));
+        assert_eq!(parse_net_dev(t, "eth1", LinkCounter::TxDropped), None);
     }
 
     #[test]

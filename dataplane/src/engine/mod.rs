@@ -18,7 +18,8 @@ use crate::config::{Config, PortConfig, PortType};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::{TapOptions, TapPort};
 use crate::port::AnyPort;
-use crate::stats::PortStats;
+use crate::port::Port;
+use crate::stats::{DropReason, PortStats};
 use crate::sys;
 use crossbeam_channel::Sender;
 use mio::Waker;
@@ -168,16 +169,27 @@ impl EngineHandle {
                 Ok(Value::Null)
             }
             Request::Stats { port } => {
-                let (list, names) = {
+                let (list, names, ios) = {
                     let t = self.shared.tables();
                     let list: Vec<PortId> = match port {
                         Some(p) => vec![t.port_idx(&p)? as PortId],
                         None => t.ports_in_order(),
                     };
                     let names: Vec<String> = list.iter().map(|&p| t.port_name(p)).collect();
-                    (list, names)
+                    let ios: Vec<Option<Arc<AnyPort>>> = list
+                        .iter()
+                        .map(|&p| t.ports[p as usize].as_ref().map(|e| e.io.clone()))
+                        .collect();
+                    (list, names, ios)
                 };
                 let mut sums = vec![PortStats::default(); list.len()];
+                // Drops the kernel counted before frames reached us (read
+                // outside the lock: a TAP in a namespace needs a thread hop).
+                for (sum, io) in sums.iter_mut().zip(&ios) {
+                    if let Some(io) = io {
+                        sum.drop_n(DropReason::RxOverflow, io.kernel_drops());
+                    }
+                }
                 for w in &self.shared.stats {
                     let st = lock(w);
                     for (sum, &pid) in sums.iter_mut().zip(&list) {

@@ -15,6 +15,7 @@ use crate::sys::{self, cvt};
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
@@ -33,6 +34,8 @@ pub struct AfPacketPort {
     fd: OwnedFd,
     ifname: String,
     ifindex: u32,
+    /// Socket drops read so far (PACKET_STATISTICS resets on every read).
+    drops: AtomicU64,
 }
 
 /// Scratch arrays for recvmmsg/sendmmsg, owned by one worker and reused on
@@ -169,6 +172,7 @@ impl AfPacketPort {
             fd,
             ifname: ifname.into(),
             ifindex,
+            drops: AtomicU64::new(0),
         })
     }
 
@@ -361,5 +365,24 @@ impl Port for AfPacketPort {
 
     fn caps(&self) -> Caps {
         Caps { vnet_hdr: true }
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
+        let mut st: libc::tpacket_stats = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live locals; the kernel writes at most
+        // `len` bytes into `st` and updates `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        let new = if r == 0 { u64::from(st.tp_drops) } else { 0 };
+        self.drops.fetch_add(new, Ordering::Relaxed) + new
     }
 }

@@ -68,6 +68,10 @@ pub trait Port {
     fn is_gone(&self, err: &io::Error) -> bool;
 
     fn caps(&self) -> Caps;
+
+    /// Frames the kernel dropped on their way to the switch since the port
+    /// was opened (a running total).
+    fn kernel_drops(&self) -> u64;
 }
 
 /// The port kinds, dispatched statically on the fast path.
@@ -109,6 +113,9 @@ impl Port for AnyPort {
     }
     fn caps(&self) -> Caps {
         dispatch!(self, p => p.caps())
+    }
+    fn kernel_drops(&self) -> u64 {
+        dispatch!(self, p => p.kernel_drops())
     }
 }
 

@@ -53,6 +53,10 @@ pub struct TapPort {
     ifname: String,
     mac: MacAddr,
     mtu: u32,
+    /// Namespace the device lives in (None: the daemon's).
+    netns: Option<String>,
+    /// The device's tx_dropped when we attached.
+    tx_dropped_base: u64,
 }
 
 /// Why a TAP port could not be opened.
@@ -171,13 +175,17 @@ impl TapPort {
                 (fd, !existed, mac, mtu)
             }
         };
-        Ok(TapPort {
+        let mut port = TapPort {
             fd: fd.0,
             created: fd.1,
             ifname: opts.ifname.clone(),
             mac: fd.2,
             mtu: fd.3,
-        })
+            netns: opts.netns.clone(),
+            tx_dropped_base: 0,
+        };
+        port.tx_dropped_base = port.tx_dropped().unwrap_or(0);
+        Ok(port)
     }
 
     /// Creates the device in the daemon's namespace under a temporary name,
@@ -227,6 +235,15 @@ impl TapPort {
         let (mac, mtu) = sys::in_netns(ns, || configure(&plain).map_err(io::Error::other))
             .map_err(|e| TapError::Configure(opts.ifname.clone(), e))?;
         Ok((fd, true, mac, mtu))
+    }
+
+    /// The device's tx_dropped counter, read from its namespace.
+    fn tx_dropped(&self) -> Option<u64> {
+        let read = || sys::link_counter(&self.ifname, sys::LinkCounter::TxDropped);
+        match &self.netns {
+            Some(ns) => sys::in_netns(ns, read).ok(),
+            None => read().ok(),
+        }
     }
 
     /// True if the daemon created the device (it is removed with the port).
@@ -332,6 +349,13 @@ impl Port for TapPort {
 
     fn caps(&self) -> Caps {
         Caps { vnet_hdr: true }
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        // The TAP device counts what it could not queue toward us as its own
+        // tx_dropped; report the growth since we attached.
+        self.tx_dropped()
+            .map_or(0, |n| n.saturating_sub(self.tx_dropped_base))
     }
 }
 
