@@ -33,7 +33,7 @@ fn bridge_with(entries: u64) -> Bridge {
         b.add_port(p, Default::default());
     }
     for i in 0..entries {
-        b.fdb.learn(1, mac(i), (i % 8) as u32, 0);
+        b.fdb.learn(1, mac(i), (i % 8) as u32, 0, None);
     }
     b
 }

@@ -376,3 +376,52 @@ fn mac_move_and_port_removal() {
     );
     lab.assert_all_ping(&[&h1, &h3]);
 }
+
+/// `set-port --mac-limit`: a port learns at most N stations; frames from
+/// further new source addresses are dropped (`mac_limit`), known stations
+/// keep working, and the limit shows in `list-ports`.
+#[test]
+fn port_mac_limit() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.tap_host("br0", 1);
+    let h3 = lab.tap_host("br0", 3);
+    lab.ctl_ok(&["set-port", "p3", "--mac-limit", "5"]);
+    assert_eq!(lab.port_info("br0", "p3")["mac_limit"], 5);
+    lab.assert_all_ping(&[&h1, &h3]);
+
+    let tx_before = lab.port_stats("p1")["tx_packets"].as_u64().unwrap_or(0);
+    let sent = lab.send_frames(
+        &h3,
+        &[
+            "--count",
+            "2000",
+            "--src",
+            "random",
+            "--dst",
+            "broadcast",
+            "--max-seconds",
+            "10",
+        ],
+    );
+    assert!(sent >= 1000, "flood sent only {sent} frames");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.drops("p3", "mac_limit")
+            >= sent - 10),
+        "mac_limit drops: {}",
+        lab.port_stats("p3")
+    );
+    let on_p3 = lab.fdb("br0").iter().filter(|e| e["port"] == "p3").count();
+    assert!(on_p3 <= 5, "{on_p3} entries learned on p3, limit 5");
+    let tx_after = lab.port_stats("p1")["tx_packets"].as_u64().unwrap_or(0);
+    assert!(
+        tx_after - tx_before < 20,
+        "{} frames reached h1 during a flood of {sent} new sources",
+        tx_after - tx_before
+    );
+    // The station learned before the flood is still served.
+    assert!(lab.ping(&h3, &lab.ip(1)), "h3 lost connectivity");
+    // Lifting the limit lets new stations in again.
+    lab.ctl_ok(&["set-port", "p3", "--mac-limit", "0"]);
+    assert_eq!(lab.port_info("br0", "p3")["mac_limit"], Value::Null);
+}

@@ -55,6 +55,9 @@ pub enum Request {
         isolated: Option<bool>,
         #[serde(default)]
         learning: Option<bool>,
+        /// 0 removes the limit.
+        #[serde(default)]
+        mac_limit: Option<u32>,
     },
     ListPorts {
         #[serde(default)]

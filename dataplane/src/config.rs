@@ -110,6 +110,9 @@ pub struct PortConfig {
     pub isolated: bool,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub learning: bool,
+    /// Most addresses learned on the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_limit: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -134,6 +137,7 @@ impl PortConfig {
             native_vlan: None,
             isolated: false,
             learning: true,
+            mac_limit: None,
         }
     }
 
@@ -158,6 +162,7 @@ impl PortConfig {
             vlan,
             isolated: self.isolated,
             learning: self.learning,
+            mac_limit: self.mac_limit.filter(|&l| l > 0),
         })
     }
 

@@ -46,6 +46,8 @@ drop_reasons! {
     /// The source address was not learned because the FDB is at its limit
     /// (the frame itself is still forwarded).
     FdbFull => "fdb_full",
+    /// A new source address beyond the port's `--mac-limit` (port security).
+    MacLimit => "mac_limit",
     /// Nowhere to send: no other port is up on the bridge.
     NoEgress => "no_egress",
     /// Destination port is down.

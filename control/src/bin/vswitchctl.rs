@@ -129,6 +129,10 @@ enum Cmd {
         /// Learn source addresses on this port
         #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
         learning: Option<bool>,
+        /// Most addresses learned on this port; frames from further new
+        /// addresses are dropped (0: no limit)
+        #[arg(long, value_name = "N")]
+        mac_limit: Option<u32>,
     },
     /// List ports (of one bridge, or all)
     ListPorts { bridge: Option<String> },
@@ -222,6 +226,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             native,
             isolated,
             learning,
+            mac_limit,
         } => {
             if [
                 access.is_some(),
@@ -229,11 +234,12 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 native.is_some(),
                 isolated.is_some(),
                 learning.is_some(),
+                mac_limit.is_some(),
             ]
             .iter()
             .all(|x| !x)
             {
-                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated or --learning)".into());
+                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning or --mac-limit)".into());
             }
             Request::SetPort {
                 name: port,
@@ -242,6 +248,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 native_vlan: native,
                 isolated,
                 learning,
+                mac_limit,
             }
         }
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },
@@ -386,6 +393,9 @@ fn vlan_text(p: &Value) -> String {
     }
     if p["learning"] == Value::Bool(false) {
         t.push_str(" no-learning");
+    }
+    if let Some(l) = p["mac_limit"].as_u64() {
+        t.push_str(&format!(" mac-limit {l}"));
     }
     t
 }

@@ -36,6 +36,8 @@ pub enum Learn {
     Static,
     /// Not learned: the table is at its limit.
     Full,
+    /// Not learned: the port is at its `--mac-limit`.
+    PortLimit,
 }
 
 #[inline]
@@ -47,9 +49,38 @@ fn unkey(k: u64) -> (u16, MacAddr) {
     ((k >> 48) as u16, MacAddr::from_u64(k & 0xffff_ffff_ffff))
 }
 
+/// Dynamic entries, in all and per port.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_port: Vec<u32>,
+}
+
+impl Counts {
+    fn inc(&mut self, p: PortId) {
+        let i = p as usize;
+        if self.per_port.len() <= i {
+            self.per_port.resize(i + 1, 0);
+        }
+        self.per_port[i] += 1;
+        self.total += 1;
+    }
+
+    fn dec(&mut self, p: PortId) {
+        if let Some(c) = self.per_port.get_mut(p as usize) {
+            *c = c.saturating_sub(1);
+        }
+        self.total = self.total.saturating_sub(1);
+    }
+
+    fn port(&self, p: PortId) -> u32 {
+        self.per_port.get(p as usize).copied().unwrap_or(0)
+    }
+}
+
 pub struct Fdb {
     map: HashMap<u64, FdbEntry>,
-    dynamic: usize,
+    counts: Counts,
     /// Limit on dynamic entries (`--fdb-max`), at most [`FDB_HARD_MAX`].
     max_dynamic: usize,
     ageing_ns: u64,
@@ -59,7 +90,7 @@ impl Fdb {
     pub fn new(ageing_s: u32, fdb_max: Option<u32>) -> Fdb {
         let mut f = Fdb {
             map: HashMap::new(),
-            dynamic: 0,
+            counts: Counts::default(),
             max_dynamic: FDB_HARD_MAX,
             ageing_ns: 0,
         };
@@ -85,31 +116,49 @@ impl Fdb {
     }
 
     pub fn dynamic_len(&self) -> usize {
-        self.dynamic
+        self.counts.total
     }
 
     fn expired(&self, e: &FdbEntry, now_ns: u64) -> bool {
         !e.is_static && now_ns.saturating_sub(e.last_seen_ns) >= self.ageing_ns
     }
 
-    /// Learns `mac` on `port` in `vlan` at `now_ns`.
+    /// Learns `mac` on `port` in `vlan` at `now_ns`. `port_limit` caps the
+    /// dynamic entries one port may hold (`--mac-limit`).
     #[inline]
-    pub fn learn(&mut self, vlan: u16, mac: MacAddr, port: PortId, now_ns: u64) -> Learn {
+    pub fn learn(
+        &mut self,
+        vlan: u16,
+        mac: MacAddr,
+        port: PortId,
+        now_ns: u64,
+        port_limit: Option<u32>,
+    ) -> Learn {
         let k = key(vlan, mac);
+        let at_port_limit = |c: &Counts| port_limit.is_some_and(|l| c.port(port) >= l);
         if let Some(e) = self.map.get_mut(&k) {
             if e.is_static {
                 return Learn::Static;
             }
-            e.last_seen_ns = now_ns;
             if e.port == port {
+                e.last_seen_ns = now_ns;
                 return Learn::Refreshed;
             }
+            if at_port_limit(&self.counts) {
+                return Learn::PortLimit;
+            }
+            e.last_seen_ns = now_ns;
             let from = e.port;
             e.port = port;
+            self.counts.dec(from);
+            self.counts.inc(port);
             return Learn::Moved { from };
         }
-        if self.dynamic >= self.max_dynamic || self.map.len() >= FDB_HARD_MAX {
+        if self.counts.total >= self.max_dynamic || self.map.len() >= FDB_HARD_MAX {
             return Learn::Full;
+        }
+        if at_port_limit(&self.counts) {
+            return Learn::PortLimit;
         }
         self.map.insert(
             k,
@@ -119,7 +168,7 @@ impl Fdb {
                 last_seen_ns: now_ns,
             },
         );
-        self.dynamic += 1;
+        self.counts.inc(port);
         Learn::New
     }
 
@@ -138,32 +187,31 @@ impl Fdb {
         self.map.get(&key(vlan, mac))
     }
 
+    /// Dynamic entries learned on `port`.
+    pub fn port_len(&self, port: PortId) -> u32 {
+        self.counts.port(port)
+    }
+
     /// Adds or replaces a static entry. Fails only when the table is full.
     pub fn add_static(&mut self, vlan: u16, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
         let k = key(vlan, mac);
+        let entry = FdbEntry {
+            port,
+            is_static: true,
+            last_seen_ns: 0,
+        };
         match self.map.get_mut(&k) {
             Some(e) => {
                 if !e.is_static {
-                    self.dynamic -= 1;
+                    self.counts.dec(e.port);
                 }
-                *e = FdbEntry {
-                    port,
-                    is_static: true,
-                    last_seen_ns: 0,
-                };
+                *e = entry;
             }
             None => {
                 if self.map.len() >= FDB_HARD_MAX {
                     return Err(FdbError::Full);
                 }
-                self.map.insert(
-                    k,
-                    FdbEntry {
-                        port,
-                        is_static: true,
-                        last_seen_ns: 0,
-                    },
-                );
+                self.map.insert(k, entry);
             }
         }
         Ok(())
@@ -173,67 +221,49 @@ impl Fdb {
     pub fn remove(&mut self, vlan: u16, mac: MacAddr) -> Option<FdbEntry> {
         let e = self.map.remove(&key(vlan, mac))?;
         if !e.is_static {
-            self.dynamic -= 1;
+            self.counts.dec(e.port);
         }
         Some(e)
+    }
+
+    /// Removes the entries `gone` selects, keeping the counts right. Returns
+    /// how many went.
+    fn remove_where(&mut self, mut gone: impl FnMut(u64, &FdbEntry) -> bool) -> usize {
+        let counts = &mut self.counts;
+        let before = self.map.len();
+        self.map.retain(|k, e| {
+            if gone(*k, e) {
+                if !e.is_static {
+                    counts.dec(e.port);
+                }
+                false
+            } else {
+                true
+            }
+        });
+        before - self.map.len()
     }
 
     /// Removes `mac` in every VLAN. Returns how many entries went.
     pub fn remove_mac(&mut self, mac: MacAddr) -> usize {
         let m = mac.to_u64();
-        let mut removed_dynamic = 0;
-        let before = self.map.len();
-        self.map.retain(|k, e| {
-            if k & 0xffff_ffff_ffff == m {
-                if !e.is_static {
-                    removed_dynamic += 1;
-                }
-                false
-            } else {
-                true
-            }
-        });
-        self.dynamic -= removed_dynamic;
-        before - self.map.len()
+        self.remove_where(|k, _| k & 0xffff_ffff_ffff == m)
     }
 
     /// Removes dynamic entries, all or those of one port. Returns how many.
     pub fn flush_dynamic(&mut self, port: Option<PortId>) -> usize {
-        let before = self.map.len();
-        self.map
-            .retain(|_, e| e.is_static || port.is_some_and(|p| p != e.port));
-        let n = before - self.map.len();
-        self.dynamic -= n;
-        n
+        self.remove_where(|_, e| !e.is_static && port.is_none_or(|p| p == e.port))
     }
 
     /// Removes every entry of `port`, static ones too (port deleted).
     pub fn remove_port(&mut self, port: PortId) -> usize {
-        let mut removed_dynamic = 0;
-        let before = self.map.len();
-        self.map.retain(|_, e| {
-            if e.port == port {
-                if !e.is_static {
-                    removed_dynamic += 1;
-                }
-                false
-            } else {
-                true
-            }
-        });
-        self.dynamic -= removed_dynamic;
-        before - self.map.len()
+        self.remove_where(|_, e| e.port == port)
     }
 
     /// Drops dynamic entries not seen for the ageing time. Returns how many.
     pub fn age(&mut self, now_ns: u64) -> usize {
         let ageing = self.ageing_ns;
-        let before = self.map.len();
-        self.map
-            .retain(|_, e| e.is_static || now_ns.saturating_sub(e.last_seen_ns) < ageing);
-        let n = before - self.map.len();
-        self.dynamic -= n;
-        n
+        self.remove_where(|_, e| !e.is_static && now_ns.saturating_sub(e.last_seen_ns) >= ageing)
     }
 
     /// All live entries as (vlan, mac, entry), sorted by VLAN then MAC.
@@ -271,11 +301,14 @@ mod tests {
     #[test]
     fn learn_lookup_move_age() {
         let mut f = Fdb::new(300, None);
-        assert_eq!(f.learn(1, mac(1), 7, 0), Learn::New);
+        assert_eq!(f.learn(1, mac(1), 7, 0, None), Learn::New);
         assert_eq!(f.lookup(1, mac(1), S), Some(7));
         assert_eq!(f.lookup(2, mac(1), S), None, "per-VLAN");
-        assert_eq!(f.learn(1, mac(1), 7, 10 * S), Learn::Refreshed);
-        assert_eq!(f.learn(1, mac(1), 8, 20 * S), Learn::Moved { from: 7 });
+        assert_eq!(f.learn(1, mac(1), 7, 10 * S, None), Learn::Refreshed);
+        assert_eq!(
+            f.learn(1, mac(1), 8, 20 * S, None),
+            Learn::Moved { from: 7 }
+        );
         assert_eq!(f.lookup(1, mac(1), 21 * S), Some(8));
         // Ageing counts from the last time the station was seen.
         assert_eq!(f.lookup(1, mac(1), 319 * S), Some(8));
@@ -290,7 +323,7 @@ mod tests {
     fn static_entries_never_age_nor_move() {
         let mut f = Fdb::new(10, None);
         f.add_static(1, mac(1), 3).unwrap();
-        assert_eq!(f.learn(1, mac(1), 4, 0), Learn::Static);
+        assert_eq!(f.learn(1, mac(1), 4, 0, None), Learn::Static);
         assert_eq!(f.age(1000 * S), 0);
         assert_eq!(f.lookup(1, mac(1), 1000 * S), Some(3));
         assert_eq!(f.flush_dynamic(None), 0);
@@ -303,43 +336,63 @@ mod tests {
         let mut f = Fdb::new(300, Some(3));
         f.add_static(1, mac(100), 1).unwrap();
         for i in 0..3 {
-            assert_eq!(f.learn(1, mac(i), 1, 0), Learn::New);
+            assert_eq!(f.learn(1, mac(i), 1, 0, None), Learn::New);
         }
-        assert_eq!(f.learn(1, mac(50), 1, 0), Learn::Full);
+        assert_eq!(f.learn(1, mac(50), 1, 0, None), Learn::Full);
         // Known stations are still refreshed at the limit.
-        assert_eq!(f.learn(1, mac(0), 2, 0), Learn::Moved { from: 1 });
+        assert_eq!(f.learn(1, mac(0), 2, 0, None), Learn::Moved { from: 1 });
         assert_eq!(f.len(), 4);
         // Room again after ageing.
         f.age(300 * S);
-        assert_eq!(f.learn(1, mac(50), 1, 300 * S), Learn::New);
+        assert_eq!(f.learn(1, mac(50), 1, 300 * S, None), Learn::New);
     }
 
     #[test]
     fn static_over_dynamic_keeps_count() {
         let mut f = Fdb::new(300, Some(1));
-        assert_eq!(f.learn(1, mac(1), 1, 0), Learn::New);
+        assert_eq!(f.learn(1, mac(1), 1, 0, None), Learn::New);
         f.add_static(1, mac(1), 2).unwrap();
         assert_eq!(f.dynamic_len(), 0);
-        assert_eq!(f.learn(1, mac(2), 1, 0), Learn::New);
+        assert_eq!(f.learn(1, mac(2), 1, 0, None), Learn::New);
     }
 
     #[test]
     fn remove_mac_in_all_vlans() {
         let mut f = Fdb::new(300, None);
-        f.learn(1, mac(1), 1, 0);
-        f.learn(2, mac(1), 1, 0);
+        f.learn(1, mac(1), 1, 0, None);
+        f.learn(2, mac(1), 1, 0, None);
         f.add_static(3, mac(1), 1).unwrap();
-        f.learn(1, mac(2), 1, 0);
+        f.learn(1, mac(2), 1, 0, None);
         assert_eq!(f.remove_mac(mac(1)), 3);
         assert_eq!(f.len(), 1);
         assert_eq!(f.dynamic_len(), 1);
     }
 
     #[test]
+    fn port_limit() {
+        let mut f = Fdb::new(300, None);
+        assert_eq!(f.learn(1, mac(1), 1, 0, Some(2)), Learn::New);
+        assert_eq!(f.learn(1, mac(2), 1, 0, Some(2)), Learn::New);
+        assert_eq!(f.learn(1, mac(3), 1, 0, Some(2)), Learn::PortLimit);
+        // Known stations refresh; other ports are not limited.
+        assert_eq!(f.learn(1, mac(1), 1, 1, Some(2)), Learn::Refreshed);
+        assert_eq!(f.learn(1, mac(3), 2, 0, Some(2)), Learn::New);
+        // A station moving onto a full port is refused, and stays where it was.
+        assert_eq!(f.learn(1, mac(3), 1, 0, Some(2)), Learn::PortLimit);
+        assert_eq!(f.lookup(1, mac(3), 0), Some(2));
+        assert_eq!(f.port_len(1), 2);
+        assert_eq!(f.flush_dynamic(Some(1)), 2);
+        assert_eq!(f.port_len(1), 0);
+        assert_eq!(f.learn(1, mac(3), 1, 0, Some(2)), Learn::Moved { from: 2 });
+        assert_eq!((f.port_len(1), f.port_len(2)), (1, 0));
+        assert_eq!(f.dynamic_len(), 1);
+    }
+
+    #[test]
     fn flush_by_port() {
         let mut f = Fdb::new(300, None);
-        f.learn(1, mac(1), 1, 0);
-        f.learn(1, mac(2), 2, 0);
+        f.learn(1, mac(1), 1, 0, None);
+        f.learn(1, mac(2), 2, 0, None);
         f.add_static(1, mac(3), 1).unwrap();
         assert_eq!(f.flush_dynamic(Some(1)), 1);
         assert_eq!(f.lookup(1, mac(2), 0), Some(2));
@@ -352,9 +405,9 @@ mod tests {
     #[test]
     fn entries_sorted_and_fresh() {
         let mut f = Fdb::new(5, None);
-        f.learn(2, mac(1), 1, 0);
-        f.learn(1, mac(9), 1, 4 * S);
-        f.learn(1, mac(3), 1, 4 * S);
+        f.learn(2, mac(1), 1, 0, None);
+        f.learn(1, mac(9), 1, 4 * S, None);
+        f.learn(1, mac(3), 1, 4 * S, None);
         let e = f.entries(6 * S);
         let keys: Vec<_> = e.iter().map(|(v, m, _)| (*v, *m)).collect();
         assert_eq!(keys, vec![(1, mac(3)), (1, mac(9))]);

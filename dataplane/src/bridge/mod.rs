@@ -75,6 +75,9 @@ pub struct Member {
     pub isolated: bool,
     /// Learn source addresses seen on this port.
     pub learning: bool,
+    /// Most addresses learned on this port (`--mac-limit`); frames from
+    /// further new addresses are dropped.
+    pub mac_limit: Option<u32>,
 }
 
 impl Default for Member {
@@ -83,6 +86,7 @@ impl Default for Member {
             vlan: VlanMode::Access(DEFAULT_VLAN),
             isolated: false,
             learning: true,
+            mac_limit: None,
         }
     }
 }
@@ -175,12 +179,21 @@ impl Bridge {
         let Some(m) = self.member(ingress) else {
             return Decision::drop(DropReason::NoEgress);
         };
-        let learning = m.learning;
+        let (learning, limit) = (m.learning, m.mac_limit);
         let class = match m.vlan.classify(frame) {
             Ok(c) => c,
             Err(r) => return Decision::drop(r),
         };
-        let learn = learning.then(|| self.fdb.learn(class.vid, eth.src, ingress, now_ns));
+        let learn = learning.then(|| self.fdb.learn(class.vid, eth.src, ingress, now_ns, limit));
+        if learn == Some(Learn::PortLimit) {
+            // Port security: a new station beyond the port's limit is not
+            // let in (known stations keep working).
+            return Decision {
+                verdict: Verdict::Drop(DropReason::MacLimit),
+                class,
+                learn,
+            };
+        }
         let verdict = self.forward(ingress, class.vid, eth.dst, now_ns);
         Decision {
             verdict,
@@ -476,6 +489,26 @@ mod tests {
         let d = b.decide(1, &frame([0xff; 6], A), 0);
         assert_eq!(d.learn, None);
         assert!(b.fdb.is_empty());
+    }
+
+    #[test]
+    fn mac_limit_drops_new_stations() {
+        let mut b = br();
+        b.set_member(
+            1,
+            Member {
+                mac_limit: Some(1),
+                ..Member::default()
+            },
+        );
+        assert_eq!(b.decide(1, &frame([0xff; 6], A), 0).verdict, Verdict::Flood);
+        assert_eq!(
+            b.decide(1, &frame([0xff; 6], B), 0).verdict,
+            Verdict::Drop(DropReason::MacLimit)
+        );
+        // The known station still gets through.
+        assert_eq!(b.decide(1, &frame([0xff; 6], A), 1).verdict, Verdict::Flood);
+        assert_eq!(b.fdb.len(), 1);
     }
 
     #[test]

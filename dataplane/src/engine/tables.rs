@@ -136,6 +136,7 @@ impl Tables {
                 native_vlan,
                 isolated,
                 learning,
+                mac_limit,
             } => {
                 let p = self.port_idx(&name)?;
                 let slot = self.ports[p].as_ref().expect("index from port_idx");
@@ -173,6 +174,9 @@ impl Tables {
                 }
                 if let Some(l) = learning {
                     cfg.learning = l;
+                }
+                if let Some(l) = mac_limit {
+                    cfg.mac_limit = Some(l).filter(|&l| l > 0);
                 }
                 let member = cfg.member()?;
                 let bi = slot.bridge;
@@ -346,6 +350,8 @@ impl Tables {
             "native_vlan": native,
             "isolated": member.isolated,
             "learning": member.learning,
+            "mac_limit": member.mac_limit,
+            "fdb_entries": br.map_or(0, |b| b.fdb.port_len(pid)),
             "mac": s.mac.map(|m| m.to_string()),
             "mtu": s.mtu,
             "created": s.created,
