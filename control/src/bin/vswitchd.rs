@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data-plane worker threads; each receives on its share of the ports
-    /// (default: the number of CPUs)
+    /// (default: half the CPUs, at least 1)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
     /// Keep polling this many microseconds after the last frame before
