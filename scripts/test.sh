@@ -11,6 +11,10 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v python3 >/dev/null || need+=(python3)
+# The VLAN tests decode captures with tshark and use Open vSwitch's userspace
+# datapath as an independent peer switch.
+command -v tshark >/dev/null || need+=(tshark)
+command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq
