@@ -20,6 +20,14 @@ pub enum Request {
         /// 0 or absent: no limit beyond the built-in ceiling.
         #[serde(default)]
         fdb_max: Option<u32>,
+        #[serde(default)]
+        priority: Option<u16>,
+        #[serde(default)]
+        hello_s: Option<u8>,
+        #[serde(default)]
+        max_age_s: Option<u8>,
+        #[serde(default)]
+        forward_delay_s: Option<u8>,
     },
     DelBr {
         name: String,
@@ -31,8 +39,22 @@ pub enum Request {
         /// 0 removes the limit.
         #[serde(default)]
         fdb_max: Option<u32>,
+        #[serde(default)]
+        stp: Option<bool>,
+        #[serde(default)]
+        priority: Option<u16>,
+        #[serde(default)]
+        hello_s: Option<u8>,
+        #[serde(default)]
+        max_age_s: Option<u8>,
+        #[serde(default)]
+        forward_delay_s: Option<u8>,
     },
     ListBr,
+    /// Spanning-tree state of a bridge.
+    StpShow {
+        bridge: String,
+    },
     AddPort {
         bridge: String,
         port: PortConfig,
@@ -58,6 +80,13 @@ pub enum Request {
         /// 0 removes the limit.
         #[serde(default)]
         mac_limit: Option<u32>,
+        /// Setting it (on or off) also re-enables a port the guard shut.
+        #[serde(default)]
+        bpdu_guard: Option<bool>,
+        #[serde(default)]
+        stp_cost: Option<u32>,
+        #[serde(default)]
+        stp_priority: Option<u8>,
     },
     ListPorts {
         #[serde(default)]
@@ -96,6 +125,48 @@ pub enum Request {
         #[serde(default)]
         file: Option<String>,
     },
+}
+
+/// Spanning-tree bridge parameters; absent ones are left as they are
+/// (or take the 802.1D defaults on a new bridge).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StpParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello_s: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_delay_s: Option<u8>,
+}
+
+impl StpParams {
+    /// Applies the given values over `base`, and checks the result.
+    pub fn apply(
+        &self,
+        base: crate::bridge::stp::StpSettings,
+    ) -> Result<crate::bridge::stp::StpSettings, String> {
+        let mut s = base;
+        if let Some(p) = self.priority {
+            s.priority = p;
+        }
+        if let Some(h) = self.hello_s {
+            s.hello_s = h;
+        }
+        if let Some(m) = self.max_age_s {
+            s.max_age_s = m;
+        }
+        if let Some(f) = self.forward_delay_s {
+            s.forward_delay_s = f;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == StpParams::default()
+    }
 }
 
 /// A reply line.
@@ -139,7 +210,11 @@ mod tests {
                 name: "br0".into(),
                 stp: false,
                 ageing_s: None,
-                fdb_max: Some(5)
+                fdb_max: Some(5),
+                priority: None,
+                hello_s: None,
+                max_age_s: None,
+                forward_delay_s: None,
             }
         );
         let r: Request = serde_json::from_str(

@@ -18,7 +18,9 @@
 //! ```
 
 use crate::bridge::vlan::{parse_vid, VlanMode, VlanSet};
-use crate::bridge::{Member, DEFAULT_AGEING_S, DEFAULT_VLAN};
+use crate::bridge::{
+    Member, DEFAULT_AGEING_S, DEFAULT_STP_COST, DEFAULT_STP_PRIORITY, DEFAULT_VLAN,
+};
 use crate::MacAddr;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,15 @@ pub struct BridgeConfig {
     pub ageing_s: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fdb_max: Option<u32>,
+    /// Spanning-tree bridge priority and timers (802.1D defaults if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello_s: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_delay_s: Option<u8>,
     #[serde(default, rename = "port", skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortConfig>,
     #[serde(default, rename = "fdb", skip_serializing_if = "Vec::is_empty")]
@@ -60,6 +71,10 @@ impl BridgeConfig {
             stp: false,
             ageing_s: DEFAULT_AGEING_S,
             fdb_max: None,
+            priority: None,
+            hello_s: None,
+            max_age_s: None,
+            forward_delay_s: None,
             ports: Vec::new(),
             fdb: Vec::new(),
         }
@@ -113,6 +128,13 @@ pub struct PortConfig {
     /// Most addresses learned on the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bpdu_guard: bool,
+    /// Spanning-tree path cost and priority of the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stp_cost: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stp_priority: Option<u8>,
 }
 
 fn yes() -> bool {
@@ -138,6 +160,9 @@ impl PortConfig {
             isolated: false,
             learning: true,
             mac_limit: None,
+            bpdu_guard: false,
+            stp_cost: None,
+            stp_priority: None,
         }
     }
 
@@ -163,6 +188,13 @@ impl PortConfig {
             isolated: self.isolated,
             learning: self.learning,
             mac_limit: self.mac_limit.filter(|&l| l > 0),
+            bpdu_guard: self.bpdu_guard,
+            stp_cost: match self.stp_cost {
+                Some(c @ 1..=200_000_000) => c,
+                Some(c) => return Err(format!("STP path cost {c} out of range (1-200000000)")),
+                None => DEFAULT_STP_COST,
+            },
+            stp_priority: self.stp_priority.unwrap_or(DEFAULT_STP_PRIORITY),
         })
     }
 

@@ -48,6 +48,12 @@ drop_reasons! {
     FdbFull => "fdb_full",
     /// A new source address beyond the port's `--mac-limit` (port security).
     MacLimit => "mac_limit",
+    /// The port is not forwarding in spanning tree (blocking, listening or
+    /// learning), on ingress or toward the egress.
+    StpBlocking => "stp_blocking",
+    /// BPDU guard: a BPDU arrived on a guarded port (which then shuts down),
+    /// or a frame met a port BPDU guard has shut.
+    BpduGuard => "bpdu_guard",
     /// Nowhere to send: no other port is up on the bridge.
     NoEgress => "no_egress",
     /// Destination port is down.

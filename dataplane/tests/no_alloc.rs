@@ -91,6 +91,10 @@ fn forwarding_does_not_allocate_per_frame() {
             stp: false,
             ageing_s: None,
             fdb_max: None,
+            priority: None,
+            hello_s: None,
+            max_age_s: None,
+            forward_delay_s: None,
         })
         .unwrap();
     for (name, ns) in [("p1", &h1), ("p2", &h2)] {

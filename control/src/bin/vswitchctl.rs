@@ -63,7 +63,7 @@ enum Cmd {
     /// Add a bridge
     AddBr {
         bridge: String,
-        /// Run spanning tree (not available yet)
+        /// Run spanning tree (IEEE 802.1D)
         #[arg(long)]
         stp: bool,
         /// FDB ageing time in seconds (default 300)
@@ -84,9 +84,27 @@ enum Cmd {
         /// Most learned MAC addresses (0: no limit)
         #[arg(long, value_name = "N")]
         fdb_max: Option<u32>,
+        /// Spanning tree on or off
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        stp: Option<bool>,
+        /// STP bridge priority (0-65535, default 32768; lowest becomes root)
+        #[arg(long, value_name = "N")]
+        priority: Option<u16>,
+        /// STP hello time in seconds (1-10, default 2)
+        #[arg(long, value_name = "S")]
+        hello: Option<u8>,
+        /// STP max age in seconds (6-40, default 20)
+        #[arg(long, value_name = "S")]
+        max_age: Option<u8>,
+        /// STP forward delay in seconds (4-30, default 15)
+        #[arg(long, value_name = "S")]
+        forward_delay: Option<u8>,
     },
     /// List bridges
     ListBr,
+    /// Show spanning-tree state: bridge id, root, root port, cost, and each
+    /// port's role and state
+    StpShow { bridge: String },
     /// Attach a port to a bridge
     AddPort {
         bridge: String,
@@ -133,6 +151,16 @@ enum Cmd {
         /// addresses are dropped (0: no limit)
         #[arg(long, value_name = "N")]
         mac_limit: Option<u32>,
+        /// Shut the port down if a BPDU arrives (setting it also re-enables
+        /// a port the guard shut)
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        bpdu_guard: Option<bool>,
+        /// STP path cost of the port (default 100, as Linux for veth/TAP)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=200_000_000))]
+        stp_cost: Option<u32>,
+        /// STP port priority (0-255, default 128)
+        #[arg(long, value_name = "N")]
+        stp_priority: Option<u8>,
     },
     /// List ports (of one bridge, or all)
     ListPorts { bridge: Option<String> },
@@ -181,23 +209,45 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             stp,
             ageing_s: ageing,
             fdb_max,
+            priority: None,
+            hello_s: None,
+            max_age_s: None,
+            forward_delay_s: None,
         },
         Cmd::DelBr { bridge } => Request::DelBr { name: bridge },
         Cmd::SetBr {
             bridge,
             ageing,
             fdb_max,
+            stp,
+            priority,
+            hello,
+            max_age,
+            forward_delay,
         } => {
-            if ageing.is_none() && fdb_max.is_none() {
-                return Err("set-br: nothing to set (give --ageing or --fdb-max)".into());
+            if ageing.is_none()
+                && fdb_max.is_none()
+                && stp.is_none()
+                && priority.is_none()
+                && hello.is_none()
+                && max_age.is_none()
+                && forward_delay.is_none()
+            {
+                return Err("set-br: nothing to set (give --ageing, --fdb-max, --stp, --priority, --hello, --max-age or --forward-delay)".into());
             }
             Request::SetBr {
                 name: bridge,
                 ageing_s: ageing,
                 fdb_max,
+                stp,
+                priority,
+                hello_s: hello,
+                max_age_s: max_age,
+                forward_delay_s: forward_delay,
             }
         }
         Cmd::ListBr => Request::ListBr,
+        Cmd::StpShow { bridge } => Request::StpShow { bridge },
         Cmd::AddPort {
             bridge,
             port,
@@ -227,6 +277,9 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             isolated,
             learning,
             mac_limit,
+            bpdu_guard,
+            stp_cost,
+            stp_priority,
         } => {
             if [
                 access.is_some(),
@@ -235,11 +288,14 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 isolated.is_some(),
                 learning.is_some(),
                 mac_limit.is_some(),
+                bpdu_guard.is_some(),
+                stp_cost.is_some(),
+                stp_priority.is_some(),
             ]
             .iter()
             .all(|x| !x)
             {
-                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning or --mac-limit)".into());
+                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning, --mac-limit, --bpdu-guard, --stp-cost or --stp-priority)".into());
             }
             Request::SetPort {
                 name: port,
@@ -249,6 +305,9 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 isolated,
                 learning,
                 mac_limit,
+                bpdu_guard,
+                stp_cost,
+                stp_priority,
             }
         }
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },
@@ -530,6 +589,38 @@ fn print_human(req: &Request, v: &Value) {
             if arr(&v["bridges"]).is_empty() {
                 println!("no bridges");
             }
+        }
+        Request::StpShow { .. } => {
+            println!("bridge id       {}", s(&v["bridge_id"]));
+            println!("designated root {}", s(&v["root_id"]));
+            println!("root port       {}", s(&v["root_port"]));
+            println!("root path cost  {}", s(&v["root_path_cost"]));
+            println!(
+                "timers          hello {} s, max age {} s, forward delay {} s{}",
+                s(&v["hello_s"]),
+                s(&v["max_age_s"]),
+                s(&v["forward_delay_s"]),
+                if v["topology_change"] == Value::Bool(true) {
+                    ", topology change"
+                } else {
+                    ""
+                }
+            );
+            table(
+                &["PORT", "ROLE", "STATE", "COST", "PRIORITY"],
+                arr(&v["ports"])
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            s(&p["name"]),
+                            s(&p["role"]),
+                            s(&p["state"]),
+                            s(&p["cost"]),
+                            s(&p["priority"]),
+                        ]
+                    })
+                    .collect(),
+            )
         }
         Request::FdbFlush { .. } => println!("flushed {} entries", s(&v["flushed"])),
         Request::Save { .. } => println!("saved to {}", s(&v["file"])),

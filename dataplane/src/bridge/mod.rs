@@ -2,12 +2,14 @@
 //! time-injected (IEEE 802.1D-2004 clause 7.7/7.8 relay and learning).
 
 pub mod fdb;
+pub mod stp;
 pub mod vlan;
 
 use crate::packet::EthHdr;
 use crate::stats::DropReason;
 use crate::MacAddr;
 pub use fdb::{Fdb, FdbEntry, Learn, PortId};
+use stp::{Stp, StpSettings};
 use vlan::{edit_for, Classified, TagEdit, VlanMode};
 
 /// Linux bridge default ageing time (s).
@@ -24,6 +26,8 @@ pub enum Verdict {
     Flood,
     /// Nowhere, for this reason (counted on the ingress port).
     Drop(DropReason),
+    /// For the bridge itself (a BPDU taken by spanning tree).
+    Local,
 }
 
 /// A verdict plus what the frame was classified as and what learning did.
@@ -55,6 +59,8 @@ pub struct BridgeSettings {
     pub stp: bool,
     pub ageing_s: u32,
     pub fdb_max: Option<u32>,
+    /// Spanning-tree parameters (used while `stp` is on).
+    pub stp_params: StpSettings,
 }
 
 impl Default for BridgeSettings {
@@ -63,9 +69,18 @@ impl Default for BridgeSettings {
             stp: false,
             ageing_s: DEFAULT_AGEING_S,
             fdb_max: None,
+            stp_params: StpSettings::default(),
         }
     }
 }
+
+/// The STP group address (802.1D 7.12.3).
+pub const STP_GROUP: MacAddr = MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]);
+/// Default STP port path cost: what Linux uses when it cannot read a
+/// link speed (veth, TAP), so mixed trees weigh links alike.
+pub const DEFAULT_STP_COST: u32 = stp::DEFAULT_PATH_COST;
+/// Default STP port priority.
+pub const DEFAULT_STP_PRIORITY: u8 = stp::DEFAULT_PORT_PRIORITY;
 
 /// How one port takes part in a bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +93,11 @@ pub struct Member {
     /// Most addresses learned on this port (`--mac-limit`); frames from
     /// further new addresses are dropped.
     pub mac_limit: Option<u32>,
+    /// Shut the port down when a BPDU arrives on it.
+    pub bpdu_guard: bool,
+    /// STP path cost and priority of the port.
+    pub stp_cost: u32,
+    pub stp_priority: u8,
 }
 
 impl Default for Member {
@@ -87,8 +107,22 @@ impl Default for Member {
             isolated: false,
             learning: true,
             mac_limit: None,
+            bpdu_guard: false,
+            stp_cost: DEFAULT_STP_COST,
+            stp_priority: DEFAULT_STP_PRIORITY,
         }
     }
+}
+
+/// Per-port state the bridge keeps beside the settings.
+#[derive(Debug, Clone, Default)]
+struct PortRuntime {
+    /// The link is up (the engine says so).
+    up: bool,
+    /// BPDU guard shut the port down.
+    guard_tripped: bool,
+    /// Last STP state seen, to flush entries when a port stops forwarding.
+    forwarding: bool,
 }
 
 /// One bridge: its member ports and forwarding database.
@@ -100,6 +134,11 @@ pub struct Bridge {
     pub ports: Vec<PortId>,
     /// Membership settings, indexed by PortId.
     members: Vec<Option<Member>>,
+    runtime: Vec<PortRuntime>,
+    /// Address the bridge id is made of (and BPDU sources derive from).
+    pub mac: MacAddr,
+    /// Spanning tree, while on.
+    pub stp: Option<Stp>,
 }
 
 impl Bridge {
@@ -110,6 +149,118 @@ impl Bridge {
             settings,
             ports: Vec::new(),
             members: Vec::new(),
+            runtime: Vec::new(),
+            mac: random_local_mac(),
+            stp: None,
+        }
+    }
+
+    /// The source address of BPDUs sent on `pid`: the bridge address with the
+    /// port number mixed into the last two bytes.
+    pub fn port_mac(&self, pid: PortId) -> MacAddr {
+        let mut m = self.mac;
+        let n = (pid as u16).wrapping_add(1).to_be_bytes();
+        m.0[4] ^= n[0];
+        m.0[5] ^= n[1];
+        m
+    }
+
+    fn rt(&mut self, pid: PortId) -> &mut PortRuntime {
+        let i = pid as usize;
+        if self.runtime.len() <= i {
+            self.runtime.resize(i + 1, PortRuntime::default());
+        }
+        &mut self.runtime[i]
+    }
+
+    fn guard_tripped(&self, pid: PortId) -> bool {
+        self.runtime
+            .get(pid as usize)
+            .is_some_and(|r| r.guard_tripped)
+    }
+
+    /// Whether BPDU guard shut `pid` down.
+    pub fn is_guard_tripped(&self, pid: PortId) -> bool {
+        self.guard_tripped(pid)
+    }
+
+    /// The engine reports a port's link state; spanning tree follows it.
+    pub fn set_port_up(&mut self, pid: PortId, up: bool, now_ns: u64) {
+        let was = self.rt(pid).up;
+        self.rt(pid).up = up;
+        if was == up {
+            return;
+        }
+        self.sync_stp_port(pid, now_ns);
+    }
+
+    /// Adds or removes `pid` in spanning tree according to its link, guard
+    /// and membership.
+    fn sync_stp_port(&mut self, pid: PortId, now_ns: u64) {
+        let active = self.member(pid).is_some()
+            && self
+                .runtime
+                .get(pid as usize)
+                .is_some_and(|r| r.up && !r.guard_tripped);
+        let (cost, prio) = self
+            .member(pid)
+            .map_or((DEFAULT_STP_COST, DEFAULT_STP_PRIORITY), |m| {
+                (m.stp_cost, m.stp_priority)
+            });
+        let mac = self.port_mac(pid);
+        if let Some(stp) = self.stp.as_mut() {
+            if active {
+                stp.add_port(pid, mac, cost, prio, now_ns);
+            } else {
+                stp.remove_port(pid, now_ns);
+            }
+        }
+    }
+
+    /// Turns spanning tree on or off (`set-br --stp`).
+    pub fn set_stp(&mut self, on: bool, now_ns: u64) {
+        self.settings.stp = on;
+        if !on {
+            self.stp = None;
+            self.fdb.set_ageing(self.settings.ageing_s);
+            return;
+        }
+        if self.stp.is_none() {
+            self.stp = Some(Stp::new(self.mac, self.settings.stp_params, now_ns));
+            for pid in self.ports.clone() {
+                self.sync_stp_port(pid, now_ns);
+            }
+        }
+    }
+
+    /// Changes spanning-tree timers and priority.
+    pub fn set_stp_params(&mut self, p: StpSettings, now_ns: u64) {
+        self.settings.stp_params = p;
+        if let Some(stp) = self.stp.as_mut() {
+            stp.set_settings(p, now_ns);
+        }
+    }
+
+    /// Runs spanning-tree timers; appends BPDUs to send. Applies fast ageing
+    /// during a topology change and flushes what ports that stopped
+    /// forwarding had learned (802.1D 17.20: entries of a port leaving the
+    /// forwarding state are removed).
+    pub fn stp_tick(&mut self, now_ns: u64, out: &mut Vec<(PortId, Vec<u8>)>) {
+        let Some(stp) = self.stp.as_mut() else {
+            return;
+        };
+        stp.tick(now_ns, out);
+        let fast = stp.fast_ageing_s();
+        stp.take_topology_change();
+        let ageing = fast.unwrap_or(self.settings.ageing_s);
+        self.fdb.set_ageing(ageing);
+        for pid in self.ports.clone() {
+            let fwd = self.stp.as_ref().is_some_and(|s| s.forwards(pid));
+            let rt = self.rt(pid);
+            if rt.forwarding && !fwd {
+                self.fdb.flush_dynamic(Some(pid));
+            }
+            self.rt(pid).forwarding = fwd;
         }
     }
 
@@ -137,8 +288,14 @@ impl Bridge {
 
     /// Removes a port and every FDB entry pointing at it.
     pub fn remove_port(&mut self, pid: PortId) {
+        if let Some(stp) = self.stp.as_mut() {
+            stp.remove_port(pid, 0);
+        }
         if let Some(m) = self.members.get_mut(pid as usize) {
             *m = None;
+        }
+        if let Some(r) = self.runtime.get_mut(pid as usize) {
+            *r = PortRuntime::default();
         }
         self.ports.retain(|&p| p != pid);
         self.fdb.remove_port(pid);
@@ -153,6 +310,10 @@ impl Bridge {
     /// (its entries may belong to VLANs it no longer carries).
     pub fn set_member(&mut self, pid: PortId, m: Member) {
         let vlan_changed = self.member(pid).is_some_and(|old| old.vlan != m.vlan);
+        let cost_changed = self
+            .member(pid)
+            .is_some_and(|old| (old.stp_cost, old.stp_priority) != (m.stp_cost, m.stp_priority));
+        let (cost, prio) = (m.stp_cost, m.stp_priority);
         if let Some(slot) = self.members.get_mut(pid as usize) {
             if slot.is_some() {
                 *slot = Some(m);
@@ -160,6 +321,19 @@ impl Bridge {
         }
         if vlan_changed {
             self.fdb.flush_dynamic(Some(pid));
+        }
+        if cost_changed {
+            if let Some(stp) = self.stp.as_mut() {
+                stp.set_port_cost(pid, cost, prio, 0);
+            }
+        }
+    }
+
+    /// Re-enables a port BPDU guard shut down.
+    pub fn clear_guard(&mut self, pid: PortId, now_ns: u64) {
+        if self.guard_tripped(pid) {
+            self.rt(pid).guard_tripped = false;
+            self.sync_stp_port(pid, now_ns);
         }
     }
 
@@ -179,12 +353,52 @@ impl Bridge {
         let Some(m) = self.member(ingress) else {
             return Decision::drop(DropReason::NoEgress);
         };
-        let (learning, limit) = (m.learning, m.mac_limit);
-        let class = match m.vlan.classify(frame) {
-            Ok(c) => c,
-            Err(r) => return Decision::drop(r),
+        if self.guard_tripped(ingress) {
+            return Decision::drop(DropReason::BpduGuard);
+        }
+        let (learning, limit, guard) = (m.learning, m.mac_limit, m.bpdu_guard);
+        if eth.dst == STP_GROUP {
+            if guard {
+                // BPDU guard (edge port protection): a BPDU means a switch
+                // was plugged in where none belongs; shut the port.
+                self.rt(ingress).guard_tripped = true;
+                self.sync_stp_port(ingress, now_ns);
+                self.fdb.flush_dynamic(Some(ingress));
+                return Decision::drop(DropReason::BpduGuard);
+            }
+            if let Some(stp) = self.stp.as_mut() {
+                // 802.1D 8.4: BPDUs are for the bridge, whatever the port state.
+                return match stp.receive(ingress, frame, now_ns) {
+                    Ok(()) => Decision {
+                        verdict: Verdict::Local,
+                        ..Decision::drop(DropReason::Malformed)
+                    },
+                    Err(_) => Decision::drop(DropReason::Malformed),
+                };
+            }
+        }
+        // 802.1D 7.4: a port learns in learning and forwarding state only,
+        // and relays frames in forwarding state only.
+        let (stp_learns, stp_forwards) = match &self.stp {
+            Some(s) => (s.learns(ingress), s.forwards(ingress)),
+            None => (true, true),
+        };
+        if !stp_learns {
+            return Decision::drop(DropReason::StpBlocking);
+        }
+        let class = match self.member(ingress).map(|m| m.vlan.classify(frame)) {
+            Some(Ok(c)) => c,
+            Some(Err(r)) => return Decision::drop(r),
+            None => return Decision::drop(DropReason::NoEgress),
         };
         let learn = learning.then(|| self.fdb.learn(class.vid, eth.src, ingress, now_ns, limit));
+        if !stp_forwards {
+            return Decision {
+                verdict: Verdict::Drop(DropReason::StpBlocking),
+                class,
+                learn,
+            };
+        }
         if learn == Some(Learn::PortLimit) {
             // Port security: a new station beyond the port's limit is not
             // let in (known stations keep working).
@@ -232,6 +446,12 @@ impl Bridge {
         let Some(m) = self.member(out) else {
             return Err(DropReason::NoEgress);
         };
+        if self.guard_tripped(out) {
+            return Err(DropReason::BpduGuard);
+        }
+        if self.stp.as_ref().is_some_and(|s| !s.forwards(out)) {
+            return Err(DropReason::StpBlocking);
+        }
         if m.isolated && self.member(ingress).is_some_and(|i| i.isolated) {
             return Err(DropReason::Isolated);
         }
@@ -241,6 +461,16 @@ impl Bridge {
             .ok_or(DropReason::VlanFiltered)?;
         edit_for(class, frame, tagged).ok_or(DropReason::DoubleTagged)
     }
+}
+
+/// A random locally administered unicast address (a bridge's identity).
+fn random_local_mac() -> MacAddr {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness per instance.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    let v = h.finish().to_be_bytes();
+    MacAddr([0x02, v[0], v[1], v[2], v[3], v[4]])
 }
 
 #[cfg(test)]
@@ -509,6 +739,72 @@ mod tests {
         // The known station still gets through.
         assert_eq!(b.decide(1, &frame([0xff; 6], A), 1).verdict, Verdict::Flood);
         assert_eq!(b.fdb.len(), 1);
+    }
+
+    fn bpdu_from(src: [u8; 6]) -> Vec<u8> {
+        let bpdu = stp::Bpdu::Tcn;
+        stp::emit_bpdu(&bpdu, MacAddr(src))
+    }
+
+    #[test]
+    fn stp_states_gate_learning_and_forwarding() {
+        let mut b = br();
+        for p in 1..=3 {
+            b.set_port_up(p, true, 0);
+        }
+        b.set_stp(true, 0);
+        // Listening: neither learns nor forwards.
+        let d = b.decide(1, &frame([0xff; 6], A), 0);
+        assert_eq!(d.verdict, Verdict::Drop(DropReason::StpBlocking));
+        assert!(b.fdb.is_empty());
+        // A BPDU is for the bridge, in any state.
+        assert_eq!(b.decide(1, &bpdu_from(B), 0).verdict, Verdict::Local);
+        // After two forward delays (15 s each) a lone bridge's ports forward.
+        let mut out = Vec::new();
+        let s = 1_000_000_000u64;
+        let mut t = 0;
+        while t <= 31 * s {
+            b.stp_tick(t, &mut out);
+            t += s / 10;
+        }
+        assert!(!out.is_empty(), "hello BPDUs were emitted");
+        let d = b.decide(1, &frame([0xff; 6], A), t);
+        assert_eq!(d.verdict, Verdict::Flood);
+        assert_eq!(
+            b.egress(1, 2, &d.class, &frame([0xff; 6], A)),
+            Ok(TagEdit::None)
+        );
+        // STP off again: BPDUs are flooded like other multicast.
+        b.set_stp(false, t);
+        assert_eq!(b.decide(1, &bpdu_from(B), t).verdict, Verdict::Flood);
+    }
+
+    #[test]
+    fn bpdu_guard_trips_and_clears() {
+        let mut b = br();
+        b.set_member(
+            2,
+            Member {
+                bpdu_guard: true,
+                ..Member::default()
+            },
+        );
+        assert_eq!(
+            b.decide(2, &bpdu_from(B), 0).verdict,
+            Verdict::Drop(DropReason::BpduGuard)
+        );
+        assert!(b.is_guard_tripped(2));
+        assert_eq!(
+            b.decide(2, &frame([0xff; 6], B), 0).verdict,
+            Verdict::Drop(DropReason::BpduGuard)
+        );
+        let d = b.decide(1, &frame([0xff; 6], A), 0);
+        assert_eq!(
+            b.egress(1, 2, &d.class, &frame([0xff; 6], A)),
+            Err(DropReason::BpduGuard)
+        );
+        b.clear_guard(2, 0);
+        assert_eq!(b.decide(2, &frame([0xff; 6], B), 0).verdict, Verdict::Flood);
     }
 
     #[test]

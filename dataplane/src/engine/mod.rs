@@ -221,6 +221,10 @@ impl EngineHandle {
                 stp: b.stp,
                 ageing_s: Some(b.ageing_s),
                 fdb_max: b.fdb_max,
+                priority: b.priority,
+                hello_s: b.hello_s,
+                max_age_s: b.max_age_s,
+                forward_delay_s: b.forward_delay_s,
             })
             .map_err(|e| format!("bridge {}: {e}", b.name))?;
             for p in &b.ports {

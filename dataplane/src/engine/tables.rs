@@ -3,7 +3,8 @@
 //! only (the I/O runs outside it), and the control side takes per request.
 
 use super::{check_ageing, check_name, check_vlan, MAX_BRIDGES};
-use crate::api::Request;
+use crate::api::{Request, StpParams};
+use crate::bridge::stp::StpSettings;
 use crate::bridge::vlan::VlanMode;
 use crate::bridge::{Bridge, BridgeSettings, PortId, DEFAULT_VLAN};
 use crate::config::{BridgeConfig, Config, PortConfig, StaticFdbConfig};
@@ -78,20 +79,29 @@ impl Tables {
                 stp,
                 ageing_s,
                 fdb_max,
+                priority,
+                hello_s,
+                max_age_s,
+                forward_delay_s,
             } => {
                 check_name("bridge", &name)?;
                 if self.bridge_idx(&name).is_ok() {
                     return Err(format!("bridge '{name}' already exists"));
                 }
-                if stp {
-                    return Err("STP is not implemented yet".into());
-                }
                 let ageing_s = ageing_s.unwrap_or(crate::bridge::DEFAULT_AGEING_S);
                 check_ageing(ageing_s)?;
+                let stp_params = StpParams {
+                    priority,
+                    hello_s,
+                    max_age_s,
+                    forward_delay_s,
+                }
+                .apply(StpSettings::default())?;
                 let settings = BridgeSettings {
-                    stp,
+                    stp: false,
                     ageing_s,
                     fdb_max: fdb_max.filter(|&m| m > 0),
+                    stp_params,
                 };
                 let slot = match self.bridges.iter().position(Option::is_none) {
                     Some(i) => i,
@@ -101,26 +111,85 @@ impl Tables {
                     }
                     None => return Err(format!("too many bridges (limit {MAX_BRIDGES})")),
                 };
-                self.bridges[slot] = Some(Bridge::new(&name, settings));
-                tracing::info!(bridge = %name, "bridge added");
+                let mut br = Bridge::new(&name, settings);
+                if stp {
+                    br.set_stp(true, self.now_ns());
+                }
+                self.bridges[slot] = Some(br);
+                tracing::info!(bridge = %name, stp, "bridge added");
                 Ok(Value::Null)
             }
             Request::SetBr {
                 name,
                 ageing_s,
                 fdb_max,
+                stp,
+                priority,
+                hello_s,
+                max_age_s,
+                forward_delay_s,
             } => {
                 if let Some(a) = ageing_s {
                     check_ageing(a)?;
                 }
+                let now = self.now_ns();
                 let b = self.bridge(&name)?;
+                let params = StpParams {
+                    priority,
+                    hello_s,
+                    max_age_s,
+                    forward_delay_s,
+                };
+                let new_params = params.apply(b.settings.stp_params)?;
                 if let Some(a) = ageing_s {
                     b.set_ageing(a);
                 }
                 if let Some(m) = fdb_max {
                     b.set_fdb_max(Some(m).filter(|&m| m > 0));
                 }
+                if !params.is_empty() {
+                    b.set_stp_params(new_params, now);
+                }
+                if let Some(on) = stp {
+                    b.set_stp(on, now);
+                }
                 Ok(Value::Null)
+            }
+            Request::StpShow { bridge } => {
+                let b = self.bridges[self.bridge_idx(&bridge)?]
+                    .as_ref()
+                    .expect("index");
+                let Some(stp) = b.stp.as_ref() else {
+                    return Err(format!(
+                        "spanning tree is off on bridge '{bridge}' (turn it on with set-br {bridge} --stp on)"
+                    ));
+                };
+                let st = stp.status();
+                let p = b.settings.stp_params;
+                Ok(json!({
+                    "bridge_id": st.bridge_id,
+                    "root_id": st.root_id,
+                    "root_port": st.root_port.map(|r| self.port_name(r)),
+                    "root_path_cost": st.root_path_cost,
+                    "topology_change": st.topology_change,
+                    "priority": p.priority,
+                    "hello_s": p.hello_s,
+                    "max_age_s": p.max_age_s,
+                    "forward_delay_s": p.forward_delay_s,
+                    "ports": b.ports.iter().map(|&pid| {
+                        let ps = st.ports.iter().find(|x| x.port == pid);
+                        let guard = b.is_guard_tripped(pid);
+                        json!({
+                            "name": self.port_name(pid),
+                            "role": if guard { "disabled" } else { ps.map_or("disabled", |x| x.role.name()) },
+                            "state": if guard { "disabled" } else { ps.map_or("disabled", |x| x.state.name()) },
+                            "cost": ps.map_or_else(|| b.member(pid).map_or(0, |m| m.stp_cost), |x| x.cost),
+                            "priority": ps.map_or(0, |x| x.priority),
+                            "designated_bridge": ps.map(|x| x.designated_bridge.clone()),
+                            "bpdu_guard_tripped": guard,
+                        })
+                    }).collect::<Vec<_>>(),
+                }))
             }
             Request::ListBr => Ok(Value::Array(
                 self.bridges
@@ -137,6 +206,9 @@ impl Tables {
                 isolated,
                 learning,
                 mac_limit,
+                bpdu_guard,
+                stp_cost,
+                stp_priority,
             } => {
                 let p = self.port_idx(&name)?;
                 let slot = self.ports[p].as_ref().expect("index from port_idx");
@@ -178,10 +250,23 @@ impl Tables {
                 if let Some(l) = mac_limit {
                     cfg.mac_limit = Some(l).filter(|&l| l > 0);
                 }
+                if let Some(g) = bpdu_guard {
+                    cfg.bpdu_guard = g;
+                }
+                if stp_cost.is_some() {
+                    cfg.stp_cost = stp_cost;
+                }
+                if stp_priority.is_some() {
+                    cfg.stp_priority = stp_priority;
+                }
                 let member = cfg.member()?;
                 let bi = slot.bridge;
+                let now = self.now_ns();
                 if let Some(b) = self.bridges[bi].as_mut() {
                     b.set_member(p as PortId, member);
+                    if bpdu_guard.is_some() {
+                        b.clear_guard(p as PortId, now);
+                    }
                 }
                 self.ports[p].as_mut().expect("index").cfg = cfg;
                 Ok(Value::Null)
@@ -343,7 +428,7 @@ impl Tables {
             "type": s.cfg.kind.name(),
             "ifname": s.ifname,
             "netns": s.cfg.netns,
-            "up": self.up[pid as usize],
+            "up": self.up[pid as usize] && !br.is_some_and(|b| b.is_guard_tripped(pid)),
             "vlan_mode": mode,
             "access_vlan": access,
             "trunk_vlans": trunk,
@@ -351,6 +436,10 @@ impl Tables {
             "isolated": member.isolated,
             "learning": member.learning,
             "mac_limit": member.mac_limit,
+            "bpdu_guard": member.bpdu_guard,
+            "bpdu_guard_tripped": br.is_some_and(|b| b.is_guard_tripped(pid)),
+            "stp_cost": member.stp_cost,
+            "stp_priority": member.stp_priority,
             "fdb_entries": br.map_or(0, |b| b.fdb.port_len(pid)),
             "mac": s.mac.map(|m| m.to_string()),
             "mtu": s.mtu,
@@ -388,6 +477,12 @@ impl Tables {
                 c.stp = b.settings.stp;
                 c.ageing_s = b.settings.ageing_s;
                 c.fdb_max = b.settings.fdb_max;
+                let (p, d) = (b.settings.stp_params, StpSettings::default());
+                c.priority = (p.priority != d.priority).then_some(p.priority);
+                c.hello_s = (p.hello_s != d.hello_s).then_some(p.hello_s);
+                c.max_age_s = (p.max_age_s != d.max_age_s).then_some(p.max_age_s);
+                c.forward_delay_s =
+                    (p.forward_delay_s != d.forward_delay_s).then_some(p.forward_delay_s);
                 c.ports = b
                     .ports
                     .iter()
@@ -487,10 +582,10 @@ impl Tables {
         let bi = entry.bridge;
         self.ports[slot] = Some(entry);
         self.up[slot] = true;
-        self.bridges[bi]
-            .as_mut()
-            .expect("checked above")
-            .add_port(slot as PortId, member);
+        let now = self.now_ns();
+        let b = self.bridges[bi].as_mut().expect("checked above");
+        b.add_port(slot as PortId, member);
+        b.set_port_up(slot as PortId, true, now);
         Ok(slot as PortId)
     }
 

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
-const TIMER_PERIOD_NS: u64 = 1_000_000_000;
+/// Spanning-tree timers run at this period (802.1D timers have 1 s or 1/256 s
+/// granularity; Linux ticks its own at HZ).
+const TIMER_PERIOD_NS: u64 = 100_000_000;
+const AGEING_PERIOD_NS: u64 = 1_000_000_000;
 
 pub(crate) enum WorkerMsg {
     /// Start receiving on this port.
@@ -45,6 +48,11 @@ pub(crate) struct Worker {
     busy_poll_ns: u64,
     last_rx_ns: u64,
     next_timer_ns: u64,
+    next_age_ns: u64,
+    /// BPDUs the timers produced, and one frame buffer to send them from.
+    bpdus: Vec<(PortId, Vec<u8>)>,
+    bpdu_io: Vec<(PortId, Arc<AnyPort>, Vec<u8>)>,
+    ctl_frame: crate::packet::Frame,
 }
 
 impl Worker {
@@ -76,6 +84,10 @@ impl Worker {
             busy_poll_ns: busy_poll_us.saturating_mul(1000),
             last_rx_ns: 0,
             next_timer_ns: TIMER_PERIOD_NS,
+            next_age_ns: AGEING_PERIOD_NS,
+            bpdus: Vec::new(),
+            bpdu_io: Vec::new(),
+            ctl_frame: crate::packet::Frame::new(),
         };
         Ok((w, tx, waker))
     }
@@ -126,14 +138,53 @@ impl Worker {
             }
             if now >= self.next_timer_ns {
                 if self.id == 0 {
-                    // FDB ageing, once a second, by one worker.
-                    let mut t = self.shared.tables();
-                    for b in t.bridges.iter_mut().flatten() {
-                        b.fdb.age(now);
-                    }
+                    self.timers(now);
                 }
                 self.next_timer_ns = now + TIMER_PERIOD_NS;
             }
+        }
+    }
+
+    /// Bridge timers, run by one worker: spanning tree every period (BPDUs
+    /// it emits are sent after the lock is released), FDB ageing once a second.
+    fn timers(&mut self, now: u64) {
+        {
+            let mut t = self.shared.tables();
+            let age = now >= self.next_age_ns;
+            if age {
+                self.next_age_ns = now + AGEING_PERIOD_NS;
+            }
+            let Tables { bridges, ports, .. } = &mut *t;
+            for b in bridges.iter_mut().flatten() {
+                if b.stp.is_some() {
+                    b.stp_tick(now, &mut self.bpdus);
+                    for (pid, frame) in self.bpdus.drain(..) {
+                        if let Some(e) = ports.get(pid as usize).and_then(Option::as_ref) {
+                            self.bpdu_io.push((pid, e.io.clone(), frame));
+                        }
+                    }
+                }
+                if age {
+                    b.fdb.age(now);
+                }
+            }
+        }
+        if self.bpdu_io.is_empty() {
+            return;
+        }
+        let mut st = lock(&self.stats);
+        let item = [TxItem {
+            idx: 0,
+            edit: crate::bridge::vlan::TagEdit::None,
+        }];
+        for (pid, io, frame) in self.bpdu_io.drain(..) {
+            self.ctl_frame.set_from_bytes(&frame);
+            io.send(
+                std::slice::from_ref(&self.ctl_frame),
+                &item,
+                &mut st[pid as usize],
+                &mut self.scratch,
+            );
         }
     }
 
@@ -248,15 +299,22 @@ impl Worker {
                     }
                     Verdict::Flood => {
                         let mut sent = false;
+                        let mut hidden_tag = false;
                         for &out in &bridge.ports {
                             let o = out as usize;
                             if out == pid || !t.up[o] {
                                 continue;
                             }
                             // Ports outside the frame's VLAN (or isolated from
-                            // the ingress) are simply not part of this flood.
-                            let Ok(edit) = bridge.egress(pid, out, &d.class, data) else {
-                                continue;
+                            // the ingress, or blocked) are simply not part of
+                            // this flood.
+                            let edit = match bridge.egress(pid, out, &d.class, data) {
+                                Ok(edit) => edit,
+                                Err(DropReason::DoubleTagged) => {
+                                    hidden_tag = true;
+                                    continue;
+                                }
+                                Err(_) => continue,
                             };
                             if self.txq[o].is_empty() {
                                 self.dirty.push(out);
@@ -266,10 +324,15 @@ impl Worker {
                             sent = true;
                         }
                         if !sent {
-                            stats.drop(DropReason::NoEgress);
+                            stats.drop(if hidden_tag {
+                                DropReason::DoubleTagged
+                            } else {
+                                DropReason::NoEgress
+                            });
                         }
                     }
                     Verdict::Drop(r) => stats.drop(r),
+                    Verdict::Local => {}
                 }
             }
         }
@@ -302,9 +365,11 @@ impl Worker {
             let name = t.port_name(pid);
             tracing::warn!(port = %name, "port went down: {err}");
             t.up[p] = false;
+            let now = t.now_ns();
             if let Some(bi) = t.ports[p].as_ref().map(|e| e.bridge) {
                 if let Some(b) = t.bridges[bi].as_mut() {
                     b.fdb.flush_dynamic(Some(pid));
+                    b.set_port_up(pid, false, now);
                 }
             }
             lock(&self.stats)[p].drop(DropReason::PortDown);
