@@ -29,4 +29,10 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"
 # Integration tests create namespaces and run traffic; two at a time keeps
 # them within a 2-core machine.
-cargo test --workspace -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set -o pipefail
+cargo test --workspace -- --test-threads=2 2>&1 | tee "$log"
+# One closing line over all test binaries (cargo prints one per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
