@@ -578,6 +578,8 @@ fn print_human(req: &Request, v: &Value) {
                         ns,
                         if p["up"] == Value::Bool(true) {
                             "up"
+                        } else if p["bpdu_guard_tripped"] == Value::Bool(true) {
+                            "DOWN (bpdu guard)"
                         } else {
                             "DOWN"
                         },
