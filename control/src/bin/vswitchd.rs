@@ -37,6 +37,12 @@ struct Args {
     #[arg(long, value_name = "US", default_value_t = dataplane::engine::DEFAULT_BUSY_POLL_US,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
+    /// Ceiling of the adaptive busy-poll window: when frames keep arriving
+    /// just after a worker went to sleep, it spins up to this long (µs)
+    /// instead; sparse traffic goes back to --busy-poll-us (0 = never adapt)
+    #[arg(long, value_name = "US", default_value_t = dataplane::engine::DEFAULT_BUSY_POLL_MAX_US,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    busy_poll_max_us: u64,
     /// Log verbosity
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug"])]
     log_level: String,
@@ -138,6 +144,7 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut opts = EngineOptions {
         busy_poll_us: args.busy_poll_us,
+        busy_poll_max_us: args.busy_poll_max_us,
         ..Default::default()
     };
     if let Some(w) = args.workers {

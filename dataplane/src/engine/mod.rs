@@ -34,6 +34,9 @@ use worker::{Worker, WorkerMsg};
 pub const BATCH: usize = 64;
 /// Default busy-poll window after the last received frame (µs).
 pub const DEFAULT_BUSY_POLL_US: u64 = 200;
+/// Default ceiling of the adaptive busy-poll window (µs): traffic with gaps
+/// up to 2.5 ms (400 frames/s and more) is served without wake-ups.
+pub const DEFAULT_BUSY_POLL_MAX_US: u64 = 2_500;
 /// Most ports one switch serves (bounds the tables control input can grow).
 pub const MAX_PORTS: usize = 4096;
 /// Most bridges.
@@ -48,8 +51,12 @@ pub type CtlResult = Result<Value, String>;
 pub struct EngineOptions {
     /// Worker threads (at least 1).
     pub workers: usize,
-    /// Keep polling this long after the last frame before sleeping (µs).
+    /// Keep polling at least this long after the last frame before
+    /// sleeping (µs).
     pub busy_poll_us: u64,
+    /// Let the window grow up to this (µs) when frames keep arriving just
+    /// after the worker went to sleep (adaptive busy polling).
+    pub busy_poll_max_us: u64,
     /// Called first thing on every worker thread (tests use it to tag the
     /// threads they watch).
     pub worker_init: Option<fn()>,
@@ -69,6 +76,7 @@ impl Default for EngineOptions {
         EngineOptions {
             workers: default_workers(),
             busy_poll_us: DEFAULT_BUSY_POLL_US,
+            busy_poll_max_us: DEFAULT_BUSY_POLL_MAX_US,
             worker_init: None,
         }
     }
@@ -129,7 +137,13 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
     let mut links = Vec::with_capacity(n);
     let mut threads = Vec::with_capacity(n);
     for (id, st) in stats.into_iter().enumerate() {
-        let (w, tx, waker) = Worker::new(id, shared.clone(), st, opts.busy_poll_us, clock)?;
+        let (w, tx, waker) = Worker::new(
+            id,
+            shared.clone(),
+            st,
+            (opts.busy_poll_us, opts.busy_poll_max_us),
+            clock,
+        )?;
         let init = opts.worker_init;
         let t = std::thread::Builder::new()
             .name(format!("vswitch-worker{id}"))

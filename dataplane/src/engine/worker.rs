@@ -45,7 +45,12 @@ pub(crate) struct Worker {
     dirty: Vec<PortId>,
     scratch: IoScratch,
     clock: Instant,
-    busy_poll_ns: u64,
+    /// Spin window bounds and the current (adaptive) window.
+    busy_min_ns: u64,
+    busy_max_ns: u64,
+    busy_ns: u64,
+    /// The last poll blocked (the worker slept) before frames came.
+    slept: bool,
     last_rx_ns: u64,
     next_timer_ns: u64,
     next_age_ns: u64,
@@ -60,7 +65,7 @@ impl Worker {
         id: usize,
         shared: Arc<Shared>,
         stats: Arc<Mutex<Vec<PortStats>>>,
-        busy_poll_us: u64,
+        busy_poll: (u64, u64),
         clock: Instant,
     ) -> io::Result<(Worker, Sender<WorkerMsg>, Arc<Waker>)> {
         let poll = Poll::new()?;
@@ -81,7 +86,10 @@ impl Worker {
             dirty: Vec::with_capacity(MAX_PORTS),
             scratch: IoScratch::default(),
             clock,
-            busy_poll_ns: busy_poll_us.saturating_mul(1000),
+            busy_min_ns: busy_poll.0.saturating_mul(1000),
+            busy_max_ns: busy_poll.1.max(busy_poll.0).saturating_mul(1000),
+            busy_ns: busy_poll.0.saturating_mul(1000),
+            slept: false,
             last_rx_ns: 0,
             next_timer_ns: TIMER_PERIOD_NS,
             next_age_ns: AGEING_PERIOD_NS,
@@ -100,8 +108,9 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         loop {
             let now = self.now_ns();
-            let busy = now.saturating_sub(self.last_rx_ns) < self.busy_poll_ns;
-            let timeout = if self.ready.is_empty() && !busy {
+            let busy = now.saturating_sub(self.last_rx_ns) < self.busy_ns;
+            self.slept = self.ready.is_empty() && !busy;
+            let timeout = if self.slept {
                 Duration::from_nanos(self.next_timer_ns.saturating_sub(now).max(1_000_000))
             } else {
                 Duration::ZERO
@@ -188,6 +197,25 @@ impl Worker {
         }
     }
 
+    /// Adaptive busy polling. The worker spins for `busy_ns` after the last
+    /// frame. When it had gone to sleep and a frame came within
+    /// `busy_max_ns` of the previous one, the wake-up was paid for nothing:
+    /// the window grows to cover that gap. A gap longer than the maximum
+    /// (sparse traffic) puts it back to the minimum, so an idle or lightly
+    /// used switch does not spin.
+    fn adapt_busy_poll(&mut self, now: u64) {
+        if !self.slept {
+            return;
+        }
+        self.slept = false;
+        let gap = now.saturating_sub(self.last_rx_ns);
+        self.busy_ns = if gap < self.busy_max_ns {
+            self.busy_ns.max((gap + gap / 4).min(self.busy_max_ns))
+        } else {
+            self.busy_min_ns
+        };
+    }
+
     fn mark_ready(&mut self, pid: PortId) {
         let p = pid as usize;
         if p < MAX_PORTS && self.rx[p].is_some() && !self.queued[p] {
@@ -257,6 +285,7 @@ impl Worker {
         if n == 0 {
             return false;
         }
+        self.adapt_busy_poll(now);
         self.last_rx_ns = now;
         {
             let mut guard = self.shared.tables();
