@@ -58,6 +58,8 @@ fn learned_unicast(c: &mut Criterion) {
 }
 
 fn fdb_scaling(c: &mut Criterion) {
+    // Lookups spread over every entry: at 1 M entries (about 50 MB) each one
+    // is a cache and TLB miss, so this measures the memory system.
     let mut g = c.benchmark_group("fdb_lookup");
     g.throughput(Throughput::Elements(1));
     for n in [1_000u64, 1_000_000] {
@@ -67,6 +69,22 @@ fn fdb_scaling(c: &mut Criterion) {
             bench.iter(|| {
                 i = (i + 7919) % n;
                 black_box(b.fdb.lookup(1, mac(i), 1))
+            })
+        });
+    }
+    g.finish();
+    // The same tables with traffic among 1 000 stations (the rest learned
+    // but idle): the table's size alone must not make a lookup dearer.
+    let mut g = c.benchmark_group("fdb_lookup_1k_active");
+    g.throughput(Throughput::Elements(1));
+    for n in [1_000u64, 1_000_000] {
+        let b = bridge_with(n);
+        let stride = n / 1_000;
+        let mut i = 0u64;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
+            bench.iter(|| {
+                i = (i + 7) % 1_000;
+                black_box(b.fdb.lookup(1, mac(i * stride), 1))
             })
         });
     }
