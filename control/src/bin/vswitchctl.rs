@@ -407,28 +407,37 @@ fn arr(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
-fn port_rows(ports: &[Value]) -> Vec<Vec<String>> {
-    ports
-        .iter()
-        .map(|p| {
-            vec![
-                s(&p["name"]),
-                s(&p["bridge"]),
-                s(&p["type"]),
-                s(&p["ifname"]),
-                s(&p["netns"]),
-                if p["up"] == Value::Bool(true) {
-                    "up"
-                } else {
-                    "down"
-                }
-                .into(),
-                s(&p["mac"]),
-                s(&p["mtu"]),
-                vlan_text(p),
-            ]
-        })
-        .collect()
+/// The named fields of one row object, as table cells.
+fn fields(row: &Value, names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| s(&row[*n])).collect()
+}
+
+/// A table with one row per element of the JSON array `v`.
+fn table_of(headers: &[&str], v: &Value, row: impl Fn(&Value) -> Vec<String>) {
+    table(headers, arr(v).iter().map(row).collect())
+}
+
+fn on_off(v: &Value) -> &'static str {
+    if *v == Value::Bool(true) {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+fn port_row(p: &Value) -> Vec<String> {
+    let mut r = fields(p, &["name", "bridge", "type", "ifname", "netns"]);
+    r.push(
+        if p["up"] == Value::Bool(true) {
+            "up"
+        } else {
+            "down"
+        }
+        .into(),
+    );
+    r.extend(fields(p, &["mac", "mtu"]));
+    r.push(vlan_text(p));
+    r
 }
 
 fn vlan_text(p: &Value) -> String {
@@ -482,71 +491,47 @@ fn drops_text(d: &Value) -> String {
 
 fn print_human(req: &Request, v: &Value) {
     match req {
-        Request::ListBr => table(
+        Request::ListBr => table_of(
             &["BRIDGE", "STP", "AGEING", "FDB_MAX", "FDB", "PORTS"],
-            arr(v)
-                .iter()
-                .map(|b| {
-                    let ports: Vec<String> = arr(&b["ports"]).iter().map(s).collect();
-                    vec![
-                        s(&b["name"]),
-                        if b["stp"] == Value::Bool(true) {
-                            "on"
-                        } else {
-                            "off"
-                        }
-                        .into(),
-                        s(&b["ageing_s"]),
-                        s(&b["fdb_max"]),
-                        s(&b["fdb_entries"]),
-                        ports.join(","),
-                    ]
-                })
-                .collect(),
+            v,
+            |b| {
+                let ports: Vec<String> = arr(&b["ports"]).iter().map(s).collect();
+                let mut r = fields(b, &["name"]);
+                r.push(on_off(&b["stp"]).into());
+                r.extend(fields(b, &["ageing_s", "fdb_max", "fdb_entries"]));
+                r.push(ports.join(","));
+                r
+            },
         ),
-        Request::ListPorts { .. } => table(PORT_HEADERS, port_rows(arr(v))),
-        Request::FdbShow { .. } => table(
-            &["PORT", "VLAN", "MAC", "TYPE", "AGE"],
-            arr(v)
-                .iter()
-                .map(|e| {
-                    vec![
-                        s(&e["port"]),
-                        s(&e["vlan"]),
-                        s(&e["mac"]),
-                        s(&e["type"]),
-                        if e["type"] == "static" {
-                            "-".into()
-                        } else {
-                            s(&e["age_s"])
-                        },
-                    ]
-                })
-                .collect(),
-        ),
-        Request::Stats { .. } => table(
-            &[
-                "PORT",
-                "RX_PACKETS",
-                "RX_BYTES",
-                "TX_PACKETS",
-                "TX_BYTES",
-                "DROPS",
-            ],
-            arr(v)
-                .iter()
-                .map(|p| {
-                    vec![
-                        s(&p["port"]),
-                        s(&p["rx_packets"]),
-                        s(&p["rx_bytes"]),
-                        s(&p["tx_packets"]),
-                        s(&p["tx_bytes"]),
-                        drops_text(&p["drops"]),
-                    ]
-                })
-                .collect(),
-        ),
+        Request::ListPorts { .. } => table_of(PORT_HEADERS, v, port_row),
+        Request::FdbShow { .. } => table_of(&["PORT", "VLAN", "MAC", "TYPE", "AGE"], v, |e| {
+            let mut r = fields(e, &["port", "vlan", "mac", "type"]);
+            r.push(if e["type"] == "static" {
+                "-".into()
+            } else {
+                s(&e["age_s"])
+            });
+            r
+        }),
+        Request::Stats { .. } => {
+            const COLS: &[&str] = &["port", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"];
+            table_of(
+                &[
+                    "PORT",
+                    "RX_PACKETS",
+                    "RX_BYTES",
+                    "TX_PACKETS",
+                    "TX_BYTES",
+                    "DROPS",
+                ],
+                v,
+                |p| {
+                    let mut r = fields(p, COLS);
+                    r.push(drops_text(&p["drops"]));
+                    r
+                },
+            )
+        }
         Request::Show => {
             for b in arr(&v["bridges"]) {
                 let limit = match &b["fdb_max"] {
@@ -556,11 +541,7 @@ fn print_human(req: &Request, v: &Value) {
                 println!(
                     "bridge {}: stp {}, ageing {} s, fdb {} entries (limit {})",
                     s(&b["name"]),
-                    if b["stp"] == Value::Bool(true) {
-                        "on"
-                    } else {
-                        "off"
-                    },
+                    on_off(&b["stp"]),
                     s(&b["ageing_s"]),
                     s(&b["fdb_entries"]),
                     limit
@@ -608,20 +589,11 @@ fn print_human(req: &Request, v: &Value) {
                     ""
                 }
             );
-            table(
+            const COLS: &[&str] = &["name", "role", "state", "cost", "priority"];
+            table_of(
                 &["PORT", "ROLE", "STATE", "COST", "PRIORITY"],
-                arr(&v["ports"])
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            s(&p["name"]),
-                            s(&p["role"]),
-                            s(&p["state"]),
-                            s(&p["cost"]),
-                            s(&p["priority"]),
-                        ]
-                    })
-                    .collect(),
+                &v["ports"],
+                |p| fields(p, COLS),
             )
         }
         Request::FdbFlush { .. } => println!("flushed {} entries", s(&v["flushed"])),
