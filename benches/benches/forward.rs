@@ -129,5 +129,65 @@ fn vlan_edit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, learned_unicast, fdb_scaling, vlan_edit);
+/// An Ethernet + IPv4 + TCP (32-byte header: timestamps) frame with
+/// `payload` bytes, the TCP checksum left partial as a GSO sender leaves it.
+fn tcpv4_frame(payload: usize) -> Vec<u8> {
+    let mut f = frame(mac(1), mac(0));
+    f.truncate(14);
+    let ip_len = (20 + 32 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]); // ports
+    f.extend_from_slice(&1_000_000u32.to_be_bytes()); // seq
+    f.extend_from_slice(&77u32.to_be_bytes()); // ack
+    f.extend_from_slice(&[0x80, 0x18, 0x02, 0x00, 0x12, 0x34, 0, 0]); // doff 8, ACK|PSH
+    f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]); // NOP NOP TS
+    f.extend((0..payload).map(|i| i as u8));
+    f
+}
+
+/// Software offloads for an egress without them (VXLAN's UDP socket, a
+/// router): a 64 KiB TCPv4 super-frame cut at MSS 1448 (45 segments), timed
+/// per super-frame; and completing the partial checksum of a 1500-byte packet.
+fn offload(c: &mut Criterion) {
+    use dataplane::offload::{complete_csum, segment, Segments};
+    use dataplane::packet::VnetHdr;
+    let mut g = c.benchmark_group("offload");
+    g.throughput(Throughput::Elements(1));
+    let sup = tcpv4_frame(45 * 1448);
+    let h = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        hdr_len: 66,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    let mut out = Segments::new();
+    g.bench_function("segment_64k_tcpv4", |bench| {
+        bench.iter(|| {
+            out.clear();
+            let n = segment(&h, black_box(&sup), &mut out);
+            debug_assert_eq!(n, Ok(45));
+            black_box(n)
+        })
+    });
+    let mut one = tcpv4_frame(1500 - 20 - 32);
+    let h = VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..Default::default()
+    };
+    g.bench_function("complete_csum_1500", |bench| {
+        bench.iter(|| {
+            one[50..52].copy_from_slice(&[0x12, 0x34]); // the partial sum again
+            black_box(complete_csum(&h, black_box(&mut one)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, learned_unicast, fdb_scaling, vlan_edit, offload);
 criterion_main!(benches);
