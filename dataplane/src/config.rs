@@ -23,6 +23,10 @@ use crate::bridge::{
 };
 use crate::MacAddr;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Most remote VTEPs one VXLAN port replicates to (configured plus learned).
+pub const MAX_REMOTES: usize = 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +90,7 @@ impl BridgeConfig {
 pub enum PortType {
     Tap,
     Afpacket,
+    Vxlan,
 }
 
 impl PortType {
@@ -93,6 +98,7 @@ impl PortType {
         match self {
             PortType::Tap => "tap",
             PortType::Afpacket => "afpacket",
+            PortType::Vxlan => "vxlan",
         }
     }
 }
@@ -135,7 +141,28 @@ pub struct PortConfig {
     pub stp_cost: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stp_priority: Option<u8>,
+    /// VXLAN: the segment's VNI (24 bits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// VXLAN: underlay address the UDP socket binds to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<IpAddr>,
+    /// VXLAN: the remote VTEPs (head-end replication list).
+    #[serde(default, rename = "remote", skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<IpAddr>,
+    /// VXLAN: UDP port (4789 if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dstport: Option<u16>,
+    /// VXLAN: accept frames from VTEPs that are not configured remotes (and
+    /// learn where their stations are).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub vtep_learning: bool,
 }
+
+/// The IANA-assigned VXLAN port (RFC 7348 section 5).
+pub const VXLAN_PORT: u16 = 4789;
+/// Largest VXLAN network identifier (24 bits).
+pub const VNI_MAX: u32 = (1 << 24) - 1;
 
 fn yes() -> bool {
     true
@@ -163,6 +190,71 @@ impl PortConfig {
             bpdu_guard: false,
             stp_cost: None,
             stp_priority: None,
+            vni: None,
+            local: None,
+            remotes: Vec::new(),
+            dstport: None,
+            vtep_learning: false,
+        }
+    }
+
+    /// Checks the settings that belong to the port's type: a VXLAN port has
+    /// a VNI, a local address and remotes of the same family, and none of
+    /// the device settings; other ports have no VXLAN settings.
+    pub fn check_kind(&self) -> Result<(), String> {
+        let vxlan_set = self.vni.is_some()
+            || self.local.is_some()
+            || !self.remotes.is_empty()
+            || self.dstport.is_some()
+            || self.vtep_learning;
+        match self.kind {
+            PortType::Vxlan => {
+                if self.netns.is_some()
+                    || self.ifname.is_some()
+                    || self.mac.is_some()
+                    || self.mtu.is_some()
+                {
+                    return Err("vxlan ports have no device: --netns, --ifname, --mac and --mtu do not apply".into());
+                }
+                match self.vni {
+                    None => return Err("a vxlan port needs --vni".into()),
+                    Some(v) if v > VNI_MAX => {
+                        return Err(format!("VNI {v} out of range (0-{VNI_MAX})"))
+                    }
+                    Some(_) => {}
+                }
+                let Some(local) = self.local else {
+                    return Err("a vxlan port needs --local (the underlay address)".into());
+                };
+                if local.is_unspecified() || local.is_multicast() {
+                    return Err(format!("--local {local} must be a unicast address"));
+                }
+                if self.remotes.is_empty() {
+                    return Err("a vxlan port needs at least one --remote".into());
+                }
+                if self.remotes.len() > MAX_REMOTES {
+                    return Err(format!("too many remotes (limit {MAX_REMOTES})"));
+                }
+                for r in &self.remotes {
+                    if r.is_ipv4() != local.is_ipv4() {
+                        return Err(format!(
+                            "remote {r} and local {local} are not the same address family"
+                        ));
+                    }
+                    if r.is_unspecified() || r.is_multicast() || *r == local {
+                        return Err(format!("remote {r} must be another unicast address"));
+                    }
+                }
+                if self.dstport == Some(0) {
+                    return Err("--dstport must be 1-65535".into());
+                }
+                Ok(())
+            }
+            _ if vxlan_set => Err(format!(
+                "--vni, --local, --remote, --dstport and --learning are for vxlan ports, not {}",
+                self.kind.name()
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -288,5 +380,43 @@ port = "v1"
         )
         .unwrap_err();
         assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn vxlan_port() {
+        let text = r#"
+[[bridge]]
+name = "br0"
+
+[[bridge.port]]
+name = "vx"
+type = "vxlan"
+vni = 100
+local = "192.0.2.1"
+remote = ["192.0.2.2", "192.0.2.3"]
+vtep_learning = true
+"#;
+        let c = Config::from_toml(text).unwrap();
+        let p = &c.bridges[0].ports[0];
+        assert_eq!(p.kind, PortType::Vxlan);
+        assert_eq!(p.vni, Some(100));
+        assert_eq!(p.remotes.len(), 2);
+        assert!(p.vtep_learning);
+        p.check_kind().unwrap();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+
+        let mut bad = p.clone();
+        bad.vni = Some(VNI_MAX + 1);
+        assert!(bad.check_kind().unwrap_err().contains("out of range"));
+        let mut bad = p.clone();
+        bad.remotes = vec!["2001:db8::1".parse().unwrap()];
+        assert!(bad.check_kind().unwrap_err().contains("family"));
+        let mut bad = p.clone();
+        bad.mtu = Some(1500);
+        assert!(bad.check_kind().unwrap_err().contains("do not apply"));
+        let mut tap = PortConfig::new("t", PortType::Tap);
+        tap.check_kind().unwrap();
+        tap.vni = Some(1);
+        assert!(tap.check_kind().unwrap_err().contains("vxlan"));
     }
 }

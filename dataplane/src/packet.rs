@@ -94,6 +94,12 @@ pub struct Frame {
     start: usize,
     /// Length of the Ethernet frame.
     len: usize,
+    /// Which remote a tunnel port received the frame from (an index into the
+    /// port's remote table, 0 for none); the bridge learns it with the source.
+    pub peer: u16,
+    /// Set by a port that could not deliver this slot (the frame is counted
+    /// with this reason and not forwarded).
+    pub rx_drop: Option<crate::stats::DropReason>,
 }
 
 impl Default for Frame {
@@ -108,6 +114,8 @@ impl Frame {
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             start: HEADROOM + VNET_HDR_LEN,
             len: 0,
+            peer: 0,
+            rx_drop: None,
         }
     }
 
@@ -134,6 +142,42 @@ impl Frame {
     pub fn reset(&mut self) {
         self.start = HEADROOM + VNET_HDR_LEN;
         self.len = 0;
+        self.peer = 0;
+        self.rx_drop = None;
+    }
+
+    /// The area a tunnel port receives into: an encapsulation header of
+    /// `hdr` bytes (at most [`HEADROOM`]) that ends where the Ethernet frame
+    /// starts, so the inner frame needs no move.
+    #[inline]
+    pub fn rx_area_encap(&mut self, hdr: usize) -> &mut [u8] {
+        self.reset();
+        let h = hdr.min(HEADROOM);
+        &mut self.buf[self.start - h..]
+    }
+
+    /// The encapsulation header received by [`Frame::rx_area_encap`], to be
+    /// checked before [`Frame::set_rx_len_encap`] (which overwrites it).
+    #[inline]
+    pub fn encap_header(&self, hdr: usize) -> &[u8] {
+        let h = hdr.min(HEADROOM);
+        &self.buf[self.start - h..self.start]
+    }
+
+    /// Sets the length after a receive of `n` bytes (header included) into
+    /// [`Frame::rx_area_encap`]; the frame gets an empty virtio header (it
+    /// came off the wire whole, checksums done). False if `n` did not even
+    /// hold the header.
+    #[inline]
+    pub fn set_rx_len_encap(&mut self, n: usize, hdr: usize) -> bool {
+        let h = hdr.min(HEADROOM);
+        if n < h {
+            self.len = 0;
+            return false;
+        }
+        self.len = (n - h).min(self.buf.len() - self.start);
+        self.set_vnet(&VnetHdr::default());
+        true
     }
 
     /// The area a port receives into: virtio header followed by the frame.

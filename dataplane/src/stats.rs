@@ -67,6 +67,17 @@ drop_reasons! {
     /// The kernel dropped frames queued toward the switch before it read them
     /// (AF_PACKET socket buffer full, TAP queue full): the switch fell behind.
     RxOverflow => "rx_overflow",
+    /// VXLAN: a datagram without a valid VXLAN header (I flag clear, reserved
+    /// bits set, too short).
+    VxlanMalformed => "vxlan_malformed",
+    /// VXLAN: the datagram carried another segment's VNI.
+    VniMismatch => "vni_mismatch",
+    /// VXLAN: from a VTEP that is not a configured remote (and the port does
+    /// not learn remotes), or the remote table is full.
+    UnknownVtep => "unknown_vtep",
+    /// The egress cannot take the frame's offload (GSO or partial checksum)
+    /// and software segmentation refused it (bad or unsupported headers).
+    OffloadFailed => "offload_failed",
 }
 
 /// Counters of one port. Owned by the worker that polls the port.

@@ -33,6 +33,7 @@ struct Cli {
 enum TypeArg {
     Tap,
     Afpacket,
+    Vxlan,
 }
 
 fn parse_mac(s: &str) -> Result<MacAddr, String> {
@@ -109,8 +110,9 @@ enum Cmd {
     AddPort {
         bridge: String,
         port: String,
-        /// Port kind: tap (the daemon creates or attaches a TAP device) or afpacket
-        /// (an existing interface in the daemon's namespace)
+        /// Port kind: tap (the daemon creates or attaches a TAP device), afpacket
+        /// (an existing interface in the daemon's namespace) or vxlan (a VTEP:
+        /// needs --vni, --local and --remote)
         #[arg(long = "type", value_enum)]
         kind: TypeArg,
         /// tap: create the device in this network namespace (as named by `ip netns`)
@@ -125,6 +127,22 @@ enum Cmd {
         /// tap: MTU of the host-side interface
         #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
         mtu: Option<u32>,
+        /// vxlan: the VXLAN network identifier (0-16777215)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=16_777_215))]
+        vni: Option<u32>,
+        /// vxlan: the underlay address to send from and listen on
+        #[arg(long, value_name = "IP")]
+        local: Option<std::net::IpAddr>,
+        /// vxlan: remote VTEPs; broadcast and unknown unicast go to all of them
+        #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
+        remote: Vec<std::net::IpAddr>,
+        /// vxlan: UDP port of the underlay
+        #[arg(long, value_name = "PORT", default_value_t = 4789, value_parser = clap::value_parser!(u16).range(1..))]
+        dstport: u16,
+        /// vxlan: also accept frames from VTEPs that are not a --remote (and
+        /// learn the stations behind them)
+        #[arg(long)]
+        learning: bool,
     },
     /// Remove a port (a TAP the daemon created is deleted)
     DelPort { port: String },
@@ -256,16 +274,31 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             ifname,
             mac,
             mtu,
+            vni,
+            local,
+            remote,
+            dstport,
+            learning,
         } => {
             let kind = match kind {
                 TypeArg::Tap => PortType::Tap,
                 TypeArg::Afpacket => PortType::Afpacket,
+                TypeArg::Vxlan => PortType::Vxlan,
             };
             let mut p = PortConfig::new(&port, kind);
             p.netns = netns;
             p.ifname = ifname;
             p.mac = mac;
             p.mtu = mtu;
+            p.vni = vni;
+            p.local = local;
+            p.remotes = remote;
+            if kind == PortType::Vxlan {
+                p.dstport = (dstport != dataplane::config::VXLAN_PORT).then_some(dstport);
+            } else if dstport != dataplane::config::VXLAN_PORT {
+                return Err("--dstport is for vxlan ports".into());
+            }
+            p.vtep_learning = learning;
             Request::AddPort { bridge, port: p }
         }
         Cmd::DelPort { port } => Request::DelPort { name: port },
@@ -427,6 +460,15 @@ fn on_off(v: &Value) -> &'static str {
 
 fn port_row(p: &Value) -> Vec<String> {
     let mut r = fields(p, &["name", "bridge", "type", "ifname", "netns"]);
+    if p["type"] == "vxlan" {
+        // No device: show the tunnel instead.
+        r[3] = format!(
+            "vni {} {}:{}",
+            s(&p["vni"]),
+            s(&p["local"]),
+            s(&p["dstport"])
+        );
+    }
     r.push(
         if p["up"] == Value::Bool(true) {
             "up"
@@ -504,15 +546,27 @@ fn print_human(req: &Request, v: &Value) {
             },
         ),
         Request::ListPorts { .. } => table_of(PORT_HEADERS, v, port_row),
-        Request::FdbShow { .. } => table_of(&["PORT", "VLAN", "MAC", "TYPE", "AGE"], v, |e| {
-            let mut r = fields(e, &["port", "vlan", "mac", "type"]);
-            r.push(if e["type"] == "static" {
-                "-".into()
+        Request::FdbShow { .. } => {
+            // Stations behind VXLAN ports: one more column, their VTEP.
+            let vtep = arr(v).iter().any(|e| !e["vtep"].is_null());
+            let headers: &[&str] = if vtep {
+                &["PORT", "VLAN", "MAC", "TYPE", "AGE", "VTEP"]
             } else {
-                s(&e["age_s"])
-            });
-            r
-        }),
+                &["PORT", "VLAN", "MAC", "TYPE", "AGE"]
+            };
+            table_of(headers, v, |e| {
+                let mut r = fields(e, &["port", "vlan", "mac", "type"]);
+                r.push(if e["type"] == "static" {
+                    "-".into()
+                } else {
+                    s(&e["age_s"])
+                });
+                if vtep {
+                    r.push(s(&e["vtep"]));
+                }
+                r
+            })
+        }
         Request::Stats { .. } => {
             const COLS: &[&str] = &["port", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"];
             table_of(

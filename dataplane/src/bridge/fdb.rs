@@ -18,6 +18,9 @@ pub const FDB_HARD_MAX: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbEntry {
     pub port: PortId,
+    /// Behind a tunnel port: which of its remotes the station is at (an
+    /// index into the port's remote table; 0 for none).
+    pub peer: u16,
     pub is_static: bool,
     /// When the address was last seen (ns on the engine's monotonic clock).
     pub last_seen_ns: u64,
@@ -134,6 +137,21 @@ impl Fdb {
         now_ns: u64,
         port_limit: Option<u32>,
     ) -> Learn {
+        self.learn_from(vlan, mac, port, 0, now_ns, port_limit)
+    }
+
+    /// [`Fdb::learn`] for a frame that came through tunnel remote `peer` of
+    /// `port`: a station that moved to another remote follows it.
+    #[inline]
+    pub fn learn_from(
+        &mut self,
+        vlan: u16,
+        mac: MacAddr,
+        port: PortId,
+        peer: u16,
+        now_ns: u64,
+        port_limit: Option<u32>,
+    ) -> Learn {
         let k = key(vlan, mac);
         let at_port_limit = |c: &Counts| port_limit.is_some_and(|l| c.port(port) >= l);
         if let Some(e) = self.map.get_mut(&k) {
@@ -142,6 +160,7 @@ impl Fdb {
             }
             if e.port == port {
                 e.last_seen_ns = now_ns;
+                e.peer = peer;
                 return Learn::Refreshed;
             }
             if at_port_limit(&self.counts) {
@@ -150,6 +169,7 @@ impl Fdb {
             e.last_seen_ns = now_ns;
             let from = e.port;
             e.port = port;
+            e.peer = peer;
             self.counts.dec(from);
             self.counts.inc(port);
             return Learn::Moved { from };
@@ -164,6 +184,7 @@ impl Fdb {
             k,
             FdbEntry {
                 port,
+                peer,
                 is_static: false,
                 last_seen_ns: now_ns,
             },
@@ -176,11 +197,17 @@ impl Fdb {
     /// (checked here too, so the sweep interval does not matter).
     #[inline]
     pub fn lookup(&self, vlan: u16, mac: MacAddr, now_ns: u64) -> Option<PortId> {
+        self.lookup_peer(vlan, mac, now_ns).map(|(p, _)| p)
+    }
+
+    /// [`Fdb::lookup`] with the tunnel remote the station is behind.
+    #[inline]
+    pub fn lookup_peer(&self, vlan: u16, mac: MacAddr, now_ns: u64) -> Option<(PortId, u16)> {
         let e = self.map.get(&key(vlan, mac))?;
         if self.expired(e, now_ns) {
             return None;
         }
-        Some(e.port)
+        Some((e.port, e.peer))
     }
 
     pub fn get(&self, vlan: u16, mac: MacAddr) -> Option<&FdbEntry> {
@@ -197,6 +224,7 @@ impl Fdb {
         let k = key(vlan, mac);
         let entry = FdbEntry {
             port,
+            peer: 0,
             is_static: true,
             last_seen_ns: 0,
         };

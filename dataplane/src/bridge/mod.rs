@@ -34,6 +34,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
+    /// For a unicast verdict toward a tunnel port: the remote the
+    /// destination is behind (0: none known).
+    pub peer: u16,
     /// VLAN membership of the frame (meaningful unless dropped).
     pub class: Classified,
     pub learn: Option<Learn>,
@@ -43,6 +46,7 @@ impl Decision {
     fn drop(r: DropReason) -> Decision {
         Decision {
             verdict: Verdict::Drop(r),
+            peer: 0,
             class: Classified {
                 vid: 0,
                 pcp_dei: 0,
@@ -342,6 +346,18 @@ impl Bridge {
     /// forward, flood or drop.
     #[inline]
     pub fn decide(&mut self, ingress: PortId, frame: &[u8], now_ns: u64) -> Decision {
+        self.decide_from(ingress, 0, frame, now_ns)
+    }
+
+    /// [`Bridge::decide`] for a frame a tunnel port received from its remote
+    /// `peer` (learned with the source address).
+    pub fn decide_from(
+        &mut self,
+        ingress: PortId,
+        peer: u16,
+        frame: &[u8],
+        now_ns: u64,
+    ) -> Decision {
         let Some(eth) = EthHdr::parse(frame) else {
             return Decision::drop(DropReason::Malformed);
         };
@@ -391,10 +407,14 @@ impl Bridge {
             Some(Err(r)) => return Decision::drop(r),
             None => return Decision::drop(DropReason::NoEgress),
         };
-        let learn = learning.then(|| self.fdb.learn(class.vid, eth.src, ingress, now_ns, limit));
+        let learn = learning.then(|| {
+            self.fdb
+                .learn_from(class.vid, eth.src, ingress, peer, now_ns, limit)
+        });
         if !stp_forwards {
             return Decision {
                 verdict: Verdict::Drop(DropReason::StpBlocking),
+                peer: 0,
                 class,
                 learn,
             };
@@ -404,32 +424,34 @@ impl Bridge {
             // let in (known stations keep working).
             return Decision {
                 verdict: Verdict::Drop(DropReason::MacLimit),
+                peer: 0,
                 class,
                 learn,
             };
         }
-        let verdict = self.forward(ingress, class.vid, eth.dst, now_ns);
+        let (verdict, peer) = self.forward(ingress, class.vid, eth.dst, now_ns);
         Decision {
             verdict,
+            peer,
             class,
             learn,
         }
     }
 
     #[inline]
-    fn forward(&self, ingress: PortId, vlan: u16, dst: MacAddr, now_ns: u64) -> Verdict {
+    fn forward(&self, ingress: PortId, vlan: u16, dst: MacAddr, now_ns: u64) -> (Verdict, u16) {
         if dst.is_multicast() {
             // 802.1D 7.12.6: reserved addresses are not relayed; the STP group
             // address is flooded like any multicast while STP is off.
             if dst.is_link_local() && (dst.0[5] != 0 || self.settings.stp) {
-                return Verdict::Drop(DropReason::LinkLocal);
+                return (Verdict::Drop(DropReason::LinkLocal), 0);
             }
-            return Verdict::Flood;
+            return (Verdict::Flood, 0);
         }
-        match self.fdb.lookup(vlan, dst, now_ns) {
-            Some(p) if p == ingress => Verdict::Drop(DropReason::SamePort),
-            Some(p) => Verdict::Unicast(p),
-            None => Verdict::Flood,
+        match self.fdb.lookup_peer(vlan, dst, now_ns) {
+            Some((p, _)) if p == ingress => (Verdict::Drop(DropReason::SamePort), 0),
+            Some((p, peer)) => (Verdict::Unicast(p), peer),
+            None => (Verdict::Flood, 0),
         }
     }
 

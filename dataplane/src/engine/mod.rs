@@ -17,6 +17,7 @@ use crate::bridge::PortId;
 use crate::config::{Config, PortConfig, PortType};
 use crate::port::afpacket::AfPacketPort;
 use crate::port::tap::{TapOptions, TapPort};
+use crate::port::vxlan::{VxlanOptions, VxlanPort};
 use crate::port::AnyPort;
 use crate::port::Port;
 use crate::stats::{DropReason, PortStats};
@@ -334,6 +335,17 @@ impl EngineHandle {
                     sys::get_mac(&ifname).ok(),
                     sys::get_mtu(&ifname).ok(),
                 )
+            }
+            PortType::Vxlan => {
+                let opts = VxlanOptions {
+                    vni: cfg.vni.unwrap_or(0),
+                    local: cfg.local.ok_or("a vxlan port needs --local")?,
+                    remotes: cfg.remotes.clone(),
+                    dstport: cfg.dstport.unwrap_or(crate::config::VXLAN_PORT),
+                    learning: cfg.vtep_learning,
+                };
+                let v = VxlanPort::open(&opts).map_err(|e| e.to_string())?;
+                (AnyPort::Vxlan(v), false, None, None)
             }
         };
         let io = Arc::new(io);

@@ -303,13 +303,17 @@ impl Tables {
                         } else {
                             now.saturating_sub(e.last_seen_ns) / 1_000_000_000
                         };
-                        json!({
+                        let mut j = json!({
                             "mac": mac.to_string(),
                             "vlan": vlan,
                             "port": self.port_name(e.port),
                             "type": if e.is_static { "static" } else { "dynamic" },
                             "age_s": age,
-                        })
+                        });
+                        if let Some(ip) = self.port_remote(e.port, e.peer) {
+                            j["vtep"] = json!(ip);
+                        }
+                        j
                     })
                     .collect();
                 Ok(Value::Array(list))
@@ -403,6 +407,14 @@ impl Tables {
             .unwrap_or_default()
     }
 
+    /// The remote VTEP behind tunnel-port remote index `peer`.
+    fn port_remote(&self, pid: PortId, peer: u16) -> Option<std::net::IpAddr> {
+        match &*self.ports.get(pid as usize)?.as_ref()?.io {
+            crate::port::AnyPort::Vxlan(x) => x.remote(peer),
+            _ => None,
+        }
+    }
+
     pub(crate) fn ports_in_order(&self) -> Vec<PortId> {
         self.bridges
             .iter()
@@ -422,11 +434,11 @@ impl Tables {
             VlanMode::Access(a) => ("access", Some(*a), Vec::new(), None),
             VlanMode::Trunk { vlans, native } => ("trunk", None, vlans.iter().collect(), *native),
         };
-        json!({
+        let mut v = json!({
             "name": s.cfg.name,
             "bridge": bridge,
             "type": s.cfg.kind.name(),
-            "ifname": s.ifname,
+            "ifname": (!s.ifname.is_empty()).then_some(&s.ifname),
             "netns": s.cfg.netns,
             "up": self.up[pid as usize] && !br.is_some_and(|b| b.is_guard_tripped(pid)),
             "vlan_mode": mode,
@@ -444,7 +456,17 @@ impl Tables {
             "mac": s.mac.map(|m| m.to_string()),
             "mtu": s.mtu,
             "created": s.created,
-        })
+        });
+        if let crate::port::AnyPort::Vxlan(x) = &*s.io {
+            let c = &s.cfg;
+            v["vni"] = json!(c.vni);
+            v["local"] = json!(c.local);
+            v["remotes"] = json!(c.remotes);
+            v["dstport"] = json!(c.dstport.unwrap_or(crate::config::VXLAN_PORT));
+            v["vtep_learning"] = json!(c.vtep_learning);
+            v["learned_remotes"] = json!(x.learned_remotes());
+        }
+        v
     }
 
     fn bridge_json(&self, b: &Bridge, with_ports: bool) -> Value {
@@ -513,6 +535,7 @@ impl Tables {
         cfg: &PortConfig,
     ) -> Result<(usize, crate::bridge::Member, String), String> {
         check_name("port", &cfg.name)?;
+        cfg.check_kind()?;
         let bi = self.bridge_idx(bridge)?;
         if self.port_idx(&cfg.name).is_ok() {
             return Err(format!("port name '{}' is already in use", cfg.name));
@@ -540,8 +563,13 @@ impl Tables {
             return Err("afpacket ports attach an existing interface in the daemon's namespace: --netns, --mac and --mtu do not apply".into());
         }
         // An interface can be attached once.
-        let ifname = cfg.ifname().to_string();
+        let ifname = if cfg.kind == crate::config::PortType::Vxlan {
+            String::new()
+        } else {
+            cfg.ifname().to_string()
+        };
         if cfg.netns.is_none()
+            && !ifname.is_empty()
             && self
                 .ports
                 .iter()

@@ -185,6 +185,7 @@ impl Worker {
         let item = [TxItem {
             idx: 0,
             edit: crate::bridge::vlan::TagEdit::None,
+            peer: 0,
         }];
         for (pid, io, frame) in self.bpdu_io.drain(..) {
             self.ctl_frame.set_from_bytes(&frame);
@@ -300,10 +301,14 @@ impl Worker {
             let stats = &mut st[p];
             for i in 0..n {
                 let f = &self.batch.frames[i];
+                if let Some(r) = f.rx_drop {
+                    stats.drop(r);
+                    continue;
+                }
                 stats.rx_packets += 1;
                 stats.rx_bytes += f.len() as u64;
                 let data = f.data();
-                let d = bridge.decide(pid, data, now);
+                let d = bridge.decide_from(pid, f.peer, data, now);
                 if d.learn == Some(Learn::Full) {
                     stats.drop(DropReason::FdbFull);
                 }
@@ -321,7 +326,11 @@ impl Worker {
                                     self.dirty.push(out);
                                     self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
                                 }
-                                self.txq[o].push(TxItem { idx, edit });
+                                self.txq[o].push(TxItem {
+                                    idx,
+                                    edit,
+                                    peer: d.peer,
+                                });
                             }
                             Err(r) => stats.drop(r),
                         }
@@ -349,7 +358,7 @@ impl Worker {
                                 self.dirty.push(out);
                                 self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
                             }
-                            self.txq[o].push(TxItem { idx, edit });
+                            self.txq[o].push(TxItem { idx, edit, peer: 0 });
                             sent = true;
                         }
                         if !sent {

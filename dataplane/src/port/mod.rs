@@ -9,6 +9,7 @@
 
 pub mod afpacket;
 pub mod tap;
+pub mod vxlan;
 
 use crate::bridge::vlan::TagEdit;
 use crate::packet::Frame;
@@ -18,12 +19,15 @@ use std::os::fd::RawFd;
 
 pub use afpacket::AfPacketPort;
 pub use tap::TapPort;
+pub use vxlan::VxlanPort;
 
 /// One frame to send: which slot of the batch, and the tag edit for this port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxItem {
     pub idx: u16,
     pub edit: TagEdit,
+    /// Tunnel ports: the remote to send to (0: every configured remote).
+    pub peer: u16,
 }
 
 /// What a port backend can do.
@@ -39,6 +43,7 @@ pub struct Caps {
 #[derive(Default)]
 pub struct IoScratch {
     pub(crate) mmsg: afpacket::MmsgScratch,
+    pub(crate) vxlan: vxlan::VxlanScratch,
 }
 
 /// The contract every port kind implements.
@@ -78,6 +83,7 @@ pub trait Port {
 pub enum AnyPort {
     Tap(TapPort),
     AfPacket(AfPacketPort),
+    Vxlan(VxlanPort),
 }
 
 macro_rules! dispatch {
@@ -85,6 +91,7 @@ macro_rules! dispatch {
         match $self {
             AnyPort::Tap($p) => $e,
             AnyPort::AfPacket($p) => $e,
+            AnyPort::Vxlan($p) => $e,
         }
     };
 }

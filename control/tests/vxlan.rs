@@ -1,0 +1,402 @@
+//! VXLAN ports against the Linux kernel's vxlan device: the reference VTEP.
+//!
+//! Topology: vswitchd runs in the lab's switch namespace with a TAP host `h1`
+//! and a VXLAN port; the underlay is a kernel bridge in namespace `ul` that
+//! the switch namespace and each kernel VTEP namespace `kN` hang off by a
+//! veth (192.0.2.0/24, inside the test's namespaces only). Each kernel VTEP
+//! has a vxlan device `vx0` carrying the lab address `net.N` itself.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const VNI: &str = "4242";
+/// The switch's underlay address.
+const LOCAL: &str = "192.0.2.1";
+
+struct Vx {
+    lab: Lab,
+    ul: String,
+    h1: Host,
+}
+
+/// The lab: daemon, bridge br0 with TAP host h1, the underlay bridge and the
+/// switch's underlay veth (MTU 1600, so 1500-byte inner frames need no
+/// fragmentation).
+fn vx_lab() -> Vx {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.tap_host("br0", 1);
+    let ul = lab.add_netns("ul");
+    lab.ns_ok(&ul, &["ip", "link", "add", "ubr", "type", "bridge"]);
+    lab.ns_ok(&ul, &["ip", "link", "set", "ubr", "up"]);
+    uplink(&lab, &ul, &lab.sw, "u0", LOCAL);
+    Vx { lab, ul, h1 }
+}
+
+/// A veth from namespace `ns` (named `ifname`, address `addr`/24) to the
+/// underlay bridge.
+fn uplink(lab: &Lab, ul: &str, ns: &str, ifname: &str, addr: &str) {
+    let br_end = format!("b{}", &ns[ns.len().saturating_sub(6)..]);
+    run_ok(
+        "ip",
+        &[
+            "-n", ul, "link", "add", &br_end, "mtu", "1600", "type", "veth", "peer", "name",
+            ifname, "mtu", "1600", "netns", ns,
+        ],
+    );
+    lab.ns_ok(ul, &["ip", "link", "set", &br_end, "master", "ubr", "up"]);
+    lab.ns_ok(
+        ns,
+        &["ip", "addr", "add", &format!("{addr}/24"), "dev", ifname],
+    );
+    lab.ns_ok(ns, &["ip", "link", "set", ifname, "up"]);
+}
+
+/// Kernel VTEP number `i`: namespace `k{i}`, underlay address 192.0.2.`i`,
+/// vxlan device `vx0` (VNI, remote = the switch) with lab address `net.i`.
+fn kernel_vtep(v: &mut Vx, i: u32) -> Host {
+    let ns = v.lab.add_netns(&format!("k{i}"));
+    let under = format!("192.0.2.{i}");
+    uplink(&v.lab, &v.ul, &ns, "u0", &under);
+    v.lab.ns_ok(
+        &ns,
+        &[
+            "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI, "local", &under, "remote",
+            LOCAL, "dstport", "4789", "dev", "u0",
+        ],
+    );
+    v.lab
+        .ns_ok(&ns, &["ip", "link", "set", "vx0", "mtu", "1500", "up"]);
+    let ip = v.lab.ip(i);
+    v.lab.ns_ok(
+        &ns,
+        &["ip", "addr", "add", &format!("{ip}/24"), "dev", "vx0"],
+    );
+    let mac = v.lab.mac_of(&ns, "vx0");
+    Host {
+        ns,
+        port: "vx".into(),
+        ifname: "vx0".into(),
+        ip,
+        mac,
+    }
+}
+
+fn add_vxlan(lab: &Lab, remotes: &str, extra: &[&str]) {
+    let mut args = vec![
+        "add-port", "br0", "vx", "--type", "vxlan", "--vni", VNI, "--local", LOCAL, "--remote",
+        remotes,
+    ];
+    args.extend_from_slice(extra);
+    lab.ctl_ok(&args);
+}
+
+fn drops_of(lab: &Lab, port: &str, reason: &str) -> u64 {
+    lab.port_stats(port)["drops"][reason].as_u64().unwrap_or(0)
+}
+
+/// A TAP host and a kernel VTEP reach each other over the tunnel, TCP runs
+/// both ways (64 KiB GSO frames from the TAP are segmented in software before
+/// encapsulation), the underlay carries VXLAN with our VNI, and the kernel
+/// VTEP's station is learned behind its underlay address.
+#[test]
+fn interop_with_kernel_vxlan() {
+    let mut v = vx_lab();
+    let k2 = kernel_vtep(&mut v, 2);
+    add_vxlan(&v.lab, "192.0.2.2", &[]);
+    let info = v.lab.port_info("br0", "vx");
+    assert_eq!(info["type"], "vxlan", "{info}");
+    assert_eq!(info["vni"], 4242, "{info}");
+    assert_eq!(info["local"], LOCAL, "{info}");
+    assert_eq!(info["remotes"], serde_json::json!(["192.0.2.2"]), "{info}");
+    assert_eq!(info["dstport"], 4789, "{info}");
+
+    // The underlay shows real VXLAN: tcpdump decodes port 4789 as VXLAN.
+    let cap = v.lab.ns_spawn(
+        &v.lab.sw,
+        &[
+            "timeout", "8", "tcpdump", "-l", "-nn", "-c", "4", "-i", "u0", "udp", "port", "4789",
+        ],
+        true,
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        v.lab.ping(&v.h1, &k2.ip),
+        "h1 cannot ping the kernel VTEP's host"
+    );
+    assert!(
+        v.lab.ping(&k2, &v.h1.ip),
+        "the kernel VTEP's host cannot ping h1"
+    );
+    let (_, out) = cap.finish(Duration::from_secs(15));
+    assert!(
+        out.contains("VXLAN") && out.contains(&format!("vni {VNI}")),
+        "no VXLAN with vni {VNI} on the underlay:\n{out}"
+    );
+
+    let e = v
+        .lab
+        .fdb_entry("br0", &k2.mac)
+        .unwrap_or_else(|| panic!("{} not learned: {:?}", k2.mac, v.lab.fdb("br0")));
+    assert_eq!(e["port"], "vx", "{e}");
+    assert_eq!(e["vtep"], "192.0.2.2", "{e}");
+    let human = v.lab.ctl_ok(&["fdb-show", "br0"]);
+    assert!(
+        human.contains("VTEP") && human.contains("192.0.2.2"),
+        "{human}"
+    );
+
+    let to_k = v.lab.iperf_tcp(&v.h1, &k2);
+    let from_k = v.lab.iperf_tcp(&k2, &v.h1);
+    assert!(to_k > 1_000_000 && from_k > 1_000_000, "{to_k} {from_k}");
+    let st = v.lab.port_stats("vx");
+    assert_eq!(drops_of(&v.lab, "vx", "offload_failed"), 0, "{st}");
+    assert!(st["tx_packets"].as_u64().unwrap_or(0) > 1000, "{st}");
+}
+
+/// Broadcast reaches every remote (head-end replication); a VTEP that is not
+/// a remote is refused and counted, until the port learns remotes; learned
+/// stations are then answered at their VTEP alone.
+#[test]
+fn replication_and_remote_learning() {
+    let mut v = vx_lab();
+    let k2 = kernel_vtep(&mut v, 2);
+    let k3 = kernel_vtep(&mut v, 3);
+    let k4 = kernel_vtep(&mut v, 4);
+    add_vxlan(&v.lab, "192.0.2.2,192.0.2.3", &[]);
+
+    // h1's ARP requests are broadcast: both configured remotes get them.
+    assert!(v.lab.ping(&v.h1, &k2.ip), "h1 -> k2");
+    assert!(v.lab.ping(&v.h1, &k3.ip), "h1 -> k3");
+    let e3 = v.lab.fdb_entry("br0", &k3.mac).expect("k3 learned");
+    assert_eq!(e3["vtep"], "192.0.2.3", "{e3}");
+
+    // k4 is not a remote: its frames are dropped and counted.
+    assert!(
+        !v.lab.ping_once(&k4, &v.h1.ip),
+        "k4 got through without --learning"
+    );
+    assert!(
+        drops_of(&v.lab, "vx", "unknown_vtep") > 0,
+        "{}",
+        v.lab.port_stats("vx")
+    );
+    assert!(v.lab.fdb_entry("br0", &k4.mac).is_none());
+
+    // With --learning the port accepts k4 and answers it at 192.0.2.4.
+    v.lab.ctl_ok(&["del-port", "vx"]);
+    add_vxlan(&v.lab, "192.0.2.2,192.0.2.3", &["--learning"]);
+    assert!(v.lab.ping(&k4, &v.h1.ip), "k4 -> h1 with --learning");
+    let e4 = v.lab.fdb_entry("br0", &k4.mac).expect("k4 learned");
+    assert_eq!(e4["vtep"], "192.0.2.4", "{e4}");
+    let info = v.lab.port_info("br0", "vx");
+    assert_eq!(
+        info["learned_remotes"],
+        serde_json::json!(["192.0.2.4"]),
+        "{info}"
+    );
+    // The configured remotes still work.
+    assert!(v.lab.ping(&v.h1, &k2.ip), "h1 -> k2 after re-adding");
+
+    // Unicast to a learned station goes to its VTEP only: k2 and k3 see no
+    // VXLAN traffic while h1 talks to k4.
+    let caps: Vec<_> = [&k2, &k3]
+        .iter()
+        .map(|k| {
+            v.lab.ns_spawn(
+                &k.ns,
+                &[
+                    "timeout", "4", "tcpdump", "-l", "-nn", "-i", "u0", "udp", "port", "4789",
+                ],
+                true,
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    for _ in 0..5 {
+        assert!(v.lab.ping_once(&v.h1, &k4.ip), "h1 -> k4");
+    }
+    for (k, cap) in [&k2, &k3].iter().zip(caps) {
+        let (_, out) = cap.finish(Duration::from_secs(10));
+        let seen = out.lines().filter(|l| l.contains("VXLAN")).count();
+        assert!(
+            seen <= 2,
+            "{} saw {seen} VXLAN frames meant for k4:\n{out}",
+            k.ns
+        );
+    }
+}
+
+/// A datagram with another VNI is dropped and counted (a kernel VTEP on the
+/// wrong segment cannot reach h1).
+#[test]
+fn other_vni_is_dropped() {
+    let mut v = vx_lab();
+    let k2 = kernel_vtep(&mut v, 2);
+    v.lab.ns_ok(&k2.ns, &["ip", "link", "del", "vx0"]);
+    v.lab.ns_ok(
+        &k2.ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "7",
+            "local",
+            "192.0.2.2",
+            "remote",
+            LOCAL,
+            "dstport",
+            "4789",
+            "dev",
+            "u0",
+        ],
+    );
+    v.lab
+        .ns_ok(&k2.ns, &["ip", "link", "set", "vx0", "mtu", "1500", "up"]);
+    v.lab.ns_ok(
+        &k2.ns,
+        &["ip", "addr", "add", &format!("{}/24", k2.ip), "dev", "vx0"],
+    );
+    add_vxlan(&v.lab, "192.0.2.2", &[]);
+    assert!(!v.lab.ping_once(&k2, &v.h1.ip), "VNI 7 reached VNI {VNI}");
+    assert!(
+        wait_until(Duration::from_secs(3), || drops_of(
+            &v.lab,
+            "vx",
+            "vni_mismatch"
+        ) > 0),
+        "{}",
+        v.lab.port_stats("vx")
+    );
+}
+
+/// Bad VXLAN settings are clear CLI errors and leave no port behind; the
+/// settings survive `save` and a restart from the saved file.
+#[test]
+fn vxlan_cli() {
+    let lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--local", LOCAL, "--remote", "192.0.2.2"], "--vni"),
+        (&["--vni", "5", "--remote", "192.0.2.2"], "--local"),
+        (&["--vni", "5", "--local", LOCAL], "--remote"),
+        (
+            &["--vni", "5", "--local", LOCAL, "--remote", "2001:db8::2"],
+            "same address family",
+        ),
+        (
+            &["--vni", "5", "--local", LOCAL, "--remote", LOCAL],
+            "another unicast",
+        ),
+        (
+            &[
+                "--vni",
+                "5",
+                "--local",
+                LOCAL,
+                "--remote",
+                "192.0.2.2",
+                "--netns",
+                "x",
+            ],
+            "do not apply",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut a = vec!["add-port", "br0", "vx", "--type", "vxlan"];
+        a.extend_from_slice(args);
+        let err = lab.ctl_err(&a);
+        assert!(err.contains(want), "{a:?}: {err}");
+    }
+    let err = lab.ctl_err(&[
+        "add-port",
+        "br0",
+        "vx",
+        "--type",
+        "vxlan",
+        "--vni",
+        "16777216",
+        "--local",
+        LOCAL,
+        "--remote",
+        "192.0.2.2",
+    ]);
+    assert!(err.contains("16777216"), "{err}");
+    let err = lab.ctl_err(&["add-port", "br0", "t", "--type", "tap", "--vni", "5"]);
+    assert!(err.contains("vxlan"), "{err}");
+    // The local address must exist: binding fails clearly.
+    let err = lab.ctl_err(&[
+        "add-port",
+        "br0",
+        "vx",
+        "--type",
+        "vxlan",
+        "--vni",
+        "5",
+        "--local",
+        "192.0.2.99",
+        "--remote",
+        "192.0.2.2",
+    ]);
+    assert!(err.contains("192.0.2.99:4789"), "{err}");
+    let ports = lab.ctl_json(&["list-ports", "br0"]);
+    assert_eq!(ports, Value::Array(vec![]), "{ports}");
+
+    // A good one, on an address the switch namespace has.
+    run_ok(
+        "ip",
+        &["-n", &lab.sw, "addr", "add", "192.0.2.1/32", "dev", "lo"],
+    );
+    lab.ctl_ok(&[
+        "add-port",
+        "br0",
+        "vx",
+        "--type",
+        "vxlan",
+        "--vni",
+        "5",
+        "--local",
+        LOCAL,
+        "--remote",
+        "192.0.2.2,192.0.2.3",
+        "--dstport",
+        "8472",
+    ]);
+    // The same local address and port cannot be bound twice.
+    let err = lab.ctl_err(&[
+        "add-port",
+        "br0",
+        "vx2",
+        "--type",
+        "vxlan",
+        "--vni",
+        "6",
+        "--local",
+        LOCAL,
+        "--remote",
+        "192.0.2.2",
+        "--dstport",
+        "8472",
+    ]);
+    assert!(err.contains("in use"), "{err}");
+    let human = lab.ctl_ok(&["list-ports", "br0"]);
+    assert!(human.contains("vni 5 192.0.2.1:8472"), "{human}");
+    let cfg = lab.path("saved.toml");
+    lab.ctl_ok(&["save", cfg.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    for want in [
+        "type = \"vxlan\"",
+        "vni = 5",
+        "local = \"192.0.2.1\"",
+        "dstport = 8472",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+}

@@ -1,0 +1,714 @@
+//! VXLAN ports: an RFC 7348 VTEP as a bridge port.
+//!
+//! The underlay is one UDP socket bound to `--local` and the VXLAN port
+//! (4789 by default); the kernel builds the outer IP and UDP headers. A frame
+//! leaves as one datagram `[VXLAN header][inner Ethernet frame]` per remote:
+//! to the one remote its destination was learned behind, or to every
+//! configured remote (head-end replication) for broadcast, multicast and
+//! unknown unicast. Receive and send are batched with recvmmsg/sendmmsg; the
+//! inner frame is received straight behind the header's place in the frame
+//! buffer, so decapsulation moves no bytes.
+//!
+//! Remotes live in a table the port owns: index 0 means "none", then the
+//! configured remotes, then (with `--learning`) VTEPs that sent us frames.
+//! The bridge's FDB stores the index with each station learned here.
+//!
+//! A frame whose virtio header asks for an offload (a GSO super-frame or a
+//! partial checksum, as TAP ports deliver TCP) cannot go out as one UDP
+//! payload: it is segmented and checksummed in software first.
+
+use super::{is_transient, Caps, IoScratch, Port, TxItem};
+use crate::bridge::vlan::TagEdit;
+use crate::offload::{self, OffloadError, Segments};
+use crate::packet::VnetHdr;
+use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
+use crate::stats::{DropReason, PortStats};
+use crate::sys::cvt;
+use hashbrown::HashMap;
+use std::io;
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::RwLock;
+
+/// VXLAN header length (RFC 7348 section 5).
+pub const VXLAN_HDR_LEN: usize = 8;
+/// The I flag: the VNI field is valid.
+const FLAG_I: u8 = 0x08;
+/// Largest batch one recvmmsg/sendmmsg call moves.
+const MAX_BATCH: usize = 256;
+const SOCK_BUF: libc::c_int = 8 << 20;
+
+/// How to open a VXLAN port.
+#[derive(Debug, Clone)]
+pub struct VxlanOptions {
+    pub vni: u32,
+    pub local: IpAddr,
+    pub remotes: Vec<IpAddr>,
+    pub dstport: u16,
+    /// Accept (and learn) VTEPs that are not configured remotes.
+    pub learning: bool,
+}
+
+struct Remotes {
+    /// Index 0 is a placeholder ("no remote").
+    addrs: Vec<IpAddr>,
+    index: HashMap<IpAddr, u16>,
+    configured: usize,
+}
+
+pub struct VxlanPort {
+    sock: UdpSocket,
+    vni: u32,
+    hdr: [u8; VXLAN_HDR_LEN],
+    dstport: u16,
+    learning: bool,
+    remotes: RwLock<Remotes>,
+}
+
+/// The 8-byte VXLAN header for `vni`: I flag, reserved zero, VNI, reserved.
+pub fn vxlan_header(vni: u32) -> [u8; VXLAN_HDR_LEN] {
+    let v = vni.to_be_bytes();
+    [FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// Checks a received VXLAN header and returns its VNI. Reserved bits are
+/// ignored on receipt (RFC 7348 section 5); the I flag must be set.
+pub fn parse_vxlan_header(h: &[u8]) -> Result<u32, DropReason> {
+    if h.len() < VXLAN_HDR_LEN || h[0] & FLAG_I == 0 {
+        return Err(DropReason::VxlanMalformed);
+    }
+    Ok(u32::from_be_bytes([0, h[4], h[5], h[6]]))
+}
+
+/// Per-worker scratch for recvmmsg/sendmmsg on VXLAN sockets; the raw
+/// pointers are rewritten before each call and never read after it.
+pub struct VxlanScratch {
+    msgs: Vec<libc::mmsghdr>,
+    /// Up to three per message: VXLAN header, edited prefix, rest of frame.
+    iovs: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_storage>,
+    prefixes: Vec<[u8; EDIT_PREFIX_MAX]>,
+    /// Software-segmented frames of the current send.
+    segs: Segments,
+    /// A frame with its tag edit applied (or its checksum completed), when
+    /// the offload work needs it in one piece.
+    flat: Vec<u8>,
+}
+
+// SAFETY: the raw pointers inside `msgs`/`iovs` are scratch space, filled in
+// immediately before each syscall from buffers borrowed for that call only;
+// nothing dereferences them outside a call, so moving the scratch between
+// threads is sound.
+unsafe impl Send for VxlanScratch {}
+
+impl Default for VxlanScratch {
+    fn default() -> Self {
+        VxlanScratch {
+            // SAFETY: mmsghdr, iovec and sockaddr_storage are plain old data;
+            // all-zero is a valid value.
+            msgs: vec![unsafe { mem::zeroed() }; MAX_BATCH],
+            // SAFETY: as above.
+            iovs: vec![unsafe { mem::zeroed() }; 3 * MAX_BATCH],
+            // SAFETY: as above.
+            names: vec![unsafe { mem::zeroed() }; MAX_BATCH],
+            prefixes: vec![[0; EDIT_PREFIX_MAX]; MAX_BATCH],
+            segs: Segments::new(),
+            flat: Vec::with_capacity(crate::packet::MAX_FRAME + 4),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VxlanError {
+    #[error("cannot bind the VXLAN socket to {0}: {1}")]
+    Bind(SocketAddr, io::Error),
+    #[error("VXLAN socket on {0}: {1}")]
+    Socket(SocketAddr, io::Error),
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a live int whose size is passed alongside.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Writes `addr` as a sockaddr_in/sockaddr_in6 into `st`; returns its length.
+fn to_sockaddr(addr: SocketAddr, st: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            // SAFETY: sockaddr_storage is larger than and aligned for any
+            // sockaddr type; we write one sockaddr_in at its start.
+            unsafe { std::ptr::write((st as *mut libc::sockaddr_storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_in6 is plain old data; all-zero is valid.
+            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            // SAFETY: as above, for one sockaddr_in6.
+            unsafe { std::ptr::write((st as *mut libc::sockaddr_storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// The source address the kernel wrote into `st` (recvmmsg's msg_name).
+fn from_sockaddr(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<IpAddr> {
+    match st.ss_family as libc::c_int {
+        libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which
+            // fits and is suitably aligned inside sockaddr_storage.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            Some(IpAddr::V4(Ipv4Addr::from(
+                sin.sin_addr.s_addr.to_ne_bytes(),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            // A v4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(ip),
+            })
+        }
+        _ => None,
+    }
+}
+
+impl VxlanPort {
+    pub fn open(o: &VxlanOptions) -> Result<VxlanPort, VxlanError> {
+        let local = SocketAddr::new(o.local, o.dstport);
+        let sock = UdpSocket::bind(local).map_err(|e| VxlanError::Bind(local, e))?;
+        let err = |e| VxlanError::Socket(local, e);
+        sock.set_nonblocking(true).map_err(err)?;
+        let s = sock.as_raw_fd();
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if setsockopt_int(s, libc::SOL_SOCKET, force, SOCK_BUF).is_err() {
+                let _ = setsockopt_int(s, libc::SOL_SOCKET, plain, SOCK_BUF);
+            }
+        }
+        let mut remotes = Remotes {
+            addrs: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            index: HashMap::new(),
+            configured: 0,
+        };
+        for r in &o.remotes {
+            if remotes.index.contains_key(r) || remotes.addrs.len() > crate::config::MAX_REMOTES {
+                continue;
+            }
+            remotes.index.insert(*r, remotes.addrs.len() as u16);
+            remotes.addrs.push(*r);
+        }
+        remotes.configured = remotes.addrs.len() - 1;
+        Ok(VxlanPort {
+            sock,
+            vni: o.vni,
+            hdr: vxlan_header(o.vni),
+            dstport: o.dstport,
+            learning: o.learning,
+            remotes: RwLock::new(remotes),
+        })
+    }
+
+    pub fn vni(&self) -> u32 {
+        self.vni
+    }
+
+    /// The remote VTEP behind table index `peer` (None for 0 or unknown).
+    pub fn remote(&self, peer: u16) -> Option<IpAddr> {
+        let r = self.remotes.read().unwrap_or_else(|e| e.into_inner());
+        (peer != 0)
+            .then(|| r.addrs.get(peer as usize).copied())
+            .flatten()
+    }
+
+    /// Remotes learned from traffic (not configured).
+    pub fn learned_remotes(&self) -> Vec<IpAddr> {
+        let r = self.remotes.read().unwrap_or_else(|e| e.into_inner());
+        r.addrs[1 + r.configured..].to_vec()
+    }
+
+    /// Checks a received datagram: its VXLAN header, its source VTEP, and
+    /// whether the inner frame's checksum was left partial. Returns the
+    /// remote's table index and the virtio header the frame needs, if any.
+    pub fn decap(
+        &self,
+        hdr: &[u8; VXLAN_HDR_LEN],
+        src: Option<IpAddr>,
+        inner: &[u8],
+    ) -> Result<(u16, Option<VnetHdr>), DropReason> {
+        if parse_vxlan_header(hdr)? != self.vni {
+            return Err(DropReason::VniMismatch);
+        }
+        let peer = self.peer_of(src.ok_or(DropReason::UnknownVtep)?)?;
+        Ok((peer, partial_csum(inner)))
+    }
+
+    /// The table index of source `ip`: known, newly learned, or refused.
+    fn peer_of(&self, ip: IpAddr) -> Result<u16, DropReason> {
+        {
+            let r = self.remotes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(&i) = r.index.get(&ip) {
+                return Ok(i);
+            }
+        }
+        if !self.learning {
+            return Err(DropReason::UnknownVtep);
+        }
+        let mut r = self.remotes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&i) = r.index.get(&ip) {
+            return Ok(i);
+        }
+        if r.addrs.len() > crate::config::MAX_REMOTES {
+            return Err(DropReason::UnknownVtep);
+        }
+        let i = r.addrs.len() as u16;
+        r.addrs.push(ip);
+        r.index.insert(ip, i);
+        tracing::info!(remote = %ip, vni = self.vni, "learned a remote VTEP");
+        Ok(i)
+    }
+
+    /// Sends the messages prepared in `msgs[..n]`, counting per message.
+    fn send_prepared(
+        &self,
+        msgs: &mut [libc::mmsghdr],
+        iovs: &[libc::iovec],
+        n: usize,
+        stats: &mut PortStats,
+    ) {
+        let mut off = 0;
+        while off < n {
+            // SAFETY: `msgs[off..n]` point at names and iovecs over frame
+            // buffers, prefixes, segments and the port's header, all borrowed
+            // for the duration of this call; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.sock.as_raw_fd(),
+                    msgs.as_mut_ptr().add(off),
+                    (n - off) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match cvt(r) {
+                Ok(sent) => {
+                    for (k, m) in msgs.iter().enumerate().take(off + sent as usize).skip(off) {
+                        stats.tx_packets += 1;
+                        let v = &iovs[3 * k..3 * k + m.msg_hdr.msg_iovlen];
+                        let bytes: usize = v.iter().map(|v| v.iov_len).sum();
+                        stats.tx_bytes += bytes.saturating_sub(VXLAN_HDR_LEN) as u64;
+                    }
+                    off += sent as usize;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_transient(&e) => {
+                    stats.drop_n(DropReason::TxQueueFull, (n - off) as u64);
+                    return;
+                }
+                Err(_) => {
+                    // This one datagram is refused (too big, no route): skip it.
+                    stats.drop(DropReason::TxError);
+                    off += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Points message `k` at `n` iovecs from `iovs[3k]` and at its name.
+fn prep(
+    msgs: &mut [libc::mmsghdr],
+    names: &mut [libc::sockaddr_storage],
+    iovs: &mut [libc::iovec],
+    k: usize,
+    n: usize,
+    namelen: libc::socklen_t,
+) {
+    let m = &mut msgs[k].msg_hdr;
+    m.msg_name = (&mut names[k] as *mut libc::sockaddr_storage).cast();
+    m.msg_namelen = namelen;
+    m.msg_iov = &mut iovs[3 * k];
+    m.msg_iovlen = n;
+    m.msg_control = std::ptr::null_mut();
+    m.msg_controllen = 0;
+    m.msg_flags = 0;
+    msgs[k].msg_len = 0;
+}
+
+/// Turns a frame whose virtio header asks for offloads into wire frames in
+/// `segs` (segmented and checksummed), with the tag edit applied. Returns
+/// how many.
+fn software_pieces(
+    f: &Frame,
+    edit: TagEdit,
+    segs: &mut Segments,
+    flat: &mut Vec<u8>,
+) -> Result<usize, OffloadError> {
+    segs.clear();
+    if edit == TagEdit::None {
+        return offload::segment(&f.vnet(), f.data(), segs);
+    }
+    // The edit moves the headers: build the edited frame once, then segment.
+    let mut pre = [0u8; EDIT_PREFIX_MAX];
+    let (n, rest) = f.edited_prefix(edit, &mut pre);
+    let mut hb = [0u8; VNET_HDR_LEN];
+    hb.copy_from_slice(&pre[..VNET_HDR_LEN]);
+    flat.clear();
+    flat.extend_from_slice(&pre[VNET_HDR_LEN..n]);
+    flat.extend_from_slice(&f.data()[rest..]);
+    offload::segment(&VnetHdr::parse(&hb), flat, segs)
+}
+
+/// Ones'-complement sum of 16-bit big-endian words (odd tail padded).
+fn sum16(mut acc: u32, b: &[u8]) -> u32 {
+    let mut it = b.chunks_exact(2);
+    for w in &mut it {
+        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = it.remainder() {
+        acc += u32::from(*last) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Detects an inner TCP/UDP checksum the sending VTEP left partial.
+///
+/// A Linux sender hands a frame to its vxlan device with CHECKSUM_PARTIAL;
+/// where the underlay is a veth, the checksum is never completed, and the
+/// UDP socket delivers the inner frame with only the pseudo-header sum in its
+/// checksum field. Such a frame gets a virtio header saying so (NEEDS_CSUM
+/// at the L4 header), as an AF_PACKET socket would give it, so a TAP host
+/// accepts it and an egress without offloads completes it. A frame whose
+/// field holds a complete checksum is left alone; should a complete checksum
+/// equal the pseudo-header sum by chance, completing it yields the same value.
+pub fn partial_csum(frame: &[u8]) -> Option<VnetHdr> {
+    let mut l3 = 14;
+    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    if ethertype == crate::bridge::vlan::TPID_8021Q {
+        ethertype = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
+        l3 = 18;
+    }
+    let ip = frame.get(l3..)?;
+    let (proto, l4, pseudo) = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+            // Fragments carry no (whole) L4 header to complete.
+            let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff;
+            if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() || frag != 0 {
+                return None;
+            }
+            let proto = ip[9];
+            let l4_len = (total - ihl) as u32;
+            let acc = sum16(0, &ip[12..20]) + u32::from(proto) + l4_len;
+            (proto, ihl, acc)
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return None;
+            }
+            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if 40 + plen > ip.len() {
+                return None;
+            }
+            // Extension headers: not handled (left as they are).
+            let proto = ip[6];
+            let acc = sum16(0, &ip[8..40]) + u32::from(proto) + plen as u32;
+            (proto, 40, acc)
+        }
+        _ => return None,
+    };
+    let offset = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    let field = l3 + l4 + offset;
+    let got = u16::from_be_bytes([*frame.get(field)?, *frame.get(field + 1)?]);
+    if proto == 17 && got == 0 {
+        return None; // UDP over IPv4 without a checksum
+    }
+    if got != fold(pseudo) {
+        return None;
+    }
+    Some(VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: (l3 + l4) as u16,
+        csum_offset: offset as u16,
+        ..VnetHdr::default()
+    })
+}
+
+fn iov(b: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_ptr() as *mut libc::c_void,
+        iov_len: b.len(),
+    }
+}
+
+impl Port for VxlanPort {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn recv(&self, frames: &mut [Frame], sc: &mut IoScratch) -> io::Result<usize> {
+        let sc = &mut sc.vxlan;
+        let n = frames.len().min(MAX_BATCH);
+        let namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        for (k, f) in frames[..n].iter_mut().enumerate() {
+            let area = f.rx_area_encap(VXLAN_HDR_LEN);
+            sc.iovs[3 * k] = libc::iovec {
+                iov_base: area.as_mut_ptr().cast(),
+                iov_len: area.len(),
+            };
+            prep(&mut sc.msgs, &mut sc.names, &mut sc.iovs, k, 1, namelen);
+        }
+        let got = loop {
+            // SAFETY: `msgs[..n]` each point at one iovec into a distinct,
+            // exclusively borrowed frame buffer and at their own name slot,
+            // all of which outlive the call.
+            let r = unsafe {
+                libc::recvmmsg(
+                    self.sock.as_raw_fd(),
+                    sc.msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            match cvt(r) {
+                Ok(k) => break k as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        };
+        for (k, f) in frames[..got].iter_mut().enumerate() {
+            let m = &sc.msgs[k];
+            let len = m.msg_len as usize;
+            if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VXLAN_HDR_LEN {
+                f.rx_drop = Some(DropReason::VxlanMalformed);
+                continue;
+            }
+            let src = from_sockaddr(&sc.names[k], m.msg_hdr.msg_namelen);
+            let hdr: [u8; VXLAN_HDR_LEN] = f
+                .encap_header(VXLAN_HDR_LEN)
+                .try_into()
+                .expect("VXLAN_HDR_LEN bytes");
+            f.set_rx_len_encap(len, VXLAN_HDR_LEN);
+            match self.decap(&hdr, src, f.data()) {
+                Ok((peer, vnet)) => {
+                    f.peer = peer;
+                    if let Some(h) = vnet {
+                        f.set_vnet(&h);
+                    }
+                }
+                Err(r) => f.rx_drop = Some(r),
+            }
+        }
+        Ok(got)
+    }
+
+    fn send(
+        &self,
+        frames: &[Frame],
+        items: &[TxItem],
+        stats: &mut PortStats,
+        io_sc: &mut IoScratch,
+    ) {
+        let VxlanScratch {
+            msgs,
+            iovs,
+            names,
+            prefixes,
+            segs,
+            flat,
+        } = &mut io_sc.vxlan;
+        let remotes = self.remotes.read().unwrap_or_else(|e| e.into_inner());
+        let flood = 1..=remotes.configured;
+        let mut k = 0;
+        for it in items {
+            let f = &frames[it.idx as usize];
+            let dsts = if it.peer != 0 && (it.peer as usize) < remotes.addrs.len() {
+                it.peer as usize..=it.peer as usize
+            } else {
+                flood.clone()
+            };
+            if offload::needs_software(&f.vnet()) {
+                // A UDP payload cannot carry offloads: segment (and
+                // checksum) in software, then send every piece now (the
+                // buffers are reused by the next frame).
+                if k > 0 {
+                    self.send_prepared(msgs, iovs, k, stats);
+                    k = 0;
+                }
+                let count = match software_pieces(f, it.edit, segs, flat) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        stats.drop(DropReason::OffloadFailed);
+                        continue;
+                    }
+                };
+                for s in 0..count {
+                    let Some(piece) = segs.get(s) else { break };
+                    for d in dsts.clone() {
+                        if k == MAX_BATCH {
+                            self.send_prepared(msgs, iovs, k, stats);
+                            k = 0;
+                        }
+                        let to = SocketAddr::new(remotes.addrs[d], self.dstport);
+                        let nl = to_sockaddr(to, &mut names[k]);
+                        iovs[3 * k] = iov(&self.hdr);
+                        iovs[3 * k + 1] = iov(piece);
+                        prep(msgs, names, iovs, k, 2, nl);
+                        k += 1;
+                    }
+                }
+                self.send_prepared(msgs, iovs, k, stats);
+                k = 0;
+                continue;
+            }
+            for d in dsts {
+                if k == MAX_BATCH {
+                    self.send_prepared(msgs, iovs, k, stats);
+                    k = 0;
+                }
+                let to = SocketAddr::new(remotes.addrs[d], self.dstport);
+                let nl = to_sockaddr(to, &mut names[k]);
+                iovs[3 * k] = iov(&self.hdr);
+                if it.edit == TagEdit::None {
+                    iovs[3 * k + 1] = iov(f.data());
+                    prep(msgs, names, iovs, k, 2, nl);
+                } else {
+                    let (n, rest) = f.edited_prefix(it.edit, &mut prefixes[k]);
+                    iovs[3 * k + 1] = iov(&prefixes[k][VNET_HDR_LEN..n]);
+                    iovs[3 * k + 2] = iov(&f.data()[rest..]);
+                    prep(msgs, names, iovs, k, 3, nl);
+                }
+                k += 1;
+            }
+        }
+        if k > 0 {
+            self.send_prepared(msgs, iovs, k, stats);
+        }
+    }
+
+    fn is_gone(&self, _err: &io::Error) -> bool {
+        false
+    }
+
+    fn caps(&self) -> Caps {
+        Caps { vnet_hdr: false }
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_roundtrip() {
+        let h = vxlan_header(0x12_3456);
+        assert_eq!(h, [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+        assert_eq!(parse_vxlan_header(&h), Ok(0x12_3456));
+        // Reserved bits are ignored on receipt.
+        let mut r = h;
+        r[1] = 0xff;
+        r[7] = 0xff;
+        assert_eq!(parse_vxlan_header(&r), Ok(0x12_3456));
+    }
+
+    #[test]
+    fn header_without_i_flag_is_refused() {
+        let mut h = vxlan_header(5);
+        h[0] = 0;
+        assert_eq!(parse_vxlan_header(&h), Err(DropReason::VxlanMalformed));
+        assert_eq!(parse_vxlan_header(&h[..4]), Err(DropReason::VxlanMalformed));
+    }
+
+    /// An IPv4/TCP frame whose checksum field holds `csum`.
+    fn tcp_frame(csum: Option<u16>) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 2000, 1, 1000);
+        let payload = b"partial checksum test";
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        if let Some(c) = csum {
+            v[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&c.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn partial_checksum_is_detected() {
+        let full = tcp_frame(None);
+        // A complete checksum: nothing to do.
+        assert_eq!(partial_csum(&full), None);
+        // The pseudo-header sum (what a CHECKSUM_PARTIAL sender leaves).
+        let pseudo = fold(sum16(0, &full[26..34]) + 6 + (full.len() - 34) as u32);
+        let partial = tcp_frame(Some(pseudo));
+        let h = partial_csum(&partial).expect("partial detected");
+        assert_eq!(h.flags, VnetHdr::F_NEEDS_CSUM);
+        assert_eq!((h.csum_start, h.csum_offset), (34, 16));
+        // Completing it gives the sender's full checksum back.
+        let mut done = partial.clone();
+        offload::complete_csum(&h, &mut done).unwrap();
+        assert_eq!(done, full);
+        // Garbage never panics.
+        for n in 0..partial.len() {
+            let _ = partial_csum(&partial[..n]);
+        }
+    }
+
+    #[test]
+    fn sockaddr_roundtrip() {
+        // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+        let mut st: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        for a in ["192.0.2.7:4789", "[2001:db8::7]:4789"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let n = to_sockaddr(a, &mut st);
+            assert_eq!(from_sockaddr(&st, n), Some(a.ip()));
+        }
+    }
+}
