@@ -319,6 +319,7 @@ class Env:
         self.sw = "%s-%s-sw" % (TAG, name)
         self.h1_ip = H1_IP
         self.h2_ip = H2_IP
+        self.h2_if = "eth0"         # H2's interface toward the switch (counters)
         self.switch_pid = None      # PID whose CPU is "the switch", if any
         self.daemon = None          # Popen of vswitchd
         self.daemon_log = None
@@ -451,6 +452,67 @@ def setup_direct_veth(env, opts):
     env.notes.append("one veth pair from H1 to H2, no switch (reference for CPU overhead)")
 
 
+# VXLAN rows: H1 hangs off the switch under test, which is a VTEP; H2 is a
+# kernel VTEP at the far end of an underlay veth (the same in both rows), so
+# the rows differ only in the switch: Linux bridge + vxlan device, or
+# vswitchd with a TAP port and a VXLAN port.
+VTEP_LOCAL = "192.0.2.1"
+VTEP_REMOTE = "192.0.2.2"
+VNI = "100"
+
+
+def remote_vtep(env, opts):
+    """H2 as a kernel VTEP: underlay veth u0 (switch, VTEP_LOCAL) <-> eth0 (H2,
+    VTEP_REMOTE), MTU 1600 so 1500-byte inner frames are not fragmented, and a
+    vxlan device vx0 carrying H2's address."""
+    veth_into(env.sw, "u0", env.h2)
+    for ns, ifname, addr in ((env.sw, "u0", VTEP_LOCAL), (env.h2, "eth0", VTEP_REMOTE)):
+        run(nsexec(ns, "ip", "link", "set", ifname, "mtu", "1600", "up"))
+        run(nsexec(ns, "ip", "addr", "add", "%s/24" % addr, "dev", ifname))
+    run(nsexec(env.h2, "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI,
+               "local", VTEP_REMOTE, "remote", VTEP_LOCAL, "dstport", "4789", "dev", "eth0"))
+    run(nsexec(env.h2, "ip", "link", "set", "vx0", "mtu", "1500", "up"))
+    if opts.no_offload:
+        set_offloads(env.h2, "vx0", False)
+    host_addr(env.h2, "vx0", env.h2_ip)
+    env.h2_if = "vx0"
+
+
+def setup_kernel_vxlan(env, opts):
+    for n in (env.sw, env.h1, env.h2):
+        env.ns(n)
+    run(nsexec(env.sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"))
+    run(nsexec(env.sw, "ip", "link", "set", "br0", "up"))
+    veth_into(env.sw, "p1", env.h1)
+    run(nsexec(env.sw, "ip", "link", "set", "p1", "master", "br0"))
+    if opts.no_offload:
+        set_offloads(env.sw, "p1", False)
+        set_offloads(env.h1, "eth0", False)
+    remote_vtep(env, opts)
+    run(nsexec(env.sw, "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI,
+               "local", VTEP_LOCAL, "remote", VTEP_REMOTE, "dstport", "4789", "dev", "u0"))
+    run(nsexec(env.sw, "ip", "link", "set", "vx0", "mtu", "1500", "master", "br0", "up"))
+    host_addr(env.h1, "eth0", env.h1_ip)
+    env.notes.append("H1 on a veth into a Linux bridge with a vxlan device; H2 a kernel VTEP")
+
+
+def setup_vswitch_vtep(env, opts):
+    for n in (env.sw, env.h1, env.h2):
+        env.ns(n)
+    start_vswitchd(env, opts)
+    vswitchctl(env, opts, "add-br", "br0")
+    vswitchctl(env, opts, "add-port", "br0", "h1", "--type", "tap",
+               "--netns", env.h1, "--ifname", "eth0")
+    env.tap_hosts = [env.h1]
+    if opts.no_offload:
+        set_offloads(env.h1, "eth0", False)
+    remote_vtep(env, opts)
+    vswitchctl(env, opts, "add-port", "br0", "vx", "--type", "vxlan", "--vni", VNI,
+               "--local", VTEP_LOCAL, "--remote", VTEP_REMOTE)
+    host_addr(env.h1, "eth0", env.h1_ip)
+    env.notes.append("H1 on a vswitchd TAP port, a vswitchd VXLAN port; H2 a kernel VTEP")
+
+
 def teardown_common(env):
     try:
         had_daemon = env.daemon is not None
@@ -504,9 +566,11 @@ SCENARIOS = [
              "vswitch", "kernel", CPU_DAEMON),
     Scenario("vs-afp", "vswitch AF_PACKET", setup_vswitch_afpacket, teardown_common,
              "vswitch", "kernel", CPU_DAEMON),
+    Scenario("kvxlan", "kernel bridge+vxlan", setup_kernel_vxlan, teardown_common,
+             "kernel", None, CPU_KERNEL),
+    Scenario("vs-vtep", "vswitch VTEP", setup_vswitch_vtep, teardown_common,
+             "vswitch", "kvxlan", CPU_DAEMON),
     # Future rows, e.g.:
-    # Scenario("kvxlan", "kernel vxlan", setup_kernel_vxlan, teardown_common, "kernel", None, CPU_KERNEL),
-    # Scenario("vs-vtep", "vswitch VTEP", setup_vswitch_vtep, teardown_common, "vswitch", "kvxlan", CPU_DAEMON),
     # Scenario("krouted", "kernel routed+SNAT", ...), Scenario("vs-routed", "vswitch routed+SNAT", ...)
 ]
 
@@ -684,7 +748,7 @@ class Counters:
     def take(self):
         env = self.env
         _, h1tx = link_counters(env.h1, "eth0")
-        h2rx, _ = link_counters(env.h2, "eth0")
+        h2rx, _ = link_counters(env.h2, env.h2_if)
         snmp = udp_snmp(env.h2)
         d = {"h1_tx_dropped": h1tx.get("dropped", 0),
              "h2_rx_dropped": h2rx.get("dropped", 0),
