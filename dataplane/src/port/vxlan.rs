@@ -29,6 +29,7 @@ use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
 /// VXLAN header length (RFC 7348 section 5).
@@ -38,6 +39,15 @@ const FLAG_I: u8 = 0x08;
 /// Largest batch one recvmmsg/sendmmsg call moves.
 const MAX_BATCH: usize = 256;
 const SOCK_BUF: libc::c_int = 8 << 20;
+/// `<linux/udp.h>`: UDP GSO, the kernel splits one send into datagrams of
+/// the given size (Linux 4.18+).
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// At most this many datagrams per UDP GSO send (the kernel's limit is 64
+/// or more, depending on the version).
+const GSO_MAX_SEGS: usize = 64;
+/// At most this many payload bytes per UDP GSO send (one IP datagram's worth).
+const GSO_MAX_BYTES: usize = 65_000;
 
 /// How to open a VXLAN port.
 #[derive(Debug, Clone)]
@@ -64,6 +74,8 @@ pub struct VxlanPort {
     dstport: u16,
     learning: bool,
     remotes: RwLock<Remotes>,
+    /// UDP GSO works on this kernel (cleared at the first refusal).
+    udp_gso: AtomicBool,
 }
 
 /// The 8-byte VXLAN header for `vni`: I flag, reserved zero, VNI, reserved.
@@ -91,6 +103,8 @@ pub struct VxlanScratch {
     prefixes: Vec<[u8; EDIT_PREFIX_MAX]>,
     /// Software-segmented frames of the current send.
     segs: Segments,
+    /// The iovecs of one UDP GSO send (header and segment, in turn).
+    gso_iovs: Vec<libc::iovec>,
     /// A frame with its tag edit applied (or its checksum completed), when
     /// the offload work needs it in one piece.
     flat: Vec<u8>,
@@ -114,6 +128,7 @@ impl Default for VxlanScratch {
             names: vec![unsafe { mem::zeroed() }; MAX_BATCH],
             prefixes: vec![[0; EDIT_PREFIX_MAX]; MAX_BATCH],
             segs: Segments::new(),
+            gso_iovs: Vec::with_capacity(2 * GSO_MAX_SEGS),
             flat: Vec::with_capacity(crate::packet::MAX_FRAME + 4),
         }
     }
@@ -236,6 +251,7 @@ impl VxlanPort {
             dstport: o.dstport,
             learning: o.learning,
             remotes: RwLock::new(remotes),
+            udp_gso: AtomicBool::new(true),
         })
     }
 
@@ -249,6 +265,88 @@ impl VxlanPort {
         (peer != 0)
             .then(|| r.addrs.get(peer as usize).copied())
             .flatten()
+    }
+
+    /// Sends segments `segs[range]` (equal sizes but the last) to
+    /// `to` as one UDP GSO send: the kernel cuts the buffer into one datagram
+    /// per segment, each with its own VXLAN header. False if the kernel
+    /// refused UDP GSO (the caller falls back to one datagram per segment).
+    fn send_gso(
+        &self,
+        to: &libc::sockaddr_storage,
+        namelen: libc::socklen_t,
+        segs: &Segments,
+        range: std::ops::Range<usize>,
+        iovs: &mut Vec<libc::iovec>,
+        stats: &mut PortStats,
+    ) -> bool {
+        iovs.clear();
+        let (first, n) = (range.start, range.len());
+        let mut bytes = 0;
+        for s in range {
+            let Some(seg) = segs.get(s) else { break };
+            iovs.push(iov(&self.hdr));
+            iovs.push(iov(seg));
+            bytes += seg.len();
+        }
+        let Some(size) = segs.get(first).map(|s| (s.len() + VXLAN_HDR_LEN) as u16) else {
+            return true;
+        };
+        // One cmsghdr with a u16 (u64 words for alignment).
+        let mut control = [0u64; 4];
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut m: libc::msghdr = unsafe { mem::zeroed() };
+        m.msg_name = (to as *const libc::sockaddr_storage).cast_mut().cast();
+        m.msg_namelen = namelen;
+        m.msg_iov = iovs.as_mut_ptr();
+        m.msg_iovlen = iovs.len();
+        m.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        m.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
+        // SAFETY: `m.msg_control` points at `control`, which is larger than
+        // CMSG_SPACE(2) and 8-aligned; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&m);
+            (*c).cmsg_level = SOL_UDP;
+            (*c).cmsg_type = UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+        }
+        loop {
+            // SAFETY: `m` points at the name, the iovecs (over the port's
+            // header and the segments) and the control buffer, all live for
+            // the call; the kernel only reads them.
+            let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &m, libc::MSG_DONTWAIT) };
+            match crate::sys::cvt_size(r) {
+                Ok(_) => {
+                    stats.tx_packets += n as u64;
+                    stats.tx_bytes += bytes as u64;
+                    return true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_transient(&e) => {
+                    stats.drop_n(DropReason::TxQueueFull, n as u64);
+                    return true;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL) | Some(libc::EIO) | Some(libc::ENOPROTOOPT)
+                    ) =>
+                {
+                    tracing::info!(
+                        vni = self.vni,
+                        "UDP GSO refused ({e}): one datagram per segment"
+                    );
+                    self.udp_gso.store(false, Ordering::Relaxed);
+                    return false;
+                }
+                Err(_) => {
+                    stats.drop_n(DropReason::TxError, n as u64);
+                    return true;
+                }
+            }
+        }
     }
 
     /// Remotes learned from traffic (not configured).
@@ -558,6 +656,7 @@ impl Port for VxlanPort {
             names,
             prefixes,
             segs,
+            gso_iovs,
             flat,
         } = &mut io_sc.vxlan;
         let remotes = self.remotes.read().unwrap_or_else(|e| e.into_inner());
@@ -585,6 +684,36 @@ impl Port for VxlanPort {
                         continue;
                     }
                 };
+                if count > 1 && self.udp_gso.load(Ordering::Relaxed) {
+                    // UDP GSO: one send per destination and up to 64 KiB.
+                    let per = segs.get(0).map_or(1, |s| {
+                        (GSO_MAX_BYTES / (s.len() + VXLAN_HDR_LEN)).clamp(1, GSO_MAX_SEGS)
+                    });
+                    let mut done = true;
+                    'dsts: for d in dsts.clone() {
+                        let to = SocketAddr::new(remotes.addrs[d], self.dstport);
+                        let nl = to_sockaddr(to, &mut names[0]);
+                        let mut first = 0;
+                        while first < count {
+                            let n = per.min(count - first);
+                            if !self.send_gso(
+                                &names[0],
+                                nl,
+                                segs,
+                                first..first + n,
+                                gso_iovs,
+                                stats,
+                            ) {
+                                done = false;
+                                break 'dsts;
+                            }
+                            first += n;
+                        }
+                    }
+                    if done {
+                        continue;
+                    }
+                }
                 for s in 0..count {
                     let Some(piece) = segs.get(s) else { break };
                     for d in dsts.clone() {
