@@ -87,6 +87,13 @@ impl Server {
                 continue;
             }
             let result = match serde_json::from_str::<Request>(text) {
+                // Written as it is serialized: no value tree per entry.
+                Ok(Request::FdbShow { bridge }) => {
+                    if write_rows(&mut out, self.handle.fdb_rows(&bridge)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Ok(req) => self.dispatch(req),
                 Err(e) => Err(format!("bad request: {e}")),
             };
@@ -116,6 +123,34 @@ impl Server {
         persist::save(&path, &cfg).map_err(|e| format!("writing {}: {e}", path.display()))?;
         Ok(json!({"file": path.display().to_string()}))
     }
+}
+
+/// Writes `{"ok":true,"result":[...]}` serializing the rows straight into
+/// the socket (buffered), or the error reply.
+fn write_rows(
+    out: &mut UnixStream,
+    r: Result<dataplane::engine::FdbRows, String>,
+) -> std::io::Result<()> {
+    let rows = match r {
+        Ok(rows) => rows,
+        Err(e) => return write_reply(out, Err(e)),
+    };
+    #[derive(serde::Serialize)]
+    struct RowsReply<'a> {
+        ok: bool,
+        result: &'a dataplane::engine::FdbRows,
+    }
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
+    serde_json::to_writer(
+        &mut w,
+        &RowsReply {
+            ok: true,
+            result: &rows,
+        },
+    )
+    .map_err(std::io::Error::other)?;
+    w.write_all(b"\n")?;
+    w.flush()
 }
 
 fn write_reply(out: &mut UnixStream, r: Result<Value, String>) -> std::io::Result<()> {

@@ -294,6 +294,19 @@ impl Fdb {
         self.remove_where(|_, e| !e.is_static && now_ns.saturating_sub(e.last_seen_ns) >= ageing)
     }
 
+    /// All live entries as (vlan, mac, entry), in table order (one pass, no
+    /// sorting: what a caller holding a lock should take).
+    pub fn entries_unsorted(&self, now_ns: u64) -> Vec<(u16, MacAddr, FdbEntry)> {
+        self.map
+            .iter()
+            .filter(|(_, e)| !self.expired(e, now_ns))
+            .map(|(k, e)| {
+                let (vlan, mac) = unkey(*k);
+                (vlan, mac, *e)
+            })
+            .collect()
+    }
+
     /// All live entries as (vlan, mac, entry), sorted by VLAN then MAC.
     pub fn entries(&self, now_ns: u64) -> Vec<(u16, MacAddr, FdbEntry)> {
         let mut v: Vec<_> = self

@@ -28,6 +28,7 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+pub use tables::FdbRows;
 use tables::{PortEntry, Tables};
 use worker::{Worker, WorkerMsg};
 
@@ -224,8 +225,20 @@ impl EngineHandle {
                     sums.iter().zip(&names).map(|(s, n)| s.to_json(n)).collect(),
                 ))
             }
+            Request::FdbShow { bridge } => {
+                let snap = self.shared.tables().fdb_snapshot(&bridge)?;
+                serde_json::to_value(snap.rows()).map_err(|e| e.to_string())
+            }
             other => self.shared.tables().handle(other),
         }
+    }
+
+    /// `fdb-show` for the control server: the bridge's FDB copied under the
+    /// lock, sorted and formatted after it (serialize the result straight to
+    /// the client; at 1 M entries a JSON value tree would take a gigabyte).
+    pub fn fdb_rows(&self, bridge: &str) -> Result<FdbRows, String> {
+        let snap = self.shared.tables().fdb_snapshot(bridge)?;
+        Ok(snap.rows())
     }
 
     /// Applies a configuration (at start). Stops at the first error.

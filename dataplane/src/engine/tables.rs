@@ -289,34 +289,8 @@ impl Tables {
                 Ok(Value::Array(out))
             }
             Request::FdbShow { bridge } => {
-                let now = self.now_ns();
-                let b = self.bridges[self.bridge_idx(&bridge)?]
-                    .as_ref()
-                    .expect("index");
-                let list = b
-                    .fdb
-                    .entries(now)
-                    .into_iter()
-                    .map(|(vlan, mac, e)| {
-                        let age = if e.is_static {
-                            0
-                        } else {
-                            now.saturating_sub(e.last_seen_ns) / 1_000_000_000
-                        };
-                        let mut j = json!({
-                            "mac": mac.to_string(),
-                            "vlan": vlan,
-                            "port": self.port_name(e.port),
-                            "type": if e.is_static { "static" } else { "dynamic" },
-                            "age_s": age,
-                        });
-                        if let Some(ip) = self.port_remote(e.port, e.peer) {
-                            j["vtep"] = json!(ip);
-                        }
-                        j
-                    })
-                    .collect();
-                Ok(Value::Array(list))
+                let snap = self.fdb_snapshot(&bridge)?;
+                serde_json::to_value(snap.rows()).map_err(|e| e.to_string())
             }
             Request::FdbAdd {
                 bridge,
@@ -407,12 +381,29 @@ impl Tables {
             .unwrap_or_default()
     }
 
-    /// The remote VTEP behind tunnel-port remote index `peer`.
-    fn port_remote(&self, pid: PortId, peer: u16) -> Option<std::net::IpAddr> {
-        match &*self.ports.get(pid as usize)?.as_ref()?.io {
-            crate::port::AnyPort::Vxlan(x) => x.remote(peer),
-            _ => None,
+    /// A copy of a bridge's FDB, taken quickly under the lock; sorting and
+    /// formatting happen after it is released (at 1 M entries that takes
+    /// seconds, which the workers must not wait for).
+    pub(crate) fn fdb_snapshot(&self, bridge: &str) -> Result<FdbSnapshot, String> {
+        let b = self.bridges[self.bridge_idx(bridge)?]
+            .as_ref()
+            .expect("index");
+        let now = self.now_ns();
+        let mut ports: Vec<(String, Option<Arc<AnyPort>>)> = Vec::with_capacity(self.ports.len());
+        for p in &self.ports {
+            ports.push(match p {
+                Some(e) => (
+                    e.cfg.name.clone(),
+                    matches!(*e.io, AnyPort::Vxlan(_)).then(|| e.io.clone()),
+                ),
+                None => (String::new(), None),
+            });
         }
+        Ok(FdbSnapshot {
+            entries: b.fdb.entries_unsorted(now),
+            ports,
+            now,
+        })
     }
 
     pub(crate) fn ports_in_order(&self) -> Vec<PortId> {
@@ -626,5 +617,70 @@ impl Tables {
             b.remove_port(pid);
         }
         Some(e)
+    }
+}
+
+/// An FDB copied out of the tables (see [`Tables::fdb_snapshot`]).
+pub(crate) struct FdbSnapshot {
+    entries: Vec<(u16, MacAddr, crate::bridge::FdbEntry)>,
+    /// Port names by PortId, and the VXLAN ports (for the VTEP column).
+    ports: Vec<(String, Option<Arc<AnyPort>>)>,
+    now: u64,
+}
+
+/// One `fdb-show` line, serialized as the interface says.
+#[derive(serde::Serialize)]
+pub struct FdbRow<'a> {
+    pub mac: MacAddr,
+    pub vlan: u16,
+    pub port: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub age_s: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<std::net::IpAddr>,
+}
+
+impl FdbSnapshot {
+    /// The entries sorted by VLAN and MAC, as `fdb-show` rows.
+    pub(crate) fn rows(mut self) -> FdbRows {
+        self.entries
+            .sort_unstable_by_key(|(vlan, mac, _)| (*vlan, *mac));
+        FdbRows(self)
+    }
+}
+
+/// The sorted rows of an [`FdbSnapshot`]; serializes as a JSON array without
+/// building a `Value` per entry.
+pub struct FdbRows(FdbSnapshot);
+
+impl serde::Serialize for FdbRows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let snap = &self.0;
+        let mut seq = s.serialize_seq(Some(snap.entries.len()))?;
+        for (vlan, mac, e) in &snap.entries {
+            let (port, io) = snap
+                .ports
+                .get(e.port as usize)
+                .map_or(("", None), |(n, io)| (n.as_str(), io.as_ref()));
+            let vtep = match io.map(|io| &**io) {
+                Some(AnyPort::Vxlan(x)) => x.remote(e.peer),
+                _ => None,
+            };
+            seq.serialize_element(&FdbRow {
+                mac: *mac,
+                vlan: *vlan,
+                port,
+                kind: if e.is_static { "static" } else { "dynamic" },
+                age_s: if e.is_static {
+                    0
+                } else {
+                    snap.now.saturating_sub(e.last_seen_ns) / 1_000_000_000
+                },
+                vtep,
+            })?;
+        }
+        seq.end()
     }
 }
