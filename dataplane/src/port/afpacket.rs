@@ -11,7 +11,7 @@ use super::{is_transient, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
-use crate::sys::{self, cvt};
+use crate::sys::{self, cvt, setsockopt_int};
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -78,25 +78,6 @@ pub enum AfPacketError {
     Socket(String, io::Error),
 }
 
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    val: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the option value is a live int whose size is passed alongside.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&val as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
 impl AfPacketPort {
     pub fn open(ifname: &str) -> Result<AfPacketPort, AfPacketError> {
         let ifindex = match sys::ifindex(ifname) {
@@ -126,14 +107,7 @@ impl AfPacketPort {
         setsockopt_int(s, libc::SOL_PACKET, PACKET_AUXDATA, 1).map_err(err)?;
         // Best effort: both only speed things up.
         let _ = setsockopt_int(s, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1);
-        for (force, plain) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-        ] {
-            if setsockopt_int(s, libc::SOL_SOCKET, force, SOCK_BUF).is_err() {
-                let _ = setsockopt_int(s, libc::SOL_SOCKET, plain, SOCK_BUF);
-            }
-        }
+        sys::set_socket_buffers(s, SOCK_BUF);
 
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };

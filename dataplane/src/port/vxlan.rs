@@ -142,25 +142,6 @@ pub enum VxlanError {
     Socket(SocketAddr, io::Error),
 }
 
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    val: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the option value is a live int whose size is passed alongside.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&val as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
 /// Writes `addr` as a sockaddr_in/sockaddr_in6 into `st`; returns its length.
 fn to_sockaddr(addr: SocketAddr, st: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
@@ -222,15 +203,7 @@ impl VxlanPort {
         let sock = UdpSocket::bind(local).map_err(|e| VxlanError::Bind(local, e))?;
         let err = |e| VxlanError::Socket(local, e);
         sock.set_nonblocking(true).map_err(err)?;
-        let s = sock.as_raw_fd();
-        for (force, plain) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-        ] {
-            if setsockopt_int(s, libc::SOL_SOCKET, force, SOCK_BUF).is_err() {
-                let _ = setsockopt_int(s, libc::SOL_SOCKET, plain, SOCK_BUF);
-            }
-        }
+        crate::sys::set_socket_buffers(sock.as_raw_fd(), SOCK_BUF);
         let mut remotes = Remotes {
             addrs: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
             index: HashMap::new(),
