@@ -142,7 +142,7 @@ impl Fdb {
 
     /// [`Fdb::learn`] for a frame that came through tunnel remote `peer` of
     /// `port`: a station that moved to another remote follows it.
-    #[inline]
+    #[inline(always)]
     pub fn learn_from(
         &mut self,
         vlan: u16,

@@ -438,7 +438,7 @@ impl Bridge {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn forward(&self, ingress: PortId, vlan: u16, dst: MacAddr, now_ns: u64) -> (Verdict, u16) {
         if dst.is_multicast() {
             // 802.1D 7.12.6: reserved addresses are not relayed; the STP group
