@@ -70,131 +70,9 @@ SOL_PACKET = 263
 PACKET_QDISC_BYPASS = 20
 CLONE_NEWNET = 0x40000000
 
-VERBOSE = False
-
-
-def log(msg):
-    print("[fdbmem] " + msg, file=sys.stderr, flush=True)
-
-
-def vlog(msg):
-    if VERBOSE:
-        log(msg)
-
-
-class BenchError(Exception):
-    pass
-
-
-class Interrupted(BaseException):
-    """Raised from the signal handler so that every finally block runs."""
-
-
-# --------------------------------------------------------------------------
-# Process and resource bookkeeping: everything we create is registered here
-# and removed by Registry.cleanup(), whatever happens.
-# --------------------------------------------------------------------------
-
-class Registry:
-    def __init__(self):
-        self.procs = {}        # pid -> (Popen, description)
-        self.netns = []        # namespace names, in creation order
-        self.files = []        # socket/log files to remove
-        self.sockets = []      # our own packet sockets
-
-    def add_proc(self, p, desc):
-        self.procs[p.pid] = (p, desc)
-
-    def forget_proc(self, p):
-        self.procs.pop(p.pid, None)
-
-    def kill_proc(self, p, desc, sig=signal.SIGTERM, grace=5.0):
-        """Stop one process by PID: signal, wait, then SIGKILL."""
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log("%s (pid %d) did not exit after %s, sending SIGKILL" % (desc, p.pid, sig.name))
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    log("%s (pid %d) still alive after SIGKILL" % (desc, p.pid))
-        self.forget_proc(p)
-        return p.returncode
-
-    def cleanup(self):
-        for s in self.sockets:
-            try:
-                s.close()
-            except OSError:
-                pass
-        self.sockets.clear()
-        for pid, (p, desc) in list(self.procs.items()):
-            self.kill_proc(p, desc, grace=5.0)
-        for ns in reversed(list(self.netns)):
-            del_netns(ns)
-        for f in list(self.files):
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log("could not remove %s: %s" % (f, e))
-        self.files.clear()
-
-
-REG = Registry()
-
-
-def run(cmd, timeout=15, check=True):
-    """Run a short command, bounded in time. Returns CompletedProcess."""
-    vlog("$ " + " ".join(cmd))
-    try:
-        cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            timeout=timeout, text=True, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise BenchError("timed out after %ss: %s" % (timeout, " ".join(cmd)))
-    if check and cp.returncode != 0:
-        raise BenchError("command failed (%d): %s\n%s" % (cp.returncode, " ".join(cmd),
-                                                        (cp.stderr or "").strip()))
-    return cp
-
-
-def nsexec(ns, *cmd):
-    return ["ip", "netns", "exec", ns] + list(cmd)
-
-
-def add_netns(name):
-    run(["ip", "netns", "add", name])
-    REG.netns.append(name)
-    run(nsexec(name, "ip", "link", "set", "lo", "up"))
-    # no IPv6 chatter (DAD, router solicitations): the only frames are ours
-    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
-        run(nsexec(name, "sysctl", "-q", "-w", key + "=1"), check=False)
-
-
-def del_netns(name):
-    cp = run(["ip", "netns", "del", name], check=False)
-    if cp.returncode != 0 and "No such file" not in (cp.stderr or ""):
-        log("could not delete namespace %s: %s" % (name, (cp.stderr or "").strip()))
-    if name in REG.netns:
-        REG.netns.remove(name)
-
-
-def tail_file(path, n=20):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return "(no log)"
+from benchlib import (REG, BenchError, Interrupted, add_netns, del_netns, log, nsexec,  # noqa: F401
+                      run, tail_file, vlog)
+import benchlib
 
 
 # --------------------------------------------------------------------------
@@ -882,7 +760,7 @@ def run_benchmark(opts, res):
         raise
     finally:
         if d is not None:
-            if VERBOSE and d.p is not None and d.p.poll() is None:
+            if benchlib.VERBOSE and d.p is not None and d.p.poll() is None:
                 cp = d.ctl("stats", check=False)
                 vlog("vswitchd stats:\n" + (cp.stdout or cp.stderr))
             d.stop()
@@ -1154,9 +1032,8 @@ def parse_args(argv):
 
 
 def main(argv):
-    global VERBOSE
     opts = parse_args(argv)
-    VERBOSE = opts.verbose
+    benchlib.setup("fdbmem", opts.verbose)
     if os.geteuid() != 0:
         sys.exit("fdbmem must run as root (it creates network namespaces): "
                  "sudo python3 %s" % " ".join([sys.argv[0]] + argv))

@@ -38,100 +38,9 @@ H1_IP = "10.201.0.1"
 H2_IP = "10.201.0.2"
 PREFIX_LEN = 24
 
-VERBOSE = False
-
-
-def log(msg):
-    print("[netbench] " + msg, file=sys.stderr, flush=True)
-
-
-def vlog(msg):
-    if VERBOSE:
-        log(msg)
-
-
-class BenchError(Exception):
-    pass
-
-
-class Interrupted(BaseException):
-    """Raised from the signal handler so that every finally block runs."""
-
-
-# --------------------------------------------------------------------------
-# Process and resource bookkeeping: everything we create is registered here
-# and removed by cleanup_all(), whatever happens.
-# --------------------------------------------------------------------------
-
-class Registry:
-    def __init__(self):
-        self.procs = {}        # pid -> (Popen, description)
-        self.netns = []        # namespace names, in creation order
-        self.files = []        # socket/log files to remove
-
-    def add_proc(self, p, desc):
-        self.procs[p.pid] = (p, desc)
-
-    def forget_proc(self, p):
-        self.procs.pop(p.pid, None)
-
-    def kill_proc(self, p, desc, sig=signal.SIGTERM, grace=5.0):
-        """Stop one process by PID: signal, wait, then SIGKILL."""
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log("%s (pid %d) did not exit after %s, sending SIGKILL" % (desc, p.pid, sig.name))
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    log("%s (pid %d) still alive after SIGKILL" % (desc, p.pid))
-        self.forget_proc(p)
-        return p.returncode
-
-    def cleanup(self):
-        for pid, (p, desc) in list(self.procs.items()):
-            self.kill_proc(p, desc, grace=3.0)
-        for ns in reversed(list(self.netns)):
-            del_netns(ns)
-        for f in list(self.files):
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log("could not remove %s: %s" % (f, e))
-        self.files.clear()
-
-
-REG = Registry()
-
-
-def run(cmd, timeout=15, check=True, capture=True):
-    """Run a short command, bounded in time. Returns CompletedProcess."""
-    vlog("$ " + " ".join(cmd))
-    try:
-        cp = subprocess.run(cmd, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, timeout=timeout, text=True,
-                            stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise BenchError("timed out after %ss: %s" % (timeout, " ".join(cmd)))
-    if check and cp.returncode != 0:
-        raise BenchError("command failed (%d): %s\n%s" % (cp.returncode, " ".join(cmd),
-                                                        (cp.stderr or "").strip()))
-    return cp
-
-
-def nsexec(ns, *cmd):
-    return ["ip", "netns", "exec", ns] + list(cmd)
+from benchlib import (REG, BenchError, Interrupted, add_netns, del_netns, log, nsexec,  # noqa: F401
+                      run, tail_file, vlog)
+import benchlib
 
 
 def spawn(cmd, desc, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
@@ -260,23 +169,6 @@ class CpuWindow:
 # --------------------------------------------------------------------------
 # Namespace / link helpers
 # --------------------------------------------------------------------------
-
-def add_netns(name):
-    run(["ip", "netns", "add", name])
-    REG.netns.append(name)
-    run(nsexec(name, "ip", "link", "set", "lo", "up"))
-    # no IPv6 chatter (DAD, router solicitations) inside the benchmark
-    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
-        run(nsexec(name, "sysctl", "-q", "-w", key + "=1"), check=False)
-
-
-def del_netns(name):
-    cp = run(["ip", "netns", "del", name], check=False)
-    if cp.returncode != 0 and "No such file" not in (cp.stderr or ""):
-        log("could not delete namespace %s: %s" % (name, (cp.stderr or "").strip()))
-    if name in REG.netns:
-        REG.netns.remove(name)
-
 
 def host_addr(ns, ifname, ip):
     run(nsexec(ns, "ip", "addr", "add", "%s/%d" % (ip, PREFIX_LEN), "dev", ifname))
@@ -963,14 +855,6 @@ def log_daemon_stats(env, opts):
     vlog("vswitchd stats: " + (cp.stdout.strip() or cp.stderr.strip())[:2000])
 
 
-def tail_file(path, n=20):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
 def summarize(r):
     return ", ".join("%s=%s" % (k, fmt(v)) for k, v in r.items())
 
@@ -1284,9 +1168,8 @@ def pick(items, spec, what):
 
 
 def main(argv):
-    global VERBOSE
     opts = parse_args(argv)
-    VERBOSE = opts.verbose
+    benchlib.setup("netbench", opts.verbose)
     tests = pick(TESTS, opts.only, "test")
     scenarios = pick(SCENARIOS, opts.scenarios, "scenario")
     if opts.no_reference and not opts.scenarios:

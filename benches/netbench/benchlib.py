@@ -1,0 +1,143 @@
+"""Shared plumbing of the network benchmarks (netbench.py, fdbmem.py):
+logging, bounded commands, network namespaces, and a registry of everything
+a run creates so that it is removed whatever happens.  Standard library only.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+_PREFIX = "bench"
+VERBOSE = False
+
+
+def setup(prefix, verbose=False):
+    """Names the log prefix and turns command logging on or off."""
+    global _PREFIX, VERBOSE
+    _PREFIX = prefix
+    VERBOSE = verbose
+
+
+def log(msg):
+    print("[%s] %s" % (_PREFIX, msg), file=sys.stderr, flush=True)
+
+
+def vlog(msg):
+    if VERBOSE:
+        log(msg)
+
+
+class BenchError(Exception):
+    pass
+
+
+class Interrupted(BaseException):
+    """Raised from the signal handler so that every finally block runs."""
+
+
+class Registry:
+    """Process and resource bookkeeping: everything a run creates is
+    registered here and removed by cleanup(), whatever happens."""
+
+    def __init__(self):
+        self.procs = {}        # pid -> (Popen, description)
+        self.netns = []        # namespace names, in creation order
+        self.files = []        # socket/log files to remove
+        self.sockets = []      # our own sockets, closed first
+
+    def add_proc(self, p, desc):
+        self.procs[p.pid] = (p, desc)
+
+    def forget_proc(self, p):
+        self.procs.pop(p.pid, None)
+
+    def kill_proc(self, p, desc, sig=signal.SIGTERM, grace=5.0):
+        """Stop one process by PID: signal, wait, then SIGKILL."""
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log("%s (pid %d) did not exit after %s, sending SIGKILL" % (desc, p.pid, sig.name))
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    log("%s (pid %d) still alive after SIGKILL" % (desc, p.pid))
+        self.forget_proc(p)
+        return p.returncode
+
+    def cleanup(self, grace=3.0):
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.sockets.clear()
+        for pid, (p, desc) in list(self.procs.items()):
+            self.kill_proc(p, desc, grace=grace)
+        for ns in reversed(list(self.netns)):
+            del_netns(ns)
+        for f in list(self.files):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log("could not remove %s: %s" % (f, e))
+        self.files.clear()
+
+
+REG = Registry()
+
+
+def run(cmd, timeout=15, check=True, capture=True):
+    """Run a short command, bounded in time. Returns CompletedProcess."""
+    vlog("$ " + " ".join(cmd))
+    try:
+        cp = subprocess.run(cmd, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, timeout=timeout, text=True,
+                            stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError("timed out after %ss: %s" % (timeout, " ".join(cmd)))
+    if check and cp.returncode != 0:
+        raise BenchError("command failed (%d): %s\n%s" % (cp.returncode, " ".join(cmd),
+                                                        (cp.stderr or "").strip()))
+    return cp
+
+
+def nsexec(ns, *cmd):
+    return ["ip", "netns", "exec", ns] + list(cmd)
+
+
+def add_netns(name):
+    """A namespace with loopback up and IPv6 off (no DAD or router
+    solicitations: the only frames are the benchmark's)."""
+    run(["ip", "netns", "add", name])
+    REG.netns.append(name)
+    run(nsexec(name, "ip", "link", "set", "lo", "up"))
+    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
+        run(nsexec(name, "sysctl", "-q", "-w", key + "=1"), check=False)
+
+
+def del_netns(name):
+    cp = run(["ip", "netns", "del", name], check=False)
+    if cp.returncode != 0 and "No such file" not in (cp.stderr or ""):
+        log("could not delete namespace %s: %s" % (name, (cp.stderr or "").strip()))
+    if name in REG.netns:
+        REG.netns.remove(name)
+
+
+def tail_file(path, n=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
