@@ -281,7 +281,7 @@ fn other_vni_is_dropped() {
 /// settings survive `save` and a restart from the saved file.
 #[test]
 fn vxlan_cli() {
-    let lab = Lab::with_daemon();
+    let mut lab = Lab::with_daemon();
     lab.add_br("br0", &[]);
     let cases: &[(&[&str], &str)] = &[
         (&["--local", LOCAL, "--remote", "192.0.2.2"], "--vni"),
@@ -398,5 +398,20 @@ fn vxlan_cli() {
         "dstport = 8472",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    // A daemon started from the saved file has the same port again.
+    let before = lab.port_info("br0", "vx");
+    lab.stop_daemon();
+    lab.start_daemon(&["--config", cfg.to_str().unwrap()]);
+    let after = lab.port_info("br0", "vx");
+    for k in [
+        "type",
+        "vni",
+        "local",
+        "remotes",
+        "dstport",
+        "vtep_learning",
+    ] {
+        assert_eq!(before[k], after[k], "{k}: {before} vs {after}");
     }
 }
