@@ -181,6 +181,80 @@ pub fn complete_csum(h: &VnetHdr, frame: &mut [u8]) -> Result<(), OffloadError> 
     Ok(())
 }
 
+/// Detects a TCP/UDP checksum the sender left partial in a frame that came
+/// without a virtio header (a VXLAN payload).
+///
+/// A Linux sender hands a frame to its vxlan device with CHECKSUM_PARTIAL;
+/// where the underlay is a veth, the checksum is never completed, and the
+/// UDP socket delivers the inner frame with only the pseudo-header sum in its
+/// checksum field. Such a frame gets the virtio header saying so (NEEDS_CSUM
+/// at the L4 header), as an AF_PACKET socket would give it, so a TAP host
+/// accepts it and an egress without offloads completes it. A frame whose
+/// field holds a complete checksum is left alone; should a complete checksum
+/// equal the pseudo-header sum by chance, completing it yields the same value.
+pub fn partial_csum(frame: &[u8]) -> Option<VnetHdr> {
+    let mut l3 = 14;
+    let mut ethertype = be16_checked(frame, 12)?;
+    if ethertype == TPID_8021Q {
+        ethertype = be16_checked(frame, 16)?;
+        l3 = 18;
+    }
+    let ip = frame.get(l3..)?;
+    let (proto, l4, pseudo) = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let total = usize::from(be16_checked(ip, 2)?);
+            // Fragments carry no (whole) L4 header to complete.
+            let frag = be16_checked(ip, 6)? & 0x3fff;
+            if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() || frag != 0 {
+                return None;
+            }
+            let proto = ip[9];
+            let sum = Csum::default()
+                .add(&ip[12..20])
+                .add_u16(u16::from(proto))
+                .add_u16((total - ihl) as u16);
+            (proto, ihl, sum)
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return None;
+            }
+            let plen = usize::from(be16_checked(ip, 4)?);
+            if 40 + plen > ip.len() {
+                return None;
+            }
+            // Extension headers: not handled (left as they are).
+            let proto = ip[6];
+            let sum = Csum::default()
+                .add(&ip[8..40])
+                .add_u16(u16::from(proto))
+                .add_u16(plen as u16);
+            (proto, 40, sum)
+        }
+        _ => return None,
+    };
+    let offset = match proto {
+        6 => TCP_CSUM_OFFSET,
+        17 => UDP_CSUM_OFFSET,
+        _ => return None,
+    };
+    let field = l3 + l4 + offset;
+    let got: [u8; 2] = frame.get(field..field + 2)?.try_into().ok()?;
+    if proto == 17 && got == [0, 0] {
+        return None; // UDP over IPv4 without a checksum
+    }
+    if got != pseudo.folded() {
+        return None;
+    }
+    Some(VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        csum_start: (l3 + l4) as u16,
+        csum_offset: offset as u16,
+        ..VnetHdr::default()
+    })
+}
+
 /// Reusable output area: segments written back to back into one buffer
 /// allocated once (room for [`SEGMENTS_CAPACITY`] bytes and
 /// [`MAX_SEGMENTS`] segments, enough for any one frame), each remembered as
@@ -570,6 +644,14 @@ impl Csum {
             s = (s & 0xffff) + (s >> 16);
         }
         (!(s as u16)).to_ne_bytes()
+    }
+
+    /// The folded sum, not complemented, as stored in a header: what a
+    /// sender leaves in the checksum field of a partial checksum.
+    #[inline]
+    fn folded(self) -> [u8; 2] {
+        let c = self.finish();
+        [!c[0], !c[1]]
     }
 
     /// [`Csum::finish`], with 0 sent as 0xffff (UDP, RFC 768; the kernel's
@@ -1307,5 +1389,55 @@ mod tests {
         }
         // The mutations must exercise both outcomes.
         assert!(ok > 500 && err > 500, "ok {ok} err {err}");
+    }
+
+    /// Reference ones'-complement arithmetic for the partial-checksum test.
+    fn sum16(mut acc: u32, b: &[u8]) -> u32 {
+        for w in b.chunks(2) {
+            acc += u32::from(w[0]) << 8 | u32::from(*w.get(1).unwrap_or(&0));
+        }
+        acc
+    }
+
+    fn fold(mut acc: u32) -> u16 {
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    /// An IPv4/TCP frame whose checksum field holds `csum`.
+    fn tcp_frame(csum: Option<u16>) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 2000, 1, 1000);
+        let payload = b"partial checksum test";
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        if let Some(c) = csum {
+            v[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&c.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn partial_checksum_is_detected() {
+        let full = tcp_frame(None);
+        // A complete checksum: nothing to do.
+        assert_eq!(partial_csum(&full), None);
+        // The pseudo-header sum (what a CHECKSUM_PARTIAL sender leaves).
+        let pseudo = fold(sum16(0, &full[26..34]) + 6 + (full.len() - 34) as u32);
+        let partial = tcp_frame(Some(pseudo));
+        let h = partial_csum(&partial).expect("partial detected");
+        assert_eq!(h.flags, VnetHdr::F_NEEDS_CSUM);
+        assert_eq!((h.csum_start, h.csum_offset), (34, 16));
+        // Completing it gives the sender's full checksum back.
+        let mut done = partial.clone();
+        complete_csum(&h, &mut done).unwrap();
+        assert_eq!(done, full);
+        // Garbage never panics.
+        for n in 0..partial.len() {
+            let _ = partial_csum(&partial[..n]);
+        }
     }
 }

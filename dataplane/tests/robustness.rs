@@ -78,9 +78,10 @@ fn random_control_lines_never_panic() {
 /// random mutations of a valid TCP frame: never a panic, output bounded.
 #[test]
 fn random_vxlan_and_offload_input_never_panics() {
+    use dataplane::offload::partial_csum;
     use dataplane::offload::{segment, Segments, MAX_SEGMENTS};
     use dataplane::packet::VnetHdr;
-    use dataplane::port::vxlan::{parse_vxlan_header, partial_csum};
+    use dataplane::port::vxlan::parse_vxlan_header;
     let mut rng = Rng(0x5eed_cafe);
     let mut out = Segments::new();
     // A plausible IPv4/TCP frame to mutate.

@@ -5,7 +5,8 @@
 #![no_main]
 use dataplane::offload::{segment, Segments, MAX_SEGMENTS};
 use dataplane::packet::VnetHdr;
-use dataplane::port::vxlan::{parse_vxlan_header, partial_csum};
+use dataplane::offload::partial_csum;
+use dataplane::port::vxlan::parse_vxlan_header;
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 

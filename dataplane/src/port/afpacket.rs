@@ -7,10 +7,10 @@
 //! the egress qdisc. Receive and send are batched with recvmmsg/sendmmsg.
 //! (A TPACKET_V3 ring would save the per-batch copy; see the performance issue.)
 
-use super::{is_transient, Caps, IoScratch, Port, TxItem};
+use super::{Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
-use crate::stats::{DropReason, PortStats};
+use crate::stats::PortStats;
 use crate::sys::{self, cvt, setsockopt_int};
 use std::io;
 use std::mem;
@@ -227,25 +227,7 @@ impl Port for AfPacketPort {
             };
             sc.prep(k, 1, true);
         }
-        let got = loop {
-            // SAFETY: `msgs[..n]` each point at one iovec into a distinct,
-            // exclusively borrowed frame buffer that outlives the call.
-            let r = unsafe {
-                libc::recvmmsg(
-                    self.fd.as_raw_fd(),
-                    sc.msgs.as_mut_ptr(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            match cvt(r) {
-                Ok(k) => break k as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                Err(e) => return Err(e),
-            }
-        };
+        let got = super::recvmmsg(self.fd.as_raw_fd(), &mut sc.msgs[..n])?;
         for (k, f) in frames[..got].iter_mut().enumerate() {
             let m = &sc.msgs[k];
             if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -286,48 +268,14 @@ impl Port for AfPacketPort {
                     sc.prep(k, 2, false);
                 }
             }
-            let mut off = 0;
-            while off < chunk.len() {
-                // SAFETY: `msgs[off..chunk.len()]` point at iovecs over frame
-                // buffers and prefixes borrowed for the duration of this call;
-                // the kernel only reads them.
-                let r = unsafe {
-                    libc::sendmmsg(
-                        self.fd.as_raw_fd(),
-                        sc.msgs.as_mut_ptr().add(off),
-                        (chunk.len() - off) as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                match cvt(r) {
-                    Ok(sent) => {
-                        for k in off..off + sent as usize {
-                            stats.tx_packets += 1;
-                            let iovs = &sc.iovs[2 * k..2 * k + sc.msgs[k].msg_hdr.msg_iovlen];
-                            let bytes: usize = iovs.iter().map(|v| v.iov_len).sum();
-                            stats.tx_bytes += bytes.saturating_sub(VNET_HDR_LEN) as u64;
-                        }
-                        off += sent as usize;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if is_transient(&e) => {
-                        stats.drop_n(DropReason::TxQueueFull, (chunk.len() - off) as u64);
-                        break;
-                    }
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::ENETDOWN)
-                            || e.raw_os_error() == Some(libc::ENXIO) =>
-                    {
-                        stats.drop_n(DropReason::TxError, (chunk.len() - off) as u64);
-                        break;
-                    }
-                    Err(_) => {
-                        // This one message is bad (too big, ...): skip it.
-                        stats.drop(DropReason::TxError);
-                        off += 1;
-                    }
-                }
-            }
+            super::sendmmsg_counted(
+                self.fd.as_raw_fd(),
+                &mut sc.msgs[..chunk.len()],
+                &sc.iovs,
+                2,
+                VNET_HDR_LEN,
+                stats,
+            );
         }
     }
 

@@ -13,7 +13,7 @@ pub mod vxlan;
 
 use crate::bridge::vlan::TagEdit;
 use crate::packet::Frame;
-use crate::stats::PortStats;
+use crate::stats::{DropReason, PortStats};
 use std::io;
 use std::os::fd::RawFd;
 
@@ -132,4 +132,87 @@ pub(crate) fn is_transient(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR)
     )
+}
+
+/// recvmmsg(2) on a non-blocking socket: how many of `msgs` the kernel
+/// filled, 0 when nothing is waiting. `msgs` must be prepared by the caller,
+/// each pointing at buffers that outlive the call.
+pub(crate) fn recvmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the caller prepared every message to point at its own
+        // exclusively borrowed buffers, which outlive the call; the kernel
+        // writes at most `msgs.len()` headers.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        match crate::sys::cvt(r) {
+            Ok(k) => return Ok(k as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends prepared messages with sendmmsg(2), counting each in `stats`:
+/// bytes are the message's iovecs (`stride` slots per message in `iovs`)
+/// less `overhead` (a header that is not part of the frame). What the
+/// socket cannot take now is dropped as `tx_queue_full`; a device gone or
+/// down drops the rest as `tx_error`; any other refusal skips one message
+/// (`tx_error`).
+pub(crate) fn sendmmsg_counted(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+    iovs: &[libc::iovec],
+    stride: usize,
+    overhead: usize,
+    stats: &mut PortStats,
+) {
+    let n = msgs.len();
+    let mut off = 0;
+    while off < n {
+        // SAFETY: the caller prepared `msgs` to point at names and iovecs
+        // over buffers borrowed for the duration of this call; the kernel
+        // only reads them.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr().add(off),
+                (n - off) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match crate::sys::cvt(r) {
+            Ok(sent) => {
+                let sent = sent as usize;
+                for (k, m) in msgs.iter().enumerate().skip(off).take(sent) {
+                    stats.tx_packets += 1;
+                    let v = &iovs[stride * k..stride * k + m.msg_hdr.msg_iovlen];
+                    let bytes: usize = v.iter().map(|v| v.iov_len).sum();
+                    stats.tx_bytes += bytes.saturating_sub(overhead) as u64;
+                }
+                off += sent;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_transient(&e) => {
+                stats.drop_n(DropReason::TxQueueFull, (n - off) as u64);
+                return;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENETDOWN) | Some(libc::ENXIO)) => {
+                stats.drop_n(DropReason::TxError, (n - off) as u64);
+                return;
+            }
+            Err(_) => {
+                // This one message is bad (too big, no route, ...): skip it.
+                stats.drop(DropReason::TxError);
+                off += 1;
+            }
+        }
+    }
 }

@@ -23,7 +23,6 @@ use crate::offload::{self, OffloadError, Segments};
 use crate::packet::VnetHdr;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
-use crate::sys::cvt;
 use hashbrown::HashMap;
 use std::io;
 use std::mem;
@@ -60,18 +59,63 @@ pub struct VxlanOptions {
     pub learning: bool,
 }
 
+/// One remote VTEP, with its socket address built once for sendmmsg.
+struct Remote {
+    ip: IpAddr,
+    name: libc::sockaddr_storage,
+    namelen: libc::socklen_t,
+}
+
 struct Remotes {
     /// Index 0 is a placeholder ("no remote").
-    addrs: Vec<IpAddr>,
+    list: Vec<Remote>,
     index: HashMap<IpAddr, u16>,
     configured: usize,
+    dstport: u16,
+}
+
+impl Remotes {
+    fn new(dstport: u16) -> Remotes {
+        let mut r = Remotes {
+            list: Vec::new(),
+            index: HashMap::new(),
+            configured: 0,
+            dstport,
+        };
+        r.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        r.index.clear();
+        r
+    }
+
+    /// Appends `ip` (unless known or the table is full); its index.
+    fn push(&mut self, ip: IpAddr) -> Option<u16> {
+        if let Some(&i) = self.index.get(&ip) {
+            return Some(i);
+        }
+        if self.list.len() > crate::config::MAX_REMOTES {
+            return None;
+        }
+        // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+        let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let namelen = to_sockaddr(SocketAddr::new(ip, self.dstport), &mut name);
+        let i = self.list.len() as u16;
+        self.list.push(Remote { ip, name, namelen });
+        self.index.insert(ip, i);
+        Some(i)
+    }
+}
+
+/// Where a datagram's source stands in the remote table.
+enum Source {
+    Known(u16),
+    /// Not a remote (yet): learn it if the port does.
+    Unknown(IpAddr),
 }
 
 pub struct VxlanPort {
     sock: UdpSocket,
     vni: u32,
     hdr: [u8; VXLAN_HDR_LEN],
-    dstport: u16,
     learning: bool,
     remotes: RwLock<Remotes>,
     /// UDP GSO works on this kernel (cleared at the first refusal).
@@ -204,24 +248,15 @@ impl VxlanPort {
         let err = |e| VxlanError::Socket(local, e);
         sock.set_nonblocking(true).map_err(err)?;
         crate::sys::set_socket_buffers(sock.as_raw_fd(), SOCK_BUF);
-        let mut remotes = Remotes {
-            addrs: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
-            index: HashMap::new(),
-            configured: 0,
-        };
+        let mut remotes = Remotes::new(o.dstport);
         for r in &o.remotes {
-            if remotes.index.contains_key(r) || remotes.addrs.len() > crate::config::MAX_REMOTES {
-                continue;
-            }
-            remotes.index.insert(*r, remotes.addrs.len() as u16);
-            remotes.addrs.push(*r);
+            remotes.push(*r);
         }
-        remotes.configured = remotes.addrs.len() - 1;
+        remotes.configured = remotes.list.len() - 1;
         Ok(VxlanPort {
             sock,
             vni: o.vni,
             hdr: vxlan_header(o.vni),
-            dstport: o.dstport,
             learning: o.learning,
             remotes: RwLock::new(remotes),
             udp_gso: AtomicBool::new(true),
@@ -234,10 +269,14 @@ impl VxlanPort {
 
     /// The remote VTEP behind table index `peer` (None for 0 or unknown).
     pub fn remote(&self, peer: u16) -> Option<IpAddr> {
-        let r = self.remotes.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.remotes();
         (peer != 0)
-            .then(|| r.addrs.get(peer as usize).copied())
+            .then(|| r.list.get(peer as usize).map(|x| x.ip))
             .flatten()
+    }
+
+    fn remotes(&self) -> std::sync::RwLockReadGuard<'_, Remotes> {
+        self.remotes.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends segments `segs[range]` (equal sizes but the last) to
@@ -246,8 +285,7 @@ impl VxlanPort {
     /// refused UDP GSO (the caller falls back to one datagram per segment).
     fn send_gso(
         &self,
-        to: &libc::sockaddr_storage,
-        namelen: libc::socklen_t,
+        to: &Remote,
         segs: &Segments,
         range: std::ops::Range<usize>,
         iovs: &mut Vec<libc::iovec>,
@@ -269,8 +307,10 @@ impl VxlanPort {
         let mut control = [0u64; 4];
         // SAFETY: msghdr is plain old data; all-zero is a valid value.
         let mut m: libc::msghdr = unsafe { mem::zeroed() };
-        m.msg_name = (to as *const libc::sockaddr_storage).cast_mut().cast();
-        m.msg_namelen = namelen;
+        m.msg_name = (&to.name as *const libc::sockaddr_storage)
+            .cast_mut()
+            .cast();
+        m.msg_namelen = to.namelen;
         m.msg_iov = iovs.as_mut_ptr();
         m.msg_iovlen = iovs.len();
         m.msg_control = control.as_mut_ptr().cast();
@@ -324,8 +364,8 @@ impl VxlanPort {
 
     /// Remotes learned from traffic (not configured).
     pub fn learned_remotes(&self) -> Vec<IpAddr> {
-        let r = self.remotes.read().unwrap_or_else(|e| e.into_inner());
-        r.addrs[1 + r.configured..].to_vec()
+        let r = self.remotes();
+        r.list[1 + r.configured..].iter().map(|x| x.ip).collect()
     }
 
     /// Checks a received datagram: its VXLAN header, its source VTEP, and
@@ -337,34 +377,34 @@ impl VxlanPort {
         src: Option<IpAddr>,
         inner: &[u8],
     ) -> Result<(u16, Option<VnetHdr>), DropReason> {
+        let source = self.check(&self.remotes(), hdr, src)?;
+        let peer = self.known(source)?;
+        Ok((peer, offload::partial_csum(inner)))
+    }
+
+    /// The header and VNI of a datagram, and where its source stands.
+    fn check(&self, r: &Remotes, hdr: &[u8], src: Option<IpAddr>) -> Result<Source, DropReason> {
         if parse_vxlan_header(hdr)? != self.vni {
             return Err(DropReason::VniMismatch);
         }
-        let peer = self.peer_of(src.ok_or(DropReason::UnknownVtep)?)?;
-        Ok((peer, partial_csum(inner)))
+        let ip = src.ok_or(DropReason::UnknownVtep)?;
+        Ok(match r.index.get(&ip) {
+            Some(&i) => Source::Known(i),
+            None => Source::Unknown(ip),
+        })
     }
 
-    /// The table index of source `ip`: known, newly learned, or refused.
-    fn peer_of(&self, ip: IpAddr) -> Result<u16, DropReason> {
-        {
-            let r = self.remotes.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(&i) = r.index.get(&ip) {
-                return Ok(i);
-            }
-        }
-        if !self.learning {
-            return Err(DropReason::UnknownVtep);
-        }
+    /// The table index of a source: known, newly learned (with
+    /// `--learning`, taking the write lock), or refused. No read guard may be
+    /// held by the caller.
+    fn known(&self, s: Source) -> Result<u16, DropReason> {
+        let ip = match s {
+            Source::Known(i) => return Ok(i),
+            Source::Unknown(_) if !self.learning => return Err(DropReason::UnknownVtep),
+            Source::Unknown(ip) => ip,
+        };
         let mut r = self.remotes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&i) = r.index.get(&ip) {
-            return Ok(i);
-        }
-        if r.addrs.len() > crate::config::MAX_REMOTES {
-            return Err(DropReason::UnknownVtep);
-        }
-        let i = r.addrs.len() as u16;
-        r.addrs.push(ip);
-        r.index.insert(ip, i);
+        let i = r.push(ip).ok_or(DropReason::UnknownVtep)?;
         tracing::info!(remote = %ip, vni = self.vni, "learned a remote VTEP");
         Ok(i)
     }
@@ -377,55 +417,29 @@ impl VxlanPort {
         n: usize,
         stats: &mut PortStats,
     ) {
-        let mut off = 0;
-        while off < n {
-            // SAFETY: `msgs[off..n]` point at names and iovecs over frame
-            // buffers, prefixes, segments and the port's header, all borrowed
-            // for the duration of this call; the kernel only reads them.
-            let r = unsafe {
-                libc::sendmmsg(
-                    self.sock.as_raw_fd(),
-                    msgs.as_mut_ptr().add(off),
-                    (n - off) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            match cvt(r) {
-                Ok(sent) => {
-                    for (k, m) in msgs.iter().enumerate().take(off + sent as usize).skip(off) {
-                        stats.tx_packets += 1;
-                        let v = &iovs[3 * k..3 * k + m.msg_hdr.msg_iovlen];
-                        let bytes: usize = v.iter().map(|v| v.iov_len).sum();
-                        stats.tx_bytes += bytes.saturating_sub(VXLAN_HDR_LEN) as u64;
-                    }
-                    off += sent as usize;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_transient(&e) => {
-                    stats.drop_n(DropReason::TxQueueFull, (n - off) as u64);
-                    return;
-                }
-                Err(_) => {
-                    // This one datagram is refused (too big, no route): skip it.
-                    stats.drop(DropReason::TxError);
-                    off += 1;
-                }
-            }
-        }
+        super::sendmmsg_counted(
+            self.sock.as_raw_fd(),
+            &mut msgs[..n],
+            iovs,
+            3,
+            VXLAN_HDR_LEN,
+            stats,
+        );
     }
 }
 
-/// Points message `k` at `n` iovecs from `iovs[3k]` and at its name.
+/// Points message `k` at `n` iovecs from `iovs[3k]` and at `name` (the
+/// source address slot for a receive, a remote's address for a send).
 fn prep(
     msgs: &mut [libc::mmsghdr],
-    names: &mut [libc::sockaddr_storage],
     iovs: &mut [libc::iovec],
     k: usize,
     n: usize,
+    name: *mut libc::sockaddr_storage,
     namelen: libc::socklen_t,
 ) {
     let m = &mut msgs[k].msg_hdr;
-    m.msg_name = (&mut names[k] as *mut libc::sockaddr_storage).cast();
+    m.msg_name = name.cast();
     m.msg_namelen = namelen;
     m.msg_iov = &mut iovs[3 * k];
     m.msg_iovlen = n;
@@ -459,91 +473,9 @@ fn software_pieces(
     offload::segment(&VnetHdr::parse(&hb), flat, segs)
 }
 
-/// Ones'-complement sum of 16-bit big-endian words (odd tail padded).
-fn sum16(mut acc: u32, b: &[u8]) -> u32 {
-    let mut it = b.chunks_exact(2);
-    for w in &mut it {
-        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = it.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// Detects an inner TCP/UDP checksum the sending VTEP left partial.
-///
-/// A Linux sender hands a frame to its vxlan device with CHECKSUM_PARTIAL;
-/// where the underlay is a veth, the checksum is never completed, and the
-/// UDP socket delivers the inner frame with only the pseudo-header sum in its
-/// checksum field. Such a frame gets a virtio header saying so (NEEDS_CSUM
-/// at the L4 header), as an AF_PACKET socket would give it, so a TAP host
-/// accepts it and an egress without offloads completes it. A frame whose
-/// field holds a complete checksum is left alone; should a complete checksum
-/// equal the pseudo-header sum by chance, completing it yields the same value.
-pub fn partial_csum(frame: &[u8]) -> Option<VnetHdr> {
-    let mut l3 = 14;
-    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if ethertype == crate::bridge::vlan::TPID_8021Q {
-        ethertype = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
-        l3 = 18;
-    }
-    let ip = frame.get(l3..)?;
-    let (proto, l4, pseudo) = match ethertype {
-        0x0800 => {
-            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-            // Fragments carry no (whole) L4 header to complete.
-            let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff;
-            if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() || frag != 0 {
-                return None;
-            }
-            let proto = ip[9];
-            let l4_len = (total - ihl) as u32;
-            let acc = sum16(0, &ip[12..20]) + u32::from(proto) + l4_len;
-            (proto, ihl, acc)
-        }
-        0x86dd => {
-            if ip.len() < 40 || ip[0] >> 4 != 6 {
-                return None;
-            }
-            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            if 40 + plen > ip.len() {
-                return None;
-            }
-            // Extension headers: not handled (left as they are).
-            let proto = ip[6];
-            let acc = sum16(0, &ip[8..40]) + u32::from(proto) + plen as u32;
-            (proto, 40, acc)
-        }
-        _ => return None,
-    };
-    let offset = match proto {
-        6 => 16,
-        17 => 6,
-        _ => return None,
-    };
-    let field = l3 + l4 + offset;
-    let got = u16::from_be_bytes([*frame.get(field)?, *frame.get(field + 1)?]);
-    if proto == 17 && got == 0 {
-        return None; // UDP over IPv4 without a checksum
-    }
-    if got != fold(pseudo) {
-        return None;
-    }
-    Some(VnetHdr {
-        flags: VnetHdr::F_NEEDS_CSUM,
-        csum_start: (l3 + l4) as u16,
-        csum_offset: offset as u16,
-        ..VnetHdr::default()
-    })
+/// A remote's address as sendmmsg's msg_name (only read by the kernel).
+fn name_of(r: &Remote) -> *mut libc::sockaddr_storage {
+    (&r.name as *const libc::sockaddr_storage).cast_mut()
 }
 
 fn iov(b: &[u8]) -> libc::iovec {
@@ -568,28 +500,12 @@ impl Port for VxlanPort {
                 iov_base: area.as_mut_ptr().cast(),
                 iov_len: area.len(),
             };
-            prep(&mut sc.msgs, &mut sc.names, &mut sc.iovs, k, 1, namelen);
+            let name: *mut libc::sockaddr_storage = &mut sc.names[k];
+            prep(&mut sc.msgs, &mut sc.iovs, k, 1, name, namelen);
         }
-        let got = loop {
-            // SAFETY: `msgs[..n]` each point at one iovec into a distinct,
-            // exclusively borrowed frame buffer and at their own name slot,
-            // all of which outlive the call.
-            let r = unsafe {
-                libc::recvmmsg(
-                    self.sock.as_raw_fd(),
-                    sc.msgs.as_mut_ptr(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            match cvt(r) {
-                Ok(k) => break k as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                Err(e) => return Err(e),
-            }
-        };
+        let got = super::recvmmsg(self.sock.as_raw_fd(), &mut sc.msgs[..n])?;
+        // One read lock for the batch; dropped only to learn a new remote.
+        let mut remotes = self.remotes();
         for (k, f) in frames[..got].iter_mut().enumerate() {
             let m = &sc.msgs[k];
             let len = m.msg_len as usize;
@@ -598,15 +514,21 @@ impl Port for VxlanPort {
                 continue;
             }
             let src = from_sockaddr(&sc.names[k], m.msg_hdr.msg_namelen);
-            let hdr: [u8; VXLAN_HDR_LEN] = f
-                .encap_header(VXLAN_HDR_LEN)
-                .try_into()
-                .expect("VXLAN_HDR_LEN bytes");
-            f.set_rx_len_encap(len, VXLAN_HDR_LEN);
-            match self.decap(&hdr, src, f.data()) {
-                Ok((peer, vnet)) => {
-                    f.peer = peer;
-                    if let Some(h) = vnet {
+            let peer = match self.check(&remotes, f.encap_header(VXLAN_HDR_LEN), src) {
+                Ok(Source::Known(p)) => Ok(p),
+                Ok(unknown) => {
+                    drop(remotes);
+                    let p = self.known(unknown);
+                    remotes = self.remotes();
+                    p
+                }
+                Err(r) => Err(r),
+            };
+            match peer {
+                Ok(p) => {
+                    f.set_rx_len_encap(len, VXLAN_HDR_LEN);
+                    f.peer = p;
+                    if let Some(h) = offload::partial_csum(f.data()) {
                         f.set_vnet(&h);
                     }
                 }
@@ -626,18 +548,18 @@ impl Port for VxlanPort {
         let VxlanScratch {
             msgs,
             iovs,
-            names,
+            names: _,
             prefixes,
             segs,
             gso_iovs,
             flat,
         } = &mut io_sc.vxlan;
-        let remotes = self.remotes.read().unwrap_or_else(|e| e.into_inner());
+        let remotes = self.remotes();
         let flood = 1..=remotes.configured;
         let mut k = 0;
         for it in items {
             let f = &frames[it.idx as usize];
-            let dsts = if it.peer != 0 && (it.peer as usize) < remotes.addrs.len() {
+            let dsts = if it.peer != 0 && (it.peer as usize) < remotes.list.len() {
                 it.peer as usize..=it.peer as usize
             } else {
                 flood.clone()
@@ -664,14 +586,11 @@ impl Port for VxlanPort {
                     });
                     let mut done = true;
                     'dsts: for d in dsts.clone() {
-                        let to = SocketAddr::new(remotes.addrs[d], self.dstport);
-                        let nl = to_sockaddr(to, &mut names[0]);
                         let mut first = 0;
                         while first < count {
                             let n = per.min(count - first);
                             if !self.send_gso(
-                                &names[0],
-                                nl,
+                                &remotes.list[d],
                                 segs,
                                 first..first + n,
                                 gso_iovs,
@@ -694,11 +613,10 @@ impl Port for VxlanPort {
                             self.send_prepared(msgs, iovs, k, stats);
                             k = 0;
                         }
-                        let to = SocketAddr::new(remotes.addrs[d], self.dstport);
-                        let nl = to_sockaddr(to, &mut names[k]);
+                        let r = &remotes.list[d];
                         iovs[3 * k] = iov(&self.hdr);
                         iovs[3 * k + 1] = iov(piece);
-                        prep(msgs, names, iovs, k, 2, nl);
+                        prep(msgs, iovs, k, 2, name_of(r), r.namelen);
                         k += 1;
                     }
                 }
@@ -711,17 +629,16 @@ impl Port for VxlanPort {
                     self.send_prepared(msgs, iovs, k, stats);
                     k = 0;
                 }
-                let to = SocketAddr::new(remotes.addrs[d], self.dstport);
-                let nl = to_sockaddr(to, &mut names[k]);
+                let r = &remotes.list[d];
                 iovs[3 * k] = iov(&self.hdr);
                 if it.edit == TagEdit::None {
                     iovs[3 * k + 1] = iov(f.data());
-                    prep(msgs, names, iovs, k, 2, nl);
+                    prep(msgs, iovs, k, 2, name_of(r), r.namelen);
                 } else {
                     let (n, rest) = f.edited_prefix(it.edit, &mut prefixes[k]);
                     iovs[3 * k + 1] = iov(&prefixes[k][VNET_HDR_LEN..n]);
                     iovs[3 * k + 2] = iov(&f.data()[rest..]);
-                    prep(msgs, names, iovs, k, 3, nl);
+                    prep(msgs, iovs, k, 3, name_of(r), r.namelen);
                 }
                 k += 1;
             }
@@ -766,41 +683,6 @@ mod tests {
         h[0] = 0;
         assert_eq!(parse_vxlan_header(&h), Err(DropReason::VxlanMalformed));
         assert_eq!(parse_vxlan_header(&h[..4]), Err(DropReason::VxlanMalformed));
-    }
-
-    /// An IPv4/TCP frame whose checksum field holds `csum`.
-    fn tcp_frame(csum: Option<u16>) -> Vec<u8> {
-        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-            .tcp(1000, 2000, 1, 1000);
-        let payload = b"partial checksum test";
-        let mut v = Vec::new();
-        b.write(&mut v, payload).unwrap();
-        if let Some(c) = csum {
-            v[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&c.to_be_bytes());
-        }
-        v
-    }
-
-    #[test]
-    fn partial_checksum_is_detected() {
-        let full = tcp_frame(None);
-        // A complete checksum: nothing to do.
-        assert_eq!(partial_csum(&full), None);
-        // The pseudo-header sum (what a CHECKSUM_PARTIAL sender leaves).
-        let pseudo = fold(sum16(0, &full[26..34]) + 6 + (full.len() - 34) as u32);
-        let partial = tcp_frame(Some(pseudo));
-        let h = partial_csum(&partial).expect("partial detected");
-        assert_eq!(h.flags, VnetHdr::F_NEEDS_CSUM);
-        assert_eq!((h.csum_start, h.csum_offset), (34, 16));
-        // Completing it gives the sender's full checksum back.
-        let mut done = partial.clone();
-        offload::complete_csum(&h, &mut done).unwrap();
-        assert_eq!(done, full);
-        // Garbage never panics.
-        for n in 0..partial.len() {
-            let _ = partial_csum(&partial[..n]);
-        }
     }
 
     #[test]
