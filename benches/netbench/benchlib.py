@@ -36,6 +36,15 @@ class Interrupted(BaseException):
     """Raised from the signal handler so that every finally block runs."""
 
 
+def interrupt_on_signals():
+    """SIGINT, SIGTERM and SIGHUP raise Interrupted, so that every finally
+    block (and with it the cleanup) runs."""
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
 class Registry:
     """Process and resource bookkeeping: everything a run creates is
     registered here and removed by cleanup(), whatever happens."""

@@ -1048,10 +1048,7 @@ def main(argv):
                  % (", ".join(absent), REPO_ROOT))
     opts.bin_dir = os.path.abspath(opts.bin_dir)
 
-    def on_signal(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    benchlib.interrupt_on_signals()
 
     res = {
         "benchmark": "vswitch fdbmem",

@@ -233,17 +233,23 @@ def veth_into(sw_ns, sw_if, host_ns, host_if="eth0"):
     run(nsexec(sw_ns, "ip", "link", "set", sw_if, "up"))
 
 
-def setup_kernel_bridge(env, opts):
+def kernel_bridge(env, opts, hosts):
+    """A Linux bridge br0 (STP off) in the switch namespace, with a veth
+    from each (switch interface, host namespace) pair in `hosts`."""
     for n in (env.sw, env.h1, env.h2):
         env.ns(n)
     run(nsexec(env.sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"))
     run(nsexec(env.sw, "ip", "link", "set", "br0", "up"))
-    for sw_if, host_ns in (("p1", env.h1), ("p2", env.h2)):
+    for sw_if, host_ns in hosts:
         veth_into(env.sw, sw_if, host_ns)
         run(nsexec(env.sw, "ip", "link", "set", sw_if, "master", "br0"))
         if opts.no_offload:
             set_offloads(env.sw, sw_if, False)
             set_offloads(host_ns, "eth0", False)
+
+
+def setup_kernel_bridge(env, opts):
+    kernel_bridge(env, opts, (("p1", env.h1), ("p2", env.h2)))
     host_addr(env.h1, "eth0", env.h1_ip)
     host_addr(env.h2, "eth0", env.h2_ip)
     env.notes.append("veth pairs into a Linux bridge (STP off) in a switch namespace")
@@ -295,20 +301,25 @@ def stop_vswitchd(env):
     env.daemon = None
 
 
-def setup_vswitch_tap(env, opts):
+def vswitch_taps(env, opts, hosts):
+    """vswitchd with bridge br0 and a TAP port for each (port, host
+    namespace) pair in `hosts`, its kernel side eth0 in that namespace."""
     for n in (env.sw, env.h1, env.h2):
         env.ns(n)
     start_vswitchd(env, opts)
     vswitchctl(env, opts, "add-br", "br0")
-    for port, host_ns in (("h1", env.h1), ("h2", env.h2)):
+    for port, host_ns in hosts:
         # TAP device names live in the daemon's namespace first; it moves the
         # kernel side into host_ns and renames it eth0.
         vswitchctl(env, opts, "add-port", "br0", port, "--type", "tap",
                    "--netns", host_ns, "--ifname", "eth0")
-    env.tap_hosts = [env.h1, env.h2]
-    for host_ns in (env.h1, env.h2):
+        env.tap_hosts.append(host_ns)
         if opts.no_offload:
             set_offloads(host_ns, "eth0", False)
+
+
+def setup_vswitch_tap(env, opts):
+    vswitch_taps(env, opts, (("h1", env.h1), ("h2", env.h2)))
     host_addr(env.h1, "eth0", env.h1_ip)
     host_addr(env.h2, "eth0", env.h2_ip)
     env.notes.append("vswitchd in a switch namespace, TAP ports moved into the host namespaces")
@@ -371,15 +382,7 @@ def remote_vtep(env, opts):
 
 
 def setup_kernel_vxlan(env, opts):
-    for n in (env.sw, env.h1, env.h2):
-        env.ns(n)
-    run(nsexec(env.sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"))
-    run(nsexec(env.sw, "ip", "link", "set", "br0", "up"))
-    veth_into(env.sw, "p1", env.h1)
-    run(nsexec(env.sw, "ip", "link", "set", "p1", "master", "br0"))
-    if opts.no_offload:
-        set_offloads(env.sw, "p1", False)
-        set_offloads(env.h1, "eth0", False)
+    kernel_bridge(env, opts, (("p1", env.h1),))
     remote_vtep(env, opts)
     run(nsexec(env.sw, "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI,
                "local", VTEP_LOCAL, "remote", VTEP_REMOTE, "dstport", "4789", "dev", "u0"))
@@ -389,15 +392,7 @@ def setup_kernel_vxlan(env, opts):
 
 
 def setup_vswitch_vtep(env, opts):
-    for n in (env.sw, env.h1, env.h2):
-        env.ns(n)
-    start_vswitchd(env, opts)
-    vswitchctl(env, opts, "add-br", "br0")
-    vswitchctl(env, opts, "add-port", "br0", "h1", "--type", "tap",
-               "--netns", env.h1, "--ifname", "eth0")
-    env.tap_hosts = [env.h1]
-    if opts.no_offload:
-        set_offloads(env.h1, "eth0", False)
+    vswitch_taps(env, opts, (("h1", env.h1),))
     remote_vtep(env, opts)
     vswitchctl(env, opts, "add-port", "br0", "vx", "--type", "vxlan", "--vni", VNI,
                "--local", VTEP_LOCAL, "--remote", VTEP_REMOTE)
@@ -1193,10 +1188,7 @@ def main(argv):
                      % (", ".join(absent), REPO_ROOT))
     opts.bin_dir = os.path.abspath(opts.bin_dir)
 
-    def on_signal(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    benchlib.interrupt_on_signals()
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     rc = 0
