@@ -20,6 +20,16 @@ const WAKER: Token = Token(usize::MAX);
 const TIMER_PERIOD_NS: u64 = 100_000_000;
 const AGEING_PERIOD_NS: u64 = 1_000_000_000;
 
+/// The busy-poll window after a wake-up that came `gap` ns after the last
+/// frame (see `Worker::adapt_busy_poll`).
+fn next_busy_window(cur: u64, gap: u64, min: u64, max: u64) -> u64 {
+    if gap < max {
+        cur.max((gap + gap / 4).min(max))
+    } else {
+        (cur / 2).max(min)
+    }
+}
+
 pub(crate) enum WorkerMsg {
     /// Start receiving on this port.
     Attach(PortId, Arc<AnyPort>),
@@ -202,19 +212,18 @@ impl Worker {
     /// frame. When it had gone to sleep and a frame came within
     /// `busy_max_ns` of the previous one, the wake-up was paid for nothing:
     /// the window grows to cover that gap. A gap longer than the maximum
-    /// (sparse traffic) puts it back to the minimum, so an idle or lightly
-    /// used switch does not spin.
+    /// (sparse traffic) halves it, down to the minimum, so an idle or lightly
+    /// used switch soon stops spinning, while one late frame in a steady
+    /// stream (a sender descheduled for a moment) does not throw the window
+    /// away: with a reset, the next frames of that stream would each pay a
+    /// wake-up until the window had grown back.
     fn adapt_busy_poll(&mut self, now: u64) {
         if !self.slept {
             return;
         }
         self.slept = false;
         let gap = now.saturating_sub(self.last_rx_ns);
-        self.busy_ns = if gap < self.busy_max_ns {
-            self.busy_ns.max((gap + gap / 4).min(self.busy_max_ns))
-        } else {
-            self.busy_min_ns
-        };
+        self.busy_ns = next_busy_window(self.busy_ns, gap, self.busy_min_ns, self.busy_max_ns);
     }
 
     fn mark_ready(&mut self, pid: PortId) {
@@ -413,5 +422,39 @@ impl Worker {
             lock(&self.stats)[p].drop(DropReason::PortDown);
         }
         self.release(pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_busy_window;
+
+    const MIN: u64 = 200_000;
+    const MAX: u64 = 2_500_000;
+
+    #[test]
+    fn window_grows_to_cover_steady_gaps() {
+        let w = next_busy_window(MIN, 1_000_000, MIN, MAX);
+        assert_eq!(w, 1_250_000);
+        // Never beyond the ceiling.
+        assert_eq!(next_busy_window(w, 2_400_000, MIN, MAX), MAX);
+        // A shorter gap does not shrink it.
+        assert_eq!(next_busy_window(MAX, 10_000, MIN, MAX), MAX);
+    }
+
+    #[test]
+    fn long_gaps_halve_down_to_the_minimum() {
+        let mut w = MAX;
+        w = next_busy_window(w, 3_000_000, MIN, MAX);
+        assert_eq!(w, MAX / 2, "one late frame keeps half the window");
+        for _ in 0..10 {
+            w = next_busy_window(w, 1_000_000_000, MIN, MAX);
+        }
+        assert_eq!(w, MIN, "sparse traffic ends at the minimum");
+    }
+
+    #[test]
+    fn zero_minimum_and_maximum_never_spin() {
+        assert_eq!(next_busy_window(0, 5, 0, 0), 0);
     }
 }
