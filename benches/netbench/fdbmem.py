@@ -683,7 +683,13 @@ def fdb_show_check(opts, d, res):
     probe_max = 0.0
     probes = 0
     try:
-        while p.poll() is None:
+        while True:
+            # Reaped with wait4 for the client's own peak RSS.
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                client_peak = ru.ru_maxrss
+                break
             if time.monotonic() - t0 > 300:
                 raise BenchError("fdb-show did not finish within 300 s")
             a = time.monotonic()
@@ -712,11 +718,12 @@ def fdb_show_check(opts, d, res):
                              "output_bytes": size,
                              "rss_before_kib": before["VmRSS"], "rss_after_kib": after["VmRSS"],
                              "hwm_during_kib": after["VmHWM"],
+                             "client_peak_rss_kib": client_peak,
                              "control_probe_max_wait_s": probe_max, "control_probes": probes}
-    log("fdb-show: %s entries listed (counter %d) in %.1f s; VmRSS %s -> %s, peak %s; "
-        "longest list-br wait meanwhile %.2f s"
+    log("fdb-show: %s entries listed (counter %d) in %.1f s; daemon VmRSS %s -> %s, peak %s; "
+        "vswitchctl peak RSS %s; longest list-br wait meanwhile %.2f s"
         % (n, total, secs, fmt_kib(before["VmRSS"]), fmt_kib(after["VmRSS"]),
-           fmt_kib(after["VmHWM"]), probe_max))
+           fmt_kib(after["VmHWM"]), fmt_kib(client_peak), probe_max))
 
 
 def run_benchmark(opts, res):
@@ -909,12 +916,13 @@ def print_report(opts, res, out=sys.stdout):
     fc = res.get("fdb_show_check")
     if fc:
         P()
-        P("fdb-show check: %s entries listed, counter %s, %.1f s, %s of JSON; VmRSS %s "
-          "before, %s after, peak while listing %s; longest wait of a concurrent `list-br` "
-          "%.2f s (%d probes)"
+        P("fdb-show check: %s entries listed, counter %s, %.1f s, %s of JSON; daemon VmRSS %s "
+          "before, %s after, peak while listing %s; vswitchctl peak RSS %s; longest wait of "
+          "a concurrent `list-br` %.2f s (%d probes)"
           % (fmt_int(fc["listed"]), fmt_int(fc["counter"]), fc["seconds"],
              fmt_kib(fc["output_bytes"] // 1024), fmt_kib(fc["rss_before_kib"]),
              fmt_kib(fc["rss_after_kib"]), fmt_kib(fc["hwm_during_kib"]),
+             fmt_kib(fc["client_peak_rss_kib"]),
              fc["control_probe_max_wait_s"], fc["control_probes"]))
     P()
     for n in res["notes"]:

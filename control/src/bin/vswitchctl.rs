@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use control::client::Client;
+use control::fdbshow;
 use control::{DEFAULT_SOCKET, SOCKET_ENV};
 use dataplane::api::Request;
 use dataplane::config::{PortConfig, PortType};
@@ -378,8 +379,17 @@ fn request(cmd: Cmd) -> Result<Request, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let result = request(cli.cmd).and_then(|req| {
-        let mut c = Client::connect(&cli.socket)?;
+    let req = match request(cli.cmd) {
+        Ok(req) => req,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Request::FdbShow { .. } = req {
+        return fdb_show(&cli.socket, &req, json);
+    }
+    let result = Client::connect(&cli.socket).and_then(|mut c| {
         let v = c.call(&req)?;
         Ok((req, v))
     });
@@ -394,6 +404,29 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fdb-show` streams its answer (see `control::fdbshow`).
+fn fdb_show(socket: &std::path::Path, req: &Request, json: bool) -> ExitCode {
+    let done = Client::connect(socket).and_then(|mut c| {
+        if json {
+            c.call_streaming(req, fdbshow::PrettyToStdout).map(|_| ())
+        } else {
+            let t = c.call_streaming(req, fdbshow::FdbTable::default())?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            t.unwrap_or_default()
+                .print(&mut out)
+                .and_then(|()| std::io::Write::flush(&mut out))
+                .map_err(|e| format!("writing the table: {e}"))
+        }
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -546,27 +579,6 @@ fn print_human(req: &Request, v: &Value) {
             },
         ),
         Request::ListPorts { .. } => table_of(PORT_HEADERS, v, port_row),
-        Request::FdbShow { .. } => {
-            // Stations behind VXLAN ports: one more column, their VTEP.
-            let vtep = arr(v).iter().any(|e| !e["vtep"].is_null());
-            let headers: &[&str] = if vtep {
-                &["PORT", "VLAN", "MAC", "TYPE", "AGE", "VTEP"]
-            } else {
-                &["PORT", "VLAN", "MAC", "TYPE", "AGE"]
-            };
-            table_of(headers, v, |e| {
-                let mut r = fields(e, &["port", "vlan", "mac", "type"]);
-                r.push(if e["type"] == "static" {
-                    "-".into()
-                } else {
-                    s(&e["age_s"])
-                });
-                if vtep {
-                    r.push(s(&e["vtep"]));
-                }
-                r
-            })
-        }
         Request::Stats { .. } => {
             const COLS: &[&str] = &["port", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"];
             table_of(
