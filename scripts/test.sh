@@ -24,6 +24,8 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== netbench reporting (python, offline)"
+python3 -m unittest discover -s benches/netbench -p 'test_*.py'
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"

@@ -585,6 +585,7 @@ def test_udp64(env, opts):
         "loss_pct": max(0.0, loss_pct) if loss_pct is not None else None,
         "switch_cores": sw,
         "switch_cores_per_mfps": (sw / received_mfps) if (sw is not None and received_mfps > 0) else None,
+        "kfps_per_switch_core": (received_mfps * 1000.0 / sw) if (sw is not None and sw > 0.01) else None,
         "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
         "sys_minus_endpoints_per_mfps": (cpu["system_minus_endpoints_cores"] / received_mfps)
         if received_mfps > 0 else None,
@@ -741,6 +742,7 @@ METRICS = [
     ("udp64", "lost_in_receiver_socket_pct", "  lost in receiver socket", "%", 1, "lower"),
     ("udp64", "switch_cores", "UDP 64B switch CPU", "cores", 1, "lower"),
     ("udp64", "switch_cores_per_mfps", "UDP 64B CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
+    ("udp64", "kfps_per_switch_core", "UDP 64B frames per switch core", "kframe/s/core", 1, "higher"),
     ("rtt", "rtt_median_us", "RTT median", "us", 1, "lower"),
     ("rtt", "rtt_p99_us", "RTT p99", "us", 1, "lower"),
     ("rtt", "ping_loss_pct", "ping loss", "%", 1, "lower"),
@@ -755,6 +757,74 @@ METRICS = [
     ("tcp4", "sys_minus_endpoints_per_gbps", "TCP 4 streams non-endpoint CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
     ("udp64", "sys_minus_endpoints_per_mfps", "UDP 64B non-endpoint CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
 ]
+
+# The performance issue's targets for the L2 scenarios, each judged on the
+# medians of this run: (id, text, scenario, test, key, how, threshold).
+# how: "ratio>=" / "ratio<=" compare the scenario's median with its baseline's;
+# "<" compares the scenario's own median; "ratio>=ratio:TEST" compares the
+# ratio of this test with the ratio of TEST (4 streams no worse than 1).
+TARGETS = [
+    ("tcp1-tap", "TCP 1 stream, TAP ports >= 0.9x kernel bridge", "vs-tap", "tcp1", "gbps", "ratio>=", 0.9),
+    ("tcp1-afp", "TCP 1 stream, AF_PACKET ports >= 0.8x kernel bridge", "vs-afp", "tcp1", "gbps", "ratio>=", 0.8),
+    ("tcp4-tap", "TCP 4 streams no worse than 1 stream (TAP)", "vs-tap", "tcp4", "gbps", "ratio>=ratio:tcp1", None),
+    ("tcp4-afp", "TCP 4 streams no worse than 1 stream (AF_PACKET)", "vs-afp", "tcp4", "gbps", "ratio>=ratio:tcp1", None),
+    ("udp-tap", "UDP 64B loss < 1 % (TAP)", "vs-tap", "udp64", "loss_pct", "<", 1.0),
+    ("udp-afp", "UDP 64B loss < 1 % (AF_PACKET)", "vs-afp", "udp64", "loss_pct", "<", 1.0),
+    ("rtt-tap", "RTT median <= 1.3x kernel bridge (TAP)", "vs-tap", "rtt", "rtt_median_us", "ratio<=", 1.3),
+    ("rtt-afp", "RTT median <= 1.3x kernel bridge (AF_PACKET)", "vs-afp", "rtt", "rtt_median_us", "ratio<=", 1.3),
+    ("p99-tap", "RTT p99 <= 2x kernel bridge (TAP)", "vs-tap", "rtt", "rtt_p99_us", "ratio<=", 2.0),
+    ("p99-afp", "RTT p99 <= 2x kernel bridge (AF_PACKET)", "vs-afp", "rtt", "rtt_p99_us", "ratio<=", 2.0),
+]
+
+
+def judge_targets(agg, scenarios, tests):
+    """Each target this run can judge: dict(id, text, value, limit, met)."""
+    by = {s.name: s for s in scenarios}
+    tnames = {t.name for t in tests}
+    out = []
+
+    def med(sc, test, key):
+        return agg.get(sc, {}).get((test, key), (None, []))[0]
+
+    def rat(sc, test, key):
+        s = by.get(sc)
+        if s is None or s.baseline not in by:
+            return None
+        return ratio(med(sc, test, key), med(s.baseline, test, key))
+
+    for tid, text, sc, test, key, how, thr in TARGETS:
+        if sc not in by or test not in tnames:
+            continue
+        if how == "<":
+            v, limit = med(sc, test, key), thr
+            met = v is not None and v < thr
+        elif how.startswith("ratio>=ratio:"):
+            other = how.split(":", 1)[1]
+            if other not in tnames:
+                continue
+            v, limit = rat(sc, test, key), rat(sc, other, key)
+            met = v is not None and limit is not None and v >= limit
+        else:
+            v, limit = rat(sc, test, key), thr
+            met = v is not None and (v >= thr if how == "ratio>=" else v <= thr)
+        out.append({"id": tid, "text": text, "value": v, "limit": limit, "met": met,
+                    "unit": "%" if how == "<" else "x"})
+    return out
+
+
+def print_targets(agg, scenarios, tests, out=sys.stdout):
+    t = judge_targets(agg, scenarios, tests)
+    if not t:
+        return
+    print(file=out)
+    print("Targets (medians of this run):", file=out)
+    w = max(len(x["text"]) for x in t)
+    for x in t:
+        val = "-" if x["value"] is None else ("%.2f%s" % (x["value"], x["unit"]))
+        lim = "" if x["limit"] is None else (" (limit %.2f%s)" % (x["limit"], x["unit"]))
+        print("  %s  %-9s %s%s" % (x["text"].ljust(w), val, "met" if x["met"] else "NOT met", lim),
+              file=out)
+
 
 # metrics drawn in the SVG
 SVG_METRICS = [
@@ -1093,6 +1163,7 @@ def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
         "metrics": [{"test": m[0], "key": m[1], "label": m[2], "unit": m[3], "better": m[5]}
                     for m in METRICS if m[0] in {t.name for t in tests}],
         "results": {},
+        "targets": judge_targets(agg, scenarios, tests),
         "errors": errors,
     }
     for s in scenarios:
@@ -1213,6 +1284,7 @@ def main(argv):
         print()
     else:
         print_table(agg, scenarios, tests, opts)
+        print_targets(agg, scenarios, tests)
         print_background(background, scenarios)
         if errors:
             print("\n%d error(s):" % len(errors))

@@ -1,0 +1,57 @@
+"""Offline checks of netbench's reporting (no namespaces, no root):
+    python3 -m unittest discover -s benches/netbench -p 'test_*.py'
+scripts/test.sh runs them."""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netbench  # noqa: E402
+
+
+def agg_of(values):
+    """{scenario: {(test, key): median}} -> aggregate()'s shape."""
+    return {sc: {k: (v, [v]) for k, v in d.items()} for sc, d in values.items()}
+
+
+class Targets(unittest.TestCase):
+    def scen(self, *names):
+        return [s for s in netbench.SCENARIOS if s.name in names]
+
+    def judge(self, values, tests=("tcp1", "tcp4", "udp64", "rtt")):
+        ts = [t for t in netbench.TESTS if t.name in tests]
+        return {x["id"]: x for x in
+                netbench.judge_targets(agg_of(values), self.scen("kernel", "vs-tap", "vs-afp"), ts)}
+
+    def test_ratios_and_limits(self):
+        r = self.judge({
+            "kernel": {("tcp1", "gbps"): 10.0, ("tcp4", "gbps"): 10.0, ("rtt", "rtt_median_us"): 50.0,
+                       ("rtt", "rtt_p99_us"): 100.0, ("udp64", "loss_pct"): 0.5},
+            "vs-tap": {("tcp1", "gbps"): 9.5, ("tcp4", "gbps"): 9.0, ("rtt", "rtt_median_us"): 70.0,
+                       ("rtt", "rtt_p99_us"): 150.0, ("udp64", "loss_pct"): 0.9},
+            "vs-afp": {("tcp1", "gbps"): 7.0, ("tcp4", "gbps"): 7.5, ("rtt", "rtt_median_us"): 60.0,
+                       ("rtt", "rtt_p99_us"): 250.0, ("udp64", "loss_pct"): 30.0},
+        })
+        self.assertTrue(r["tcp1-tap"]["met"])
+        self.assertAlmostEqual(r["tcp1-tap"]["value"], 0.95)
+        self.assertFalse(r["tcp1-afp"]["met"])
+        self.assertFalse(r["tcp4-tap"]["met"], "0.90x with 4 streams is worse than 0.95x with 1")
+        self.assertTrue(r["tcp4-afp"]["met"])
+        self.assertTrue(r["udp-tap"]["met"])
+        self.assertFalse(r["udp-afp"]["met"])
+        self.assertFalse(r["rtt-tap"]["met"], "1.4x > 1.3x")
+        self.assertTrue(r["rtt-afp"]["met"])
+        self.assertTrue(r["p99-tap"]["met"])
+        self.assertFalse(r["p99-afp"]["met"], "2.5x > 2x")
+
+    def test_missing_data_is_not_met_and_unrun_tests_are_skipped(self):
+        r = self.judge({"kernel": {("tcp1", "gbps"): 10.0}, "vs-tap": {}, "vs-afp": {}},
+                       tests=("tcp1",))
+        self.assertEqual(set(r), {"tcp1-tap", "tcp1-afp"})
+        self.assertFalse(r["tcp1-tap"]["met"])
+        self.assertIsNone(r["tcp1-tap"]["value"])
+
+
+if __name__ == "__main__":
+    unittest.main()
