@@ -255,6 +255,61 @@ pub fn partial_csum(frame: &[u8]) -> Option<VnetHdr> {
     })
 }
 
+/// The inner MTU assumed for decapsulated frames: RFC 7348 §4.3 asks that
+/// VTEPs not fragment, and deployments carry 1500-byte inner frames.
+pub const TUNNEL_INNER_MTU: usize = 1500;
+
+/// Makes a decapsulated TCP super-frame a GSO frame again.
+///
+/// Over a veth underlay, a Linux VTEP hands its UDP-tunnel GSO skb to our
+/// socket whole: one datagram carries a TCP segment of up to 64 KiB with a
+/// partial checksum ([`partial_csum`] finds it), and nothing says the MSS (the
+/// kernel gives a `UDP_GRO` cmsg only for plain UDP GSO). Passed on as it is,
+/// a device with an MTU refuses it — an AF_PACKET egress fails with EMSGSIZE
+/// — so a kernel VTEP's TCP reached AF_PACKET hosts at a few hundred kbit/s.
+///
+/// Given the header [`partial_csum`] made for a frame, this returns the
+/// header for a GSO frame when the frame is TCP and its IP packet is longer
+/// than `mtu`: `GSO_TCPV4`/`GSO_TCPV6` (with `GSO_ECN` if CWR is set),
+/// `gso_size` = `mtu` minus the IP and TCP headers, `hdr_len` = all headers.
+/// The sender's MSS is unknown; any size that fits the inner MTU cuts the
+/// same byte stream correctly. `None` for anything else (not TCP, not
+/// longer than `mtu`, headers that do not add up).
+pub fn tunnel_gso(frame: &[u8], h: &VnetHdr, mtu: usize) -> Option<VnetHdr> {
+    if h.flags & VnetHdr::F_NEEDS_CSUM == 0
+        || h.is_gso()
+        || usize::from(h.csum_offset) != TCP_CSUM_OFFSET
+    {
+        return None;
+    }
+    let l3 = if be16_checked(frame, 12)? == TPID_8021Q {
+        18
+    } else {
+        14
+    };
+    let l4 = usize::from(h.csum_start);
+    let ip = frame.get(l3..)?;
+    let (ip_len, gso_type) = match ip.first()? >> 4 {
+        4 => (usize::from(be16_checked(ip, 2)?), VnetHdr::GSO_TCPV4),
+        6 => (40 + usize::from(be16_checked(ip, 4)?), VnetHdr::GSO_TCPV6),
+        _ => return None,
+    };
+    let tcp = frame.get(l4..)?;
+    let tcp_hl = usize::from(*tcp.get(12)? >> 4) * 4;
+    let hdrs = l4.checked_sub(l3)? + tcp_hl;
+    if tcp_hl < 20 || ip_len <= mtu || ip_len > ip.len() || hdrs >= mtu || l4 + tcp_hl > frame.len()
+    {
+        return None;
+    }
+    let cwr = tcp.get(13)? & 0x80 != 0;
+    Some(VnetHdr {
+        gso_type: gso_type | if cwr { VnetHdr::GSO_ECN } else { 0 },
+        gso_size: u16::try_from(mtu - hdrs).ok()?,
+        hdr_len: u16::try_from(l4 + tcp_hl).ok()?,
+        ..*h
+    })
+}
+
 /// Reusable output area: segments written back to back into one buffer
 /// allocated once (room for [`SEGMENTS_CAPACITY`] bytes and
 /// [`MAX_SEGMENTS`] segments, enough for any one frame), each remembered as
@@ -1438,6 +1493,78 @@ mod tests {
         // Garbage never panics.
         for n in 0..partial.len() {
             let _ = partial_csum(&partial[..n]);
+        }
+    }
+    /// A kernel VTEP's TCP super-frame (no virtio header, partial checksum)
+    /// becomes a GSO frame cut for a 1500-byte inner MTU; the segments carry
+    /// the same bytes and fit the MTU.
+    #[test]
+    fn tunnel_super_frames_get_gso_back() {
+        let data = payload(60_000);
+        for (l3, vlan, flags) in [
+            (L3::V4, Vlan::None, &[][..]),
+            (L3::V4Options, Vlan::One, &["psh"][..]),
+            (L3::V6, Vlan::None, &["cwr"][..]),
+        ] {
+            let (want, f) = tcp_super(l3, vlan, &data, flags, 1);
+            let h0 = partial_csum(&f).expect("partial checksum found");
+            let g = tunnel_gso(&f, &h0, TUNNEL_INNER_MTU).expect("made a GSO frame");
+            let ip_hdr =
+                usize::from(g.csum_start) - if matches!(vlan, Vlan::One) { 18 } else { 14 };
+            let tcp_hdr = usize::from(g.hdr_len) - usize::from(g.csum_start);
+            assert_eq!(g.gso_type, want.gso_type);
+            assert_eq!(g.hdr_len, want.hdr_len);
+            assert_eq!(
+                (g.csum_start, g.csum_offset),
+                (want.csum_start, want.csum_offset)
+            );
+            assert_eq!(usize::from(g.gso_size), TUNNEL_INNER_MTU - ip_hdr - tcp_hdr);
+            let mut out = Segments::new();
+            let n = segment(&g, &f, &mut out).expect("segments");
+            assert_eq!(n, data.len().div_ceil(usize::from(g.gso_size)));
+            let mut got = Vec::new();
+            for seg in out.iter() {
+                let p = PacketHeaders::from_ethernet_slice(seg).unwrap();
+                let ip_len = match p.net.unwrap() {
+                    NetHeaders::Ipv4(h, _) => usize::from(h.total_len),
+                    NetHeaders::Ipv6(h, _) => 40 + usize::from(h.payload_length),
+                };
+                assert!(ip_len <= TUNNEL_INNER_MTU, "{ip_len}");
+                got.extend_from_slice(p.payload.slice());
+            }
+            assert_eq!(got, data);
+        }
+    }
+
+    #[test]
+    fn tunnel_gso_leaves_other_frames_alone() {
+        // Short enough for the MTU: checksum only.
+        let (_, small) = tcp_super(L3::V4, Vlan::None, &payload(1000), &[], 1);
+        let h = partial_csum(&small).unwrap();
+        assert_eq!(tunnel_gso(&small, &h, TUNNEL_INNER_MTU), None);
+        // Not a partial checksum, or already GSO: nothing to infer.
+        let (gso, big) = tcp_super(L3::V4, Vlan::None, &payload(9000), &[], 1448);
+        assert_eq!(
+            tunnel_gso(&big, &VnetHdr::default(), TUNNEL_INNER_MTU),
+            None
+        );
+        assert_eq!(tunnel_gso(&big, &gso, TUNNEL_INNER_MTU), None);
+        // UDP: datagram boundaries are not ours to invent.
+        let udp = VnetHdr {
+            csum_offset: UDP_CSUM_OFFSET as u16,
+            ..partial_csum(&big).unwrap()
+        };
+        assert_eq!(tunnel_gso(&big, &udp, TUNNEL_INNER_MTU), None);
+        // Any prefix of the frame, any claimed header: no panic.
+        let h = partial_csum(&big).unwrap();
+        for n in 0..200 {
+            let _ = tunnel_gso(&big[..n], &h, TUNNEL_INNER_MTU);
+            let odd = VnetHdr {
+                csum_start: n as u16,
+                ..h
+            };
+            let _ = tunnel_gso(&big, &odd, TUNNEL_INNER_MTU);
+            let _ = tunnel_gso(&big, &h, n);
         }
     }
 }

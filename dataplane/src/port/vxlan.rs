@@ -379,7 +379,7 @@ impl VxlanPort {
     ) -> Result<(u16, Option<VnetHdr>), DropReason> {
         let source = self.check(&self.remotes(), hdr, src)?;
         let peer = self.known(source)?;
-        Ok((peer, offload::partial_csum(inner)))
+        Ok((peer, inner_offload(inner)))
     }
 
     /// The header and VNI of a datagram, and where its source stands.
@@ -474,6 +474,14 @@ fn software_pieces(
 }
 
 /// A remote's address as sendmmsg's msg_name (only read by the kernel).
+/// The virtio header a decapsulated frame needs: NEEDS_CSUM where the
+/// sender left the checksum partial, and GSO for a TCP super-frame that a
+/// Linux VTEP sent as one datagram (see [`offload::tunnel_gso`]).
+fn inner_offload(inner: &[u8]) -> Option<VnetHdr> {
+    let h = offload::partial_csum(inner)?;
+    Some(offload::tunnel_gso(inner, &h, offload::TUNNEL_INNER_MTU).unwrap_or(h))
+}
+
 fn name_of(r: &Remote) -> *mut libc::sockaddr_storage {
     (&r.name as *const libc::sockaddr_storage).cast_mut()
 }
@@ -528,7 +536,7 @@ impl Port for VxlanPort {
                 Ok(p) => {
                     f.set_rx_len_encap(len, VXLAN_HDR_LEN);
                     f.peer = p;
-                    if let Some(h) = offload::partial_csum(f.data()) {
+                    if let Some(h) = inner_offload(f.data()) {
                         f.set_vnet(&h);
                     }
                 }
