@@ -132,6 +132,15 @@ impl Worker {
                 }
                 continue;
             }
+            if events.is_empty() && self.ready.is_empty() && !self.slept {
+                // Spinning with nothing to do: let any task waiting for this
+                // CPU run first. Without this, a host process woken onto this
+                // CPU (often by the frame we just delivered: wake-affine)
+                // waits for the spinner's whole time slice, and 1 % of ping
+                // round trips took 4.6 ms instead of 30 µs. With nobody
+                // waiting, sched_yield returns at once.
+                std::thread::yield_now();
+            }
             let mut ctl = false;
             for ev in events.iter() {
                 if ev.token() == WAKER {
