@@ -109,6 +109,9 @@ impl AfPacketPort {
         let _ = setsockopt_int(s, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1);
         sys::set_socket_buffers(s, SOCK_BUF);
 
+        // Up before bind: binding to a device that is down leaves ENETDOWN
+        // pending on the socket, and the first send would fail with it.
+        sys::set_up(ifname).map_err(err)?;
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -140,7 +143,6 @@ impl AfPacketPort {
             )
         })
         .map_err(err)?;
-        sys::set_up(ifname).map_err(err)?;
 
         Ok(AfPacketPort {
             fd,
