@@ -1,5 +1,6 @@
 //! The syscall edge shared by the port backends: interface ioctls
-//! (`SIOC[GS]IF*`) and network-namespace entry. Every `unsafe` block in this
+//! (`SIOC[GS]IF*`), network-namespace entry, socket options and shared
+//! mappings (packet rings). Every `unsafe` block in this
 //! crate is in this file or in `port/`.
 
 use crate::MacAddr;
@@ -313,6 +314,110 @@ pub fn setsockopt_int(
         )
     })?;
     Ok(())
+}
+
+/// Takes the error pending on a socket (`SO_ERROR`, which also clears it):
+/// `None` when there is none. For sockets read without a syscall (an mmap
+/// ring), where no receive call would report it.
+pub fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are live locals; the kernel writes at most
+    // `len` (an int's size) bytes into `err` and updates `len`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+}
+
+/// A shared, read-write mapping of a descriptor (a packet socket's ring),
+/// unmapped when dropped. It hands out raw addresses only: whoever reads or
+/// writes through them follows the protocol of what is mapped.
+pub struct Mmap {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `Mmap` owns an address range, not Rust values; nothing in it is
+// tied to the thread that mapped it, and it is unmapped exactly once (drop).
+unsafe impl Send for Mmap {}
+// SAFETY: `&Mmap` only gives out the address and length; every access through
+// them is the caller's, under the mapped object's own protocol.
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    /// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)`.
+    pub fn shared(fd: RawFd, len: usize) -> io::Result<Mmap> {
+        if len == 0 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint, no
+        // MAP_FIXED), so no existing memory is affected; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p.cast()).ok_or(io::ErrorKind::Other)?;
+        Ok(Mmap { ptr, len })
+    }
+
+    /// An anonymous shared mapping (tests stand in for a kernel ring).
+    #[cfg(test)]
+    pub fn anonymous(len: usize) -> io::Result<Mmap> {
+        // SAFETY: a fresh anonymous mapping chosen by the kernel; no existing
+        // memory is affected; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p.cast()).ok_or(io::ErrorKind::Other)?;
+        Ok(Mmap { ptr, len })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range mmap returned, unmapped once; no
+        // reference into it outlives the `Mmap` (users hold raw addresses
+        // only while they borrow it).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }
 
 /// Best effort: receive and send buffers of `bytes`, beyond the sysctl

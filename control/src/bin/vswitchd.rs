@@ -18,7 +18,7 @@ use std::process::ExitCode;
     name = "vswitchd",
     version,
     about = "vswitch daemon: a userspace virtual switch (TAP and AF_PACKET ports, learning bridge)",
-    after_help = "Drive it with vswitchctl. Example:\n  vswitchd --socket /tmp/vs.sock &\n  vswitchctl --socket /tmp/vs.sock add-br br0\n\nSIGINT/SIGTERM shut it down cleanly: TAP devices it created are removed, the socket file is removed."
+    after_help = "Drive it with vswitchctl. Example:\n  vswitchd --socket /tmp/vs.sock &\n  vswitchctl --socket /tmp/vs.sock add-br br0\n\nSIGINT/SIGTERM shut it down cleanly: TAP devices it created are removed, the socket file is removed.\n\nEnvironment: VSWITCH_AFPACKET_RING=0 makes AF_PACKET ports receive with recvmmsg instead of their mmap'ed TPACKET_V2 ring (for comparisons)."
 )]
 struct Args {
     /// Control socket path

@@ -414,6 +414,12 @@ impl Lab {
     /// Starts vswitchd (in the switch namespace) on the lab socket and waits
     /// until the socket accepts connections.
     pub fn start_daemon(&mut self, extra: &[&str]) {
+        self.start_daemon_env(extra, &[]);
+    }
+
+    /// [`Lab::start_daemon`] with extra environment variables for vswitchd
+    /// (e.g. `VSWITCH_AFPACKET_RING=0`).
+    pub fn start_daemon_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = self.dir.join(format!(
             "vswitchd-{}.log",
@@ -421,6 +427,7 @@ impl Lab {
         ));
         let f = fs::File::create(&log).expect("daemon log");
         let mut c = self.daemon_command(&self.sock.clone(), extra);
+        c.envs(env.iter().copied());
         c.stdout(f.try_clone().expect("dup log")).stderr(f);
         // `ip netns exec` execs the program: the child's PID is vswitchd's.
         let mut child = c.spawn().expect("start vswitchd");
@@ -707,6 +714,51 @@ impl Lab {
             "iperf3 moved no data: sent {sent}, received {received}"
         );
         received
+    }
+
+    /// A bulk TCP transfer of exactly `bytes` from `client` to `server`
+    /// (`bulk_tcp.py`); returns (sent, received) as (bytes, sha256) pairs.
+    pub fn bulk_tcp(
+        &self,
+        client: &Host,
+        server: &Host,
+        bytes: u64,
+    ) -> ((u64, String), (u64, String)) {
+        let script = helper("bulk_tcp.py");
+        let mut srv = self.ns_spawn(
+            &server.ns,
+            &["python3", &script, "serve", &server.ip, "5202"],
+            true,
+        );
+        let line = srv.read_line(Duration::from_secs(10));
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "bulk_tcp server did not start: {line:?}"
+        );
+        let n = bytes.to_string();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &client.ns, "python3", &script, "send"])
+            .args([server.ip.as_str(), "5202", n.as_str()]);
+        let o = output_timeout(c, Duration::from_secs(60));
+        assert!(
+            o.status.success(),
+            "{}\nstats: {}\n--- daemon log (tail) ---\n{}",
+            show_output("bulk_tcp send", &o),
+            String::from_utf8_lossy(&self.ctl(&["--json", "stats"]).stdout),
+            tail(&self.daemon_log(), 3000)
+        );
+        let (st, out) = srv.finish(Duration::from_secs(30));
+        assert!(st.success(), "bulk_tcp server failed: {st} {out}");
+        let parse = |s: &str| -> (u64, String) {
+            let v: Value = serde_json::from_str(s.trim())
+                .unwrap_or_else(|e| panic!("bulk_tcp output is not JSON ({e}): {s:?}"));
+            (
+                v["bytes"].as_u64().expect("bytes"),
+                v["sha256"].as_str().expect("sha256").to_string(),
+            )
+        };
+        (parse(&String::from_utf8_lossy(&o.stdout)), parse(&out))
     }
 
     /// Starts `sniff.py` on eth0 of `h` for `secs` seconds with the given

@@ -147,7 +147,13 @@ impl Worker {
                     ctl = true;
                     continue;
                 }
-                self.mark_ready(ev.token().0 as PortId);
+                let pid = ev.token().0 as PortId;
+                if ev.is_error() {
+                    if let Some(io) = self.rx.get(pid as usize).and_then(Option::as_ref) {
+                        io.error_event();
+                    }
+                }
+                self.mark_ready(pid);
             }
             if ctl && !self.drain_inbox() {
                 return;

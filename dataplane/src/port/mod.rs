@@ -68,6 +68,11 @@ pub trait Port {
         scratch: &mut IoScratch,
     );
 
+    /// The poller reported an error condition (EPOLLERR) on [`Port::fd`].
+    /// A port whose receive makes no syscall (an mmap ring) would not see
+    /// the error otherwise; the next [`Port::recv`] then reports it.
+    fn error_event(&self) {}
+
     /// Whether a receive error means the device is gone for good (interface
     /// deleted, namespace destroyed) rather than a passing condition.
     fn is_gone(&self, err: &io::Error) -> bool;
@@ -114,6 +119,9 @@ impl Port for AnyPort {
         scratch: &mut IoScratch,
     ) {
         dispatch!(self, p => p.send(frames, items, stats, scratch))
+    }
+    fn error_event(&self) {
+        dispatch!(self, p => p.error_event())
     }
     fn is_gone(&self, err: &io::Error) -> bool {
         dispatch!(self, p => p.is_gone(err))
