@@ -299,6 +299,10 @@ impl Worker {
                 return false;
             };
             let stats = &mut st[p];
+            // Start the batch's FDB cache misses together, then decide.
+            for f in self.batch.frames.iter().take(n) {
+                bridge.prefetch_frame(pid, f.data());
+            }
             for i in 0..n {
                 let f = &self.batch.frames[i];
                 if let Some(r) = f.rx_drop {
