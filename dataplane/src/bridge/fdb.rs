@@ -376,15 +376,15 @@ impl Table {
     ) -> usize {
         let mut n = 0;
         let mut i = from;
-        while i < to {
-            let s = self.slots[i];
-            if s.occupied() && gone(&s) {
-                removed(&s);
-                self.remove_at(i);
-                n += 1;
-            } else {
-                i += 1;
-            }
+        while let Some(at) = self
+            .slots
+            .get(i..to)
+            .and_then(|rest| rest.iter().position(|s| s.occupied() && gone(s)))
+        {
+            i += at;
+            removed(&self.slots[i]);
+            self.remove_at(i);
+            n += 1;
         }
         n
     }
