@@ -91,6 +91,119 @@ fn fdb_scaling(c: &mut Criterion) {
     g.finish();
 }
 
+/// A small xorshift generator: random keys without a division.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// A uniform index below `n` from a random word (multiply-high, no division).
+fn below(r: u64, n: u64) -> u64 {
+    ((u128::from(r) * u128::from(n)) >> 64) as u64
+}
+
+const BATCH: usize = 64;
+
+fn prefetch_key(b: &Bridge, m: MacAddr) {
+    b.fdb.prefetch(1, m);
+}
+
+fn prefetch_frame(b: &Bridge, f: &[u8]) {
+    b.prefetch_frame(0, f);
+}
+
+/// What a worker does with a batch: 64 random keys among all entries,
+/// prefetched first so their misses overlap, then looked up; beside it the
+/// same loop without the prefetch pass. Reported per lookup.
+fn fdb_batched(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fdb_lookup_batch64");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for n in [1_000u64, 1_000_000] {
+        let b = bridge_with(n);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut keys = [MacAddr::default(); BATCH];
+        for prefetch in [true, false] {
+            let name = if prefetch { "prefetch" } else { "plain" };
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |bench, &n| {
+                bench.iter(|| {
+                    for k in keys.iter_mut() {
+                        *k = mac(below(next(&mut rng), n));
+                    }
+                    if prefetch {
+                        for k in &keys {
+                            prefetch_key(&b, *k);
+                        }
+                    }
+                    let mut hits = 0u32;
+                    for k in &keys {
+                        hits += u32::from(b.fdb.lookup(1, *k, 1).is_some());
+                    }
+                    black_box(hits)
+                })
+            });
+        }
+    }
+    g.finish();
+    // The whole decision for batches of 64 frames between random known
+    // stations (learning refreshes the source, the destination is looked
+    // up), with and without the worker's prefetch pass. Per frame.
+    let mut g = c.benchmark_group("fdb_decide_batch64");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for n in [1_000u64, 1_000_000] {
+        let mut b = bridge_with(n);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let frames: Vec<Vec<u8>> = (0..4096)
+            .map(|_| {
+                let d = below(next(&mut rng), n);
+                let s = below(next(&mut rng), n);
+                frame(mac(d), mac(s))
+            })
+            .collect();
+        for prefetch in [true, false] {
+            let name = if prefetch { "prefetch" } else { "plain" };
+            let mut at = 0usize;
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |bench, _| {
+                bench.iter(|| {
+                    let batch = &frames[at..at + BATCH];
+                    at = (at + BATCH) % frames.len();
+                    if prefetch {
+                        for f in batch {
+                            prefetch_frame(&b, f);
+                        }
+                    }
+                    let mut unicast = 0u32;
+                    for f in batch {
+                        let d = b.decide(0, black_box(f), 1);
+                        unicast += u32::from(matches!(d.verdict, Verdict::Unicast(_)));
+                    }
+                    black_box(unicast)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The ageing sweep over a full table with nothing to remove (the common
+/// case): all at once (`age`), and the tenth of it the engine's timer sweeps
+/// every 100 ms (`age_part`). Per call, holding the tables' lock.
+fn fdb_age(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fdb_age");
+    g.sample_size(20);
+    for n in [1_000u64, 1_000_000] {
+        let mut b = bridge_with(n);
+        g.bench_with_input(BenchmarkId::new("full", n), &n, |bench, _| {
+            bench.iter(|| black_box(b.fdb.age(1)))
+        });
+        g.bench_with_input(BenchmarkId::new("tenth", n), &n, |bench, _| {
+            bench.iter(|| black_box(b.fdb.age_part(1, 10)))
+        });
+    }
+    g.finish();
+}
+
 /// VLAN push and pop as a port applies them: building the edited prefix
 /// (virtio header with shifted offsets, MACs, tag) that goes out with the
 /// untouched rest of the frame by scatter-gather.
@@ -189,5 +302,13 @@ fn offload(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, learned_unicast, fdb_scaling, vlan_edit, offload);
+criterion_group!(
+    benches,
+    learned_unicast,
+    fdb_scaling,
+    fdb_batched,
+    fdb_age,
+    vlan_edit,
+    offload
+);
 criterion_main!(benches);

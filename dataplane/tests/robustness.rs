@@ -41,7 +41,11 @@ fn random_frames_never_panic_and_fdb_stays_bounded() {
             f[6] &= 0xfe;
         }
         let port = (rng.next() % 4) as u32;
+        b.prefetch_frame(port, &f);
         let d = b.decide(port, &f, i * 1_000_000);
+        if i % 1024 == 0 {
+            b.fdb.age_part(i * 1_000_000, 8);
+        }
         if let Verdict::Unicast(p) = d.verdict {
             assert_ne!(p, port, "never back out of the ingress port");
             assert!(p < 4);

@@ -18,7 +18,9 @@ const WAKER: Token = Token(usize::MAX);
 /// Spanning-tree timers run at this period (802.1D timers have 1 s or 1/256 s
 /// granularity; Linux ticks its own at HZ).
 const TIMER_PERIOD_NS: u64 = 100_000_000;
-const AGEING_PERIOD_NS: u64 = 1_000_000_000;
+/// Each timer period ages this part of every FDB: a whole round a second,
+/// in short lock holds (a full sweep of a million entries takes ~10 ms).
+const AGEING_PARTS: usize = (1_000_000_000 / TIMER_PERIOD_NS) as usize;
 
 /// The busy-poll window after a wake-up that came `gap` ns after the last
 /// frame (see `Worker::adapt_busy_poll`).
@@ -63,7 +65,6 @@ pub(crate) struct Worker {
     slept: bool,
     last_rx_ns: u64,
     next_timer_ns: u64,
-    next_age_ns: u64,
     /// BPDUs the timers produced, and one frame buffer to send them from.
     bpdus: Vec<(PortId, Vec<u8>)>,
     bpdu_io: Vec<(PortId, Arc<AnyPort>, Vec<u8>)>,
@@ -102,7 +103,6 @@ impl Worker {
             slept: false,
             last_rx_ns: 0,
             next_timer_ns: TIMER_PERIOD_NS,
-            next_age_ns: AGEING_PERIOD_NS,
             bpdus: Vec::new(),
             bpdu_io: Vec::new(),
             ctl_frame: crate::packet::Frame::new(),
@@ -180,14 +180,10 @@ impl Worker {
     }
 
     /// Bridge timers, run by one worker: spanning tree every period (BPDUs
-    /// it emits are sent after the lock is released), FDB ageing once a second.
+    /// it emits are sent after the lock is released) and a part of FDB ageing.
     fn timers(&mut self, now: u64) {
         {
             let mut t = self.shared.tables();
-            let age = now >= self.next_age_ns;
-            if age {
-                self.next_age_ns = now + AGEING_PERIOD_NS;
-            }
             let Tables { bridges, ports, .. } = &mut *t;
             for b in bridges.iter_mut().flatten() {
                 if b.stp.is_some() {
@@ -198,9 +194,7 @@ impl Worker {
                         }
                     }
                 }
-                if age {
-                    b.fdb.age(now);
-                }
+                b.fdb.age_part(now, AGEING_PARTS);
             }
         }
         if self.bpdu_io.is_empty() {
@@ -323,6 +317,10 @@ impl Worker {
                 return false;
             };
             let stats = &mut st[p];
+            // Start the batch's FDB cache misses together, then decide.
+            for f in self.batch.frames.iter().take(n) {
+                bridge.prefetch_frame(pid, f.data());
+            }
             for i in 0..n {
                 let f = &self.batch.frames[i];
                 if let Some(r) = f.rx_drop {
