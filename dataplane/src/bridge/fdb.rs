@@ -86,6 +86,9 @@ const _: () = assert!(FDB_HARD_MAX * 10 <= MAX_SLOTS * 7);
 /// Arrays at least this big are offered to transparent huge pages.
 const HUGE_MIN_BYTES: usize = 4 << 20;
 const HUGE_PAGE: usize = 2 << 20;
+/// Smaller arrays (256 KiB) are not prefetched: they stay in the L2 cache
+/// of a busy worker, and a prefetch pass would only hash every key twice.
+const PREFETCH_MIN_SLOTS: usize = (256 << 10) / std::mem::size_of::<Slot>();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbEntry {
@@ -605,10 +608,20 @@ impl Fdb {
     /// Starts loading the memory a lookup or learning of `mac` in `vlan`
     /// will read, and returns at once. Prefetching a batch's keys before
     /// working through it overlaps the batch's cache misses; a wrong or
-    /// useless prefetch costs only the bandwidth. A no-op off x86-64.
+    /// useless prefetch costs only the bandwidth. A no-op off x86-64, and
+    /// while the table is small enough to stay cached ([`Fdb::wants_prefetch`]).
     #[inline(always)]
     pub fn prefetch(&self, vlan: u16, mac: MacAddr) {
-        self.table.prefetch(key(vlan, mac));
+        if self.wants_prefetch() {
+            self.table.prefetch(key(vlan, mac));
+        }
+    }
+
+    /// Whether [`Fdb::prefetch`] does anything: the table is too big to
+    /// stay in cache. A caller may skip the work of finding keys otherwise.
+    #[inline(always)]
+    pub fn wants_prefetch(&self) -> bool {
+        self.table.slots.len() >= PREFETCH_MIN_SLOTS
     }
 
     /// The entry of `mac` in `vlan`, aged out or not, its last-seen time
@@ -1154,6 +1167,19 @@ mod tests {
         f.prefetch(1, mac(1));
         f.prefetch(0xffff, MacAddr::BROADCAST);
         assert_eq!(f.lookup(1, mac(1), 0), Some(1));
+        // Only a table too big for the cache is prefetched.
+        assert!(!f.wants_prefetch());
+        for i in 0..20_000u64 {
+            f.learn(2, MacAddr::from_u64(0x0200_0000_0000 | i), 1, 0, None);
+        }
+        assert!(f.wants_prefetch());
+        for i in 0..30_000u64 {
+            f.prefetch(2, MacAddr::from_u64(0x0200_0000_0000 | i));
+        }
+        assert_eq!(
+            f.lookup(2, MacAddr::from_u64(0x0200_0000_0000 | 7), 0),
+            Some(1)
+        );
     }
 
     // ---- Model-based: random operations against a plain HashMap ----

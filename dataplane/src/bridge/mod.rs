@@ -444,9 +444,13 @@ impl Bridge {
     /// first, so the batch's cache misses overlap instead of coming one
     /// frame at a time. Best effort: the VLAN is the frame's tag, or the
     /// port's untagged VLAN, as classification will find it for any frame
-    /// it lets through.
+    /// it lets through. Nothing while the FDB is small enough to stay in
+    /// cache.
     #[inline]
     pub fn prefetch_frame(&self, ingress: PortId, frame: &[u8]) {
+        if !self.fdb.wants_prefetch() {
+            return;
+        }
         let Some(eth) = EthHdr::parse(frame) else {
             return;
         };
@@ -867,6 +871,13 @@ mod tests {
     #[test]
     fn prefetch_frame_changes_nothing() {
         let mut b = vlan_br();
+        // Big enough for prefetching to be on.
+        for i in 0..20_000u64 {
+            b.fdb
+                .add_static(30, MacAddr::from_u64(0x0200_0000_0000 | i), 2)
+                .unwrap();
+        }
+        assert!(b.fdb.wants_prefetch());
         let frames = [
             frame(A, B),
             frame([0xff; 6], A),
@@ -885,7 +896,7 @@ mod tests {
         let f = frame(B, A);
         b.prefetch_frame(3, &f);
         assert_eq!(b.decide(3, &f, 0).verdict, Verdict::Unicast(4));
-        assert_eq!(b.fdb.len(), 2);
+        assert_eq!(b.fdb.len(), 20_002);
     }
 
     #[test]
