@@ -1196,6 +1196,9 @@ def parse_args(argv):
                     help="comma list of scenarios: " + ",".join(s.name for s in SCENARIOS) + " (default all)")
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
     ap.add_argument("--svg", metavar="FILE", help="write a bar chart (normalized to kernel = 1.0)")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="measure nothing: print the table and targets (and --svg) of a run "
+                         "saved with --json (no root needed)")
     ap.add_argument("--bin-dir", default=os.path.join(REPO_ROOT, "target", "release"),
                     help="where vswitchd and vswitchctl are (default: <repo>/target/release)")
     ap.add_argument("--workers", type=int, default=0, help="pass --workers N to vswitchd")
@@ -1233,9 +1236,35 @@ def pick(items, spec, what):
     return [i for i in items if i.name in names]    # keep canonical order
 
 
+def render_saved(opts):
+    """--from-json: the report of a run saved with --json."""
+    with open(opts.from_json) as f:
+        doc = json.load(f)
+    cfg = doc.get("config", {})
+    scenarios = pick(SCENARIOS, ",".join(cfg.get("scenarios", [])), "scenario")
+    tests = pick(TESTS, ",".join(cfg.get("tests", [])), "test")
+    agg = {}
+    for s in scenarios:
+        agg[s.name] = {}
+        for test, entries in doc.get("results", {}).get(s.name, {}).items():
+            for key, e in entries.items():
+                agg[s.name][(test, key)] = (e.get("median"), e.get("rounds", []))
+    opts.rounds = cfg.get("rounds", 0)
+    opts.duration = cfg.get("duration_s", 0)
+    print_table(agg, scenarios, tests, opts)
+    print_targets(agg, scenarios, tests)
+    if doc.get("idle"):
+        print_background(doc["idle"], scenarios)
+    if opts.svg:
+        svg_chart(agg, scenarios, opts.svg)
+    return 0
+
+
 def main(argv):
     opts = parse_args(argv)
     benchlib.setup("netbench", opts.verbose)
+    if opts.from_json:
+        return render_saved(opts)
     tests = pick(TESTS, opts.only, "test")
     scenarios = pick(SCENARIOS, opts.scenarios, "scenario")
     if opts.no_reference and not opts.scenarios:

@@ -53,5 +53,26 @@ class Targets(unittest.TestCase):
         self.assertIsNone(r["tcp1-tap"]["value"])
 
 
+class FromJson(unittest.TestCase):
+    def test_saved_run_renders_table_and_targets(self):
+        import json
+        import tempfile
+        doc = {"config": {"rounds": 1, "duration_s": 5, "tests": ["tcp1"],
+                          "scenarios": ["kernel", "vs-tap"]},
+               "results": {"kernel": {"tcp1": {"gbps": {"median": 10.0, "rounds": [10.0]}}},
+                           "vs-tap": {"tcp1": {"gbps": {"median": 9.5, "rounds": [9.5]}}}}}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(doc, f)
+        import subprocess
+        cp = subprocess.run([sys.executable, netbench.__file__, "--from-json", f.name],
+                            capture_output=True, text=True, timeout=60)
+        os.unlink(f.name)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        text = cp.stdout
+        self.assertIn("0.95x", text)
+        self.assertIn("TCP 1 stream, TAP ports >= 0.9x kernel bridge", text)
+        self.assertRegex(text, r"0\.95x\s+met")
+
+
 if __name__ == "__main__":
     unittest.main()
