@@ -147,27 +147,16 @@ impl FdbTable {
             &["PORT", "VLAN", "MAC", "TYPE", "AGE"]
         };
         let n = headers.len();
-        let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+        // Widths from one row at a time: the rows stay compact.
+        let w = crate::table::widths(
+            headers,
+            self.rows
+                .iter()
+                .map(|r| self.cells(r, vtep).into_iter().take(n)),
+        );
+        crate::table::write_line(out, headers, &w)?;
         for r in &self.rows {
-            for (i, c) in self.cells(r, vtep)[..n].iter().enumerate() {
-                w[i] = w[i].max(c.len());
-            }
-        }
-        let mut line = |cells: &[String]| -> io::Result<()> {
-            let mut s = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    s.push_str(c);
-                } else {
-                    s.push_str(&format!("{:<width$}  ", c, width = w[i]));
-                }
-            }
-            writeln!(out, "{}", s.trim_end())
-        };
-        let h: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-        line(&h)?;
-        for r in &self.rows {
-            line(&self.cells(r, vtep)[..n])?;
+            crate::table::write_line(out, &self.cells(r, vtep)[..n], &w)?;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod fdbshow;
 pub mod persist;
 pub mod server;
+pub mod table;
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";

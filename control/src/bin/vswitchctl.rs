@@ -446,26 +446,11 @@ fn s(v: &Value) -> String {
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let w = control::table::widths(headers, &rows);
+    let mut out = std::io::stdout().lock();
+    let _ = control::table::write_line(&mut out, headers, &w);
     for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{:<width$}  ", c, width = w[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
+        let _ = control::table::write_line(&mut out, r, &w);
     }
 }
 
