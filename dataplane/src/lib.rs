@@ -18,5 +18,7 @@ pub mod packet;
 pub mod port;
 pub mod stats;
 pub mod sys;
+#[cfg(test)]
+mod test_rng;
 
 pub use mac::MacAddr;

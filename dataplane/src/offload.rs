@@ -1353,19 +1353,7 @@ mod tests {
         assert_eq!(OffloadError::OutputFull.name(), "output_full");
     }
 
-    /// xorshift64*: deterministic, no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     #[test]
     fn random_frames_and_headers_never_panic() {
@@ -1381,44 +1369,44 @@ mod tests {
         let mut out = Segments::new();
         let (mut ok, mut err) = (0u32, 0u32);
         for round in 0..6000 {
-            let (mut h, mut f) = seeds[rng.below(seeds.len())].clone();
+            let (mut h, mut f) = seeds[rng.index(seeds.len())].clone();
             // Mutate the frame: byte flips in the headers (mostly) or
             // anywhere, truncation, growth, or pure garbage.
-            for _ in 0..rng.below(4) {
-                let at = if rng.below(4) == 0 {
-                    rng.below(f.len())
+            for _ in 0..rng.index(4) {
+                let at = if rng.index(4) == 0 {
+                    rng.index(f.len())
                 } else {
-                    rng.below(f.len().min(90))
+                    rng.index(f.len().min(90))
                 };
                 if let Some(b) = f.get_mut(at) {
                     *b = rng.next() as u8;
                 }
             }
-            match rng.below(8) {
-                0 => f.truncate(rng.below(f.len() + 1)),
-                1 => f.extend((0..rng.below(100)).map(|_| rng.next() as u8)),
+            match rng.index(8) {
+                0 => f.truncate(rng.index(f.len() + 1)),
+                1 => f.extend((0..rng.index(100)).map(|_| rng.next() as u8)),
                 2 if round % 16 == 0 => {
-                    f = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
+                    f = (0..rng.index(200)).map(|_| rng.next() as u8).collect();
                 }
                 _ => {}
             }
             // Mutate the virtio header: one field, or all of it.
-            match rng.below(10) {
+            match rng.index(10) {
                 0 => {
                     let mut b = [0u8; VNET_HDR_LEN];
                     b.iter_mut().for_each(|x| *x = rng.next() as u8);
                     h = VnetHdr::parse(&b);
                 }
-                1 => h.gso_size = rng.below(3) as u16,
+                1 => h.gso_size = rng.index(3) as u16,
                 2 => h.gso_size = rng.next() as u16,
                 3 => h.hdr_len = rng.next() as u16,
                 4 => h.csum_start = rng.next() as u16,
-                5 => h.csum_offset = rng.below(100) as u16,
+                5 => h.csum_offset = rng.index(100) as u16,
                 6 => h.gso_type = rng.next() as u8,
                 7 => h.flags = rng.next() as u8,
                 _ => {}
             }
-            if rng.below(3) == 0 {
+            if rng.index(3) == 0 {
                 out.clear();
             }
             let before = out.len();
