@@ -472,7 +472,8 @@ fn refused_ring_falls_back_to_recvmmsg() {
 }
 
 /// The interface goes away: the ring port, which reads no socket to learn
-/// it, reports the error once the poller flags it (and on an empty ring).
+/// it, reports the error once the poller flags it (EPOLLERR, passed on as
+/// `error_event`).
 #[test]
 fn deleted_interface_is_reported_by_the_ring_port() {
     if !root() {

@@ -226,8 +226,7 @@ impl EngineHandle {
                 ))
             }
             Request::FdbShow { bridge } => {
-                let snap = self.shared.tables().fdb_snapshot(&bridge)?;
-                serde_json::to_value(snap.rows()).map_err(|e| e.to_string())
+                serde_json::to_value(self.fdb_rows(&bridge)?).map_err(|e| e.to_string())
             }
             other => self.shared.tables().handle(other),
         }

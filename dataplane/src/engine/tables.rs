@@ -288,10 +288,6 @@ impl Tables {
                 }
                 Ok(Value::Array(out))
             }
-            Request::FdbShow { bridge } => {
-                let snap = self.fdb_snapshot(&bridge)?;
-                serde_json::to_value(snap.rows()).map_err(|e| e.to_string())
-            }
             Request::FdbAdd {
                 bridge,
                 mac,
@@ -369,7 +365,8 @@ impl Tables {
             Request::AddPort { .. }
             | Request::DelPort { .. }
             | Request::DelBr { .. }
-            | Request::Stats { .. } => Err("handled by the engine handle".into()),
+            | Request::Stats { .. }
+            | Request::FdbShow { .. } => Err("handled by the engine handle".into()),
         }
     }
 
