@@ -146,6 +146,12 @@ fn elapsed(now: u32, then: u32) -> u32 {
     }
 }
 
+/// A dynamic entry last seen `ageing` ticks or more before `now`.
+#[inline(always)]
+fn expired(s: &Slot, now: u32, ageing: u32) -> bool {
+    !s.is_static() && elapsed(now, s.stamp) >= ageing
+}
+
 /// One entry of the table, or an empty place (all zero).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C, align(16))]
@@ -482,7 +488,7 @@ impl Fdb {
 
     #[inline(always)]
     fn expired(&self, s: &Slot, now: u32) -> bool {
-        !s.is_static() && elapsed(now, s.stamp) >= self.ageing_ticks
+        expired(s, now, self.ageing_ticks)
     }
 
     /// The public view of a slot, its last-seen time rebuilt against
@@ -733,7 +739,7 @@ impl Fdb {
         self.latest_ns = self.latest_ns.max(now_ns);
         let (now, ageing) = (tick(now_ns), self.ageing_ticks);
         self.age_cursor = 0;
-        self.remove_where(|s| !s.is_static() && elapsed(now, s.stamp) >= ageing)
+        self.remove_where(|s| expired(s, now, ageing))
     }
 
     /// [`Fdb::age`] a part at a time: sweeps the next `1/parts` of the
@@ -748,9 +754,7 @@ impl Fdb {
         let n = self.table.slots.len();
         let from = self.age_cursor.min(n);
         let to = n.min(from + n.div_ceil(parts.max(1)));
-        let gone = self.remove_in(from, to, |s| {
-            !s.is_static() && elapsed(now, s.stamp) >= ageing
-        });
+        let gone = self.remove_in(from, to, |s| expired(s, now, ageing));
         self.age_cursor = if to >= n { 0 } else { to };
         if self.age_cursor == 0 {
             self.maybe_shrink();
@@ -1177,27 +1181,13 @@ mod tests {
         last_ns: u64,
     }
 
-    /// A plain multiplicative hasher for the model's map: a debug build's
-    /// SipHash would make the model slower than the table under test.
-    #[derive(Default)]
-    struct QuickHasher(u64);
-    impl std::hash::Hasher for QuickHasher {
-        fn write(&mut self, bytes: &[u8]) {
-            for &b in bytes {
-                self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            }
-        }
-        fn finish(&self) -> u64 {
-            self.0 ^ (self.0 >> 29)
-        }
-    }
-    type QuickHash = std::hash::BuildHasherDefault<QuickHasher>;
-
-    /// What the FDB should do, written the obvious way: a std HashMap, u64
+    /// What the FDB should do, written the obvious way: a hash map, u64
     /// times without wrap, ageing to the tick. Its counts change in `put`
     /// and `take` only.
     struct Model {
-        map: std::collections::HashMap<(u16, MacAddr), ModelEntry, QuickHash>,
+        // hashbrown's default hasher: a debug build's SipHash would make the
+        // model slower than the table under test.
+        map: hashbrown::HashMap<(u16, MacAddr), ModelEntry>,
         dynamic: usize,
         per_port: std::collections::HashMap<PortId, u32>,
         ageing_ticks: u64,
@@ -1525,7 +1515,7 @@ mod tests {
                 step(&mut f, &mut m, &mut rng, &keys, &mut now, 6, true);
                 longest = longest.max(check_invariants(&f));
                 // Every key now and then, a sample of them in between (a
-                // debug build's SipHash is slow).
+                // debug build's model lookups are slow).
                 if i % 50 == 0 {
                     agree(&f, &m, &keys, now, 6);
                 } else {
