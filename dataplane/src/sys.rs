@@ -354,6 +354,16 @@ unsafe impl Sync for Mmap {}
 impl Mmap {
     /// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)`.
     pub fn shared(fd: RawFd, len: usize) -> io::Result<Mmap> {
+        Mmap::map(fd, len, libc::MAP_SHARED)
+    }
+
+    /// An anonymous shared mapping (tests stand in for a kernel ring).
+    #[cfg(test)]
+    pub fn anonymous(len: usize) -> io::Result<Mmap> {
+        Mmap::map(-1, len, libc::MAP_SHARED | libc::MAP_ANONYMOUS)
+    }
+
+    fn map(fd: RawFd, len: usize, flags: libc::c_int) -> io::Result<Mmap> {
         if len == 0 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
@@ -364,30 +374,8 @@ impl Mmap {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                flags,
                 fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = std::ptr::NonNull::new(p.cast()).ok_or(io::ErrorKind::Other)?;
-        Ok(Mmap { ptr, len })
-    }
-
-    /// An anonymous shared mapping (tests stand in for a kernel ring).
-    #[cfg(test)]
-    pub fn anonymous(len: usize) -> io::Result<Mmap> {
-        // SAFETY: a fresh anonymous mapping chosen by the kernel; no existing
-        // memory is affected; the result is checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
                 0,
             )
         };

@@ -409,14 +409,23 @@ fn recv_copy(fd: RawFd, f: &mut Frame, h: &SlotHdr, sc: &mut MmsgScratch) -> io:
 /// Puts a VLAN tag the kernel took off (and reported in the slot) back in
 /// band, where the bridge reads it.
 fn restore_tag(f: &mut Frame, h: &SlotHdr) {
-    if h.status & TP_STATUS_VLAN_VALID != 0 {
-        let tpid = if h.status & TP_STATUS_VLAN_TPID_VALID != 0 {
-            h.vlan_tpid
-        } else {
-            TPID_8021Q
-        };
-        f.insert_tag(tpid, h.vlan_tci);
+    if let Some((tpid, tci)) = kernel_tag(h.status, h.vlan_tci, h.vlan_tpid) {
+        f.insert_tag(tpid, tci);
     }
+}
+
+/// The (TPID, TCI) of the tag the kernel took off, from a ring slot's or an
+/// auxdata's status, TCI and TPID (a kernel that gives no TPID means 802.1Q).
+fn kernel_tag(status: u32, tci: u16, tpid: u16) -> Option<(u16, u16)> {
+    if status & TP_STATUS_VLAN_VALID == 0 {
+        return None;
+    }
+    let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
+        tpid
+    } else {
+        TPID_8021Q
+    };
+    Some((tpid, tci))
 }
 
 /// Why a ring could not be set up.
@@ -750,15 +759,7 @@ impl MmsgScratch {
                 // (length checked above); read_unaligned copes with alignment.
                 let aux: libc::tpacket_auxdata =
                     unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
-                if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
-                    let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                        aux.tp_vlan_tpid
-                    } else {
-                        TPID_8021Q
-                    };
-                    return Some((tpid, aux.tp_vlan_tci));
-                }
-                return None;
+                return kernel_tag(aux.tp_status, aux.tp_vlan_tci, aux.tp_vlan_tpid);
             }
             // SAFETY: as for CMSG_FIRSTHDR.
             c = unsafe { libc::CMSG_NXTHDR(m, c) };
