@@ -107,6 +107,14 @@ class Registry:
 REG = Registry()
 
 
+def final_cleanup():
+    """The scripts' last act: ignore further signals (a second Ctrl-C must
+    not cut the cleanup short), then remove everything registered."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    REG.cleanup()
+
+
 def run(cmd, timeout=15, check=True, capture=True):
     """Run a short command, bounded in time. Returns CompletedProcess."""
     vlog("$ " + " ".join(cmd))

@@ -1083,9 +1083,7 @@ def main(argv):
         log("interrupted (%s); cleaning up" % e)
         rc = 130
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        REG.cleanup()
+        benchlib.final_cleanup()
     if rc == 130:
         return rc
     g = res.get("steady", {}).get("growth")

@@ -1298,10 +1298,7 @@ def main(argv):
         log("interrupted (%s); cleaning up" % e)
         rc = 130
     finally:
-        # Ignore further signals while removing what we created.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        REG.cleanup()
+        benchlib.final_cleanup()
     if rc:
         return rc
 
