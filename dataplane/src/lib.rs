@@ -16,6 +16,7 @@ pub mod mac;
 pub mod offload;
 pub mod packet;
 pub mod port;
+pub mod router;
 pub mod stats;
 pub mod sys;
 #[cfg(test)]

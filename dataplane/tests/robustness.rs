@@ -119,3 +119,71 @@ fn random_vxlan_and_offload_input_never_panics() {
         f.clear();
     }
 }
+
+#[test]
+fn random_packets_through_snat_never_panic_and_stay_bounded() {
+    use dataplane::router::nat::{Nat, Pool, Timeouts};
+    let mut rng = Rng(0x0dd_ba11);
+    let pool = Pool::new(1, [192, 0, 2, 1].into(), [192, 0, 2, 2].into()).unwrap();
+    let mut nat = Nat::new(100, Timeouts::default());
+    // A plausible IPv4 packet to mutate: TCP, UDP or ICMP from an inside host.
+    let mut base = vec![0u8; 60];
+    base[0] = 0x45;
+    base[2..4].copy_from_slice(&60u16.to_be_bytes());
+    base[12..16].copy_from_slice(&[10, 0, 0, 2]);
+    base[16..20].copy_from_slice(&[192, 0, 2, 1]);
+    let mut now = 0u64;
+    for i in 0..100_000u64 {
+        now += rng.next() % 50_000_000_000;
+        let mut p = if i % 4 == 0 {
+            let n = (rng.next() % 80) as usize;
+            rng.bytes(n)
+        } else {
+            let mut p = base.clone();
+            p[9] = [1u8, 6, 17][(rng.next() % 3) as usize];
+            for _ in 0..(rng.next() % 6) {
+                let at = 12 + (rng.next() as usize) % (p.len() - 12);
+                p[at] = rng.next() as u8;
+            }
+            p.truncate((rng.next() as usize) % (p.len() + 1));
+            p
+        };
+        let partial = rng.next().is_multiple_of(2);
+        if rng.next().is_multiple_of(2) {
+            let _ = nat.outbound(&mut p, partial, &pool, now);
+        } else {
+            let _ = nat.inbound(&mut p, partial, now);
+        }
+        if i.is_multiple_of(1000) {
+            nat.expire(now, 64);
+        }
+        assert!(nat.len() <= 100);
+    }
+    assert!(nat.conns(now).count() <= 100);
+}
+
+#[test]
+fn random_routes_and_prefix_strings_never_panic() {
+    use dataplane::router::route::{Lpm, Prefix};
+    let mut rng = Rng(0xfeed_f00d);
+    for _ in 0..20_000 {
+        let n = (rng.next() % 24) as usize;
+        let s: String = (0..n)
+            .map(|_| b"0123456789./ x:-"[(rng.next() % 16) as usize] as char)
+            .collect();
+        let _ = s.parse::<Prefix>();
+    }
+    let mut t: Lpm<u32> = Lpm::with_limits(200, 64);
+    for i in 0..5_000u32 {
+        let len = (rng.next() % 33) as u8;
+        let addr = (rng.next() as u32) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        let p = Prefix::new(addr.into(), len).unwrap();
+        if rng.next().is_multiple_of(3) {
+            t.remove(p);
+        } else {
+            let _ = t.insert(p, i);
+        }
+        assert!(t.len() <= 200);
+        let _ = t.lookup(rng.next() as u32);
+    }
+}

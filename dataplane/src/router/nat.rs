@@ -1,0 +1,1342 @@
+//! Source NAT (masquerade) for IPv4: per-flow state, translation both ways,
+//! and the incremental checksum updates that go with it.
+//!
+//! An inside host's flow leaving through a router interface with an SNAT rule
+//! gets an outside address and port from the rule's pool; replies addressed to
+//! that outside address and port are translated back. TCP and UDP flows are
+//! keyed by their ports, ICMP echo by its identifier (RFC 5508 §3.1), like
+//! Linux's conntrack and `MASQUERADE`.
+//!
+//! # The table
+//!
+//! Flows live in a slab (`Vec<Conn>` with a free list), found through two
+//! hash maps of small keys: the inside tuple (protocol, inside address and
+//! port, remote address and port) for outbound packets, and the tuple a reply
+//! carries (protocol, remote, outside) for inbound ones. A packet of a known
+//! flow costs one map lookup and a rewrite.
+//!
+//! - **Mapping.** The outside address is chosen from the pool by a hash of
+//!   the inside address, so one host keeps one outside address ("paired",
+//!   RFC 4787 REQ-2). The outside port is the inside one when that is free for
+//!   this remote endpoint (as Linux does), else the first free one from a
+//!   hash-derived start in the pool's port range, trying at most
+//!   [`MAX_PORT_TRIES`] ports so a crowded pool cannot make one packet loop
+//!   over 64 k ports. A port is reused for different remote endpoints, so a
+//!   pool address carries up to 64 k flows per remote endpoint, not in total.
+//!   ICMP identifiers are treated like ports over their whole 16-bit range.
+//! - **Timeouts** (time is an argument, nanoseconds of the caller's clock):
+//!   TCP established 7440 s (RFC 5382 REQ-5: at least 2 h 4 min), TCP
+//!   opening and closing 240 s (REQ-5's 4 minutes), after an RST 10 s; UDP
+//!   300 s (RFC 4787 REQ-5 recommends 5 minutes); ICMP echo 60 s (RFC 5508
+//!   REQ-1). An expired flow is dead at once, whether or not a sweep removed
+//!   it: a lookup that finds one removes it. [`Nat::expire`] sweeps a bounded
+//!   slice of the slab per call, so the caller's timer keeps the table clean
+//!   without a long pause.
+//! - **Bounds.** At most `max_conns` flows (default [`DEFAULT_MAX_CONNS`]);
+//!   a new flow beyond that, or one for which no port is free, is refused
+//!   with a reason the caller counts as a drop. Memory is about 110 bytes a
+//!   flow (slab entry plus two map entries at the maps' load).
+//!
+//! # Checksums
+//!
+//! Rewrites update checksums incrementally (RFC 1624, eqn. 3): the IPv4 header
+//! checksum, the TCP or UDP checksum (pseudo-header address and port), and the
+//! ICMP checksum (identifier). A frame that arrived with a *partial* L4
+//! checksum (virtio `NEEDS_CSUM`: the field holds the folded pseudo-header
+//! sum and the egress or [`crate::offload`] completes it) gets only its
+//! pseudo-header part updated, not complemented, and the ports are left to
+//! the completion; so GSO super-frames are translated once, not per segment.
+//! A UDP checksum of zero (none) stays zero; a computed zero is sent as
+//! 0xffff.
+//!
+//! # Not handled (yet)
+//!
+//! IP fragments are refused ([`NatDrop::Fragment`]): without reassembly only
+//! the first fragment carries ports. ICMP errors about a translated flow are
+//! not translated back (RFC 5508 §4.2); the router passes them on untouched.
+
+use hashbrown::HashMap;
+use std::net::Ipv4Addr;
+
+/// Default limit on tracked flows.
+pub const DEFAULT_MAX_CONNS: usize = 262_144;
+/// Ports tried for a new mapping before the packet is refused.
+pub const MAX_PORT_TRIES: u32 = 256;
+/// Flows the default [`Nat::expire`] call examines.
+pub const EXPIRE_BUDGET: usize = 4096;
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Idle timeouts by flow state, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_established: u64,
+    pub tcp_transitory: u64,
+    pub tcp_reset: u64,
+    pub udp: u64,
+    pub icmp: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_established: 7440,
+            tcp_transitory: 240,
+            tcp_reset: 10,
+            udp: 300,
+            icmp: 60,
+        }
+    }
+}
+
+/// The outside addresses and ports of an SNAT rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    /// Identifies the rule, so [`Nat::flush_rule`] can drop its flows.
+    pub rule: u32,
+    /// First and last outside address (host byte order), inclusive.
+    pub first: u32,
+    pub last: u32,
+    /// First and last outside TCP/UDP port, inclusive.
+    pub port_lo: u16,
+    pub port_hi: u16,
+}
+
+impl Pool {
+    /// A pool of addresses `first..=last` with the usual masquerade ports
+    /// (1024-65535); `None` if `last < first`.
+    pub fn new(rule: u32, first: Ipv4Addr, last: Ipv4Addr) -> Option<Pool> {
+        let (first, last) = (u32::from(first), u32::from(last));
+        (first <= last).then_some(Pool {
+            rule,
+            first,
+            last,
+            port_lo: 1024,
+            port_hi: 65535,
+        })
+    }
+
+    fn contains(&self, ip: u32) -> bool {
+        (self.first..=self.last).contains(&ip)
+    }
+}
+
+/// Why a packet could not be translated; each is a drop reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatDrop {
+    /// Not a well-formed IPv4 packet with a complete L4 header.
+    Malformed,
+    /// An IP fragment (no reassembly).
+    Fragment,
+    /// A protocol (or ICMP type) SNAT does not translate.
+    Unsupported,
+    /// The flow table is full.
+    TableFull,
+    /// No outside port was free for this flow.
+    PortsExhausted,
+}
+
+impl NatDrop {
+    /// The snake_case name shown in `stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatDrop::Malformed => "malformed",
+            NatDrop::Fragment => "nat_fragment",
+            NatDrop::Unsupported => "nat_unsupported",
+            NatDrop::TableFull => "nat_full",
+            NatDrop::PortsExhausted => "nat_ports_exhausted",
+        }
+    }
+}
+
+/// What [`Nat::inbound`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// The destination was rewritten to the inside host; route it.
+    Translated,
+    /// Not a reply of a tracked flow: left untouched (it may be for the
+    /// router itself, or be routed as it is).
+    NotTranslated,
+}
+
+/// A flow's state as `nat-show` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Outbound packets only (UDP, ICMP, or TCP picked up mid-stream).
+    New,
+    /// TCP SYN sent, no answer yet.
+    SynSent,
+    /// Replies seen.
+    Established,
+    /// One side sent FIN.
+    FinWait,
+    /// Both sides sent FIN.
+    TimeWait,
+    /// Reset.
+    Closed,
+}
+
+impl State {
+    /// The snake_case name shown in `nat-show`.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::New => "new",
+            State::SynSent => "syn_sent",
+            State::Established => "established",
+            State::FinWait => "fin_wait",
+            State::TimeWait => "time_wait",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// An address and a port (for ICMP echo: the identifier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub ip: u32,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", Ipv4Addr::from(self.ip), self.port)
+    }
+}
+
+/// One tracked flow, as listed by [`Nat::conns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// "tcp", "udp" or "icmp".
+    pub proto: &'static str,
+    pub inside: Endpoint,
+    pub outside: Endpoint,
+    pub remote: Endpoint,
+    pub state: State,
+    pub rule: u32,
+    /// Seconds until it expires if idle (rounded up).
+    pub expires_s: u64,
+}
+
+/// A flow's two endpoints as one direction's packets carry them (source,
+/// destination) and its protocol.
+#[derive(Debug, Clone, Copy)]
+struct Tuple {
+    a: Endpoint,
+    b: Endpoint,
+    proto: u8,
+}
+
+impl Tuple {
+    fn key(&self) -> Key {
+        Key::new(self.a, self.b, self.proto)
+    }
+}
+
+/// A flow's key in one direction: two endpoints and the protocol packed in
+/// 104 bits, so hashing is two multiplies and comparing is one 128-bit test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key(u128);
+
+impl Key {
+    fn new(a: Endpoint, b: Endpoint, proto: u8) -> Key {
+        let e = |x: Endpoint| u128::from(x.ip) << 16 | u128::from(x.port);
+        Key(e(a) << 56 | e(b) << 8 | u128::from(proto))
+    }
+}
+
+/// Hashes [`Key`]s: a folded multiply of each half, keyed by a per-table
+/// random seed so outsiders cannot aim their tuples at one probe run.
+#[derive(Debug, Clone, Copy)]
+struct KeyHash(u64);
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    #[inline]
+    fn write_u128(&mut self, v: u128) {
+        let m = |a: u64, b: u64| {
+            let p = u128::from(a) * u128::from(b);
+            (p as u64) ^ ((p >> 64) as u64)
+        };
+        self.0 = m(
+            m((v as u64) ^ self.0, 0x9e37_79b9_7f4a_7c15) ^ ((v >> 64) as u64),
+            0x2545_f491_4f6c_dd1d,
+        );
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used by `Key`; a byte slice is folded in
+        // 16 bytes at a time all the same.
+        for c in bytes.chunks(16) {
+            let mut b = [0u8; 16];
+            b[..c.len()].copy_from_slice(c);
+            self.write_u128(u128::from_ne_bytes(b));
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    proto: u8,
+    inside: Endpoint,
+    outside: Endpoint,
+    remote: Endpoint,
+    state: State,
+    fin_out: bool,
+    fin_in: bool,
+    rule: u32,
+    /// Clock reading at which it dies if idle; 0 marks a free slab slot.
+    expires: u64,
+}
+
+impl Conn {
+    fn out_key(&self) -> Key {
+        Key::new(self.inside, self.remote, self.proto)
+    }
+
+    fn in_key(&self) -> Key {
+        Key::new(self.remote, self.outside, self.proto)
+    }
+}
+
+/// The SNAT flow table.
+#[derive(Debug)]
+pub struct Nat {
+    conns: Vec<Conn>,
+    free: Vec<u32>,
+    by_inside: HashMap<Key, u32, KeyHash>,
+    by_outside: HashMap<Key, u32, KeyHash>,
+    max_conns: usize,
+    timeouts: Timeouts,
+    /// Where the next [`Nat::expire`] continues.
+    sweep_at: usize,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat::new(DEFAULT_MAX_CONNS, Timeouts::default())
+    }
+}
+
+/// The fields of an IPv4 packet that translation reads.
+struct Parsed {
+    proto: u8,
+    src: u32,
+    dst: u32,
+    /// Offset of the L4 header.
+    l4: usize,
+    sport: u16,
+    dport: u16,
+    /// Offset of the L4 checksum field.
+    csum: usize,
+    tcp_flags: u8,
+    icmp_type: u8,
+}
+
+impl Nat {
+    /// An empty table holding at most `max_conns` flows.
+    pub fn new(max_conns: usize, timeouts: Timeouts) -> Nat {
+        use std::hash::BuildHasher;
+        // RandomState is seeded from the OS's randomness per instance.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        Nat {
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_inside: HashMap::with_hasher(KeyHash(seed)),
+            by_outside: HashMap::with_hasher(KeyHash(seed.rotate_left(32))),
+            max_conns,
+            timeouts,
+            sweep_at: 0,
+        }
+    }
+
+    /// Tracked flows, expired ones not yet swept included.
+    pub fn len(&self) -> usize {
+        self.by_inside.len()
+    }
+
+    /// No flows tracked.
+    pub fn is_empty(&self) -> bool {
+        self.by_inside.is_empty()
+    }
+
+    /// Translates an outbound IPv4 packet (`pkt` starts at the IP header) of
+    /// a flow leaving through `pool`'s rule: the source becomes the flow's
+    /// outside address and port, creating the mapping on its first packet.
+    /// `partial` says the L4 checksum field holds a partial (pseudo-header)
+    /// sum. On error the packet is unchanged.
+    pub fn outbound(
+        &mut self,
+        pkt: &mut [u8],
+        partial: bool,
+        pool: &Pool,
+        now: u64,
+    ) -> Result<Endpoint, NatDrop> {
+        let p = parse(pkt)?;
+        let (inside_port, remote_port) = match p.proto {
+            PROTO_TCP | PROTO_UDP => (p.sport, p.dport),
+            // The identifier is the inside end's "port"; the remote end has
+            // none (0), so replies, which carry the outside identifier, find
+            // the flow.
+            PROTO_ICMP if p.icmp_type == ICMP_ECHO_REQUEST => (p.sport, 0),
+            _ => return Err(NatDrop::Unsupported),
+        };
+        let key = Tuple {
+            a: Endpoint {
+                ip: p.src,
+                port: inside_port,
+            },
+            b: Endpoint {
+                ip: p.dst,
+                port: remote_port,
+            },
+            proto: p.proto,
+        };
+        let idx = match self.find(true, &key.key(), now) {
+            // A flow of another rule (the rules changed under it) is
+            // remapped from this rule's pool.
+            Some(i) if pool.contains(self.conns[i].outside.ip) => i,
+            Some(i) => {
+                self.remove(i);
+                self.create(key, pool, now)?
+            }
+            None => self.create(key, pool, now)?,
+        };
+        let t = self.timeouts;
+        let c = &mut self.conns[idx];
+        if p.proto == PROTO_TCP {
+            tcp_track(c, p.tcp_flags, true);
+        }
+        c.expires = expiry(now, timeout(&t, c));
+        let outside = c.outside;
+        rewrite(pkt, &p, partial, true, outside);
+        Ok(outside)
+    }
+
+    /// Translates an inbound IPv4 packet if it is a reply of a tracked flow:
+    /// the destination becomes the inside host's address and port. Anything
+    /// else is left untouched ([`Inbound::NotTranslated`]); only malformed
+    /// packets and fragments are errors.
+    pub fn inbound(&mut self, pkt: &mut [u8], partial: bool, now: u64) -> Result<Inbound, NatDrop> {
+        let p = parse(pkt)?;
+        let (remote_port, outside_port) = match p.proto {
+            PROTO_TCP | PROTO_UDP => (p.sport, p.dport),
+            PROTO_ICMP if p.icmp_type == ICMP_ECHO_REPLY => (0, p.sport),
+            _ => return Ok(Inbound::NotTranslated),
+        };
+        let key = Tuple {
+            a: Endpoint {
+                ip: p.src,
+                port: remote_port,
+            },
+            b: Endpoint {
+                ip: p.dst,
+                port: outside_port,
+            },
+            proto: p.proto,
+        };
+        let Some(idx) = self.find(false, &key.key(), now) else {
+            return Ok(Inbound::NotTranslated);
+        };
+        let t = self.timeouts;
+        let c = &mut self.conns[idx];
+        if p.proto == PROTO_TCP {
+            tcp_track(c, p.tcp_flags, false);
+        } else {
+            c.state = State::Established;
+        }
+        c.expires = expiry(now, timeout(&t, c));
+        let inside = c.inside;
+        rewrite(pkt, &p, partial, false, inside);
+        Ok(Inbound::Translated)
+    }
+
+    /// Removes up to `budget` expired flows' worth of the slab, continuing
+    /// where the last call stopped; returns how many flows it removed.
+    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        let n = self.conns.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            if self.sweep_at >= n {
+                self.sweep_at = 0;
+            }
+            let i = self.sweep_at;
+            self.sweep_at += 1;
+            let c = &self.conns[i];
+            if c.expires != 0 && c.expires <= now {
+                self.remove(i);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Removes every flow of SNAT rule `rule` (the rule was deleted).
+    pub fn flush_rule(&mut self, rule: u32) -> usize {
+        let doomed: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].expires != 0 && self.conns[i].rule == rule)
+            .collect();
+        for &i in &doomed {
+            self.remove(i);
+        }
+        doomed.len()
+    }
+
+    /// The live flows at `now`, in no particular order.
+    pub fn conns(&self, now: u64) -> impl Iterator<Item = ConnInfo> + '_ {
+        self.conns
+            .iter()
+            .filter(move |c| c.expires > now)
+            .map(move |c| ConnInfo {
+                proto: match c.proto {
+                    PROTO_TCP => "tcp",
+                    PROTO_UDP => "udp",
+                    _ => "icmp",
+                },
+                inside: c.inside,
+                outside: c.outside,
+                remote: c.remote,
+                state: c.state,
+                rule: c.rule,
+                expires_s: (c.expires - now).div_ceil(NS_PER_S),
+            })
+    }
+
+    /// The live flow under `key` in the given direction's map; an expired
+    /// one is removed on the way.
+    fn find(&mut self, out: bool, key: &Key, now: u64) -> Option<usize> {
+        let map = if out {
+            &self.by_inside
+        } else {
+            &self.by_outside
+        };
+        let i = *map.get(key)? as usize;
+        if self.conns[i].expires <= now {
+            self.remove(i);
+            return None;
+        }
+        Some(i)
+    }
+
+    fn create(&mut self, key: Tuple, pool: &Pool, now: u64) -> Result<usize, NatDrop> {
+        if self.by_inside.len() >= self.max_conns {
+            // Make room from the dead first: a short sweep, bounded.
+            self.expire(now, EXPIRE_BUDGET);
+            if self.by_inside.len() >= self.max_conns {
+                return Err(NatDrop::TableFull);
+            }
+        }
+        let outside = self.pick_outside(&key, pool, now)?;
+        let conn = Conn {
+            proto: key.proto,
+            inside: key.a,
+            outside,
+            remote: key.b,
+            state: State::New,
+            fin_out: false,
+            fin_in: false,
+            rule: pool.rule,
+            expires: 1,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.conns[i as usize] = conn;
+                i as usize
+            }
+            None => {
+                self.conns.push(conn);
+                self.conns.len() - 1
+            }
+        };
+        self.by_inside.insert(conn.out_key(), idx as u32);
+        self.by_outside.insert(conn.in_key(), idx as u32);
+        Ok(idx)
+    }
+
+    /// An outside endpoint no live flow to `key`'s remote endpoint uses.
+    fn pick_outside(&mut self, key: &Tuple, pool: &Pool, now: u64) -> Result<Endpoint, NatDrop> {
+        let span = u64::from(pool.last - pool.first) + 1;
+        let ip = pool.first + (mix(u64::from(key.a.ip)) % span) as u32;
+        let (lo, hi) = if key.proto == PROTO_ICMP {
+            (0u16, u16::MAX)
+        } else {
+            (
+                pool.port_lo.min(pool.port_hi),
+                pool.port_hi.max(pool.port_lo),
+            )
+        };
+        let range = u32::from(hi - lo) + 1;
+        let seed = mix(u64::from(key.a.ip) << 32
+            | u64::from(key.a.port) << 16
+            | u64::from(key.b.port) ^ u64::from(key.b.ip).rotate_left(40));
+        let base = (seed % u64::from(range)) as u32;
+        // The inside port first, then a walk from a hashed start: linear
+        // probing, so flows that collided on one port spread out.
+        let preferred = (lo..=hi)
+            .contains(&key.a.port)
+            .then(|| u32::from(key.a.port - lo));
+        let walk = (0..MAX_PORT_TRIES.min(range)).map(|k| (base + k) % range);
+        for off in preferred.into_iter().chain(walk) {
+            let port = lo + off as u16;
+            let probe = Key::new(key.b, Endpoint { ip, port }, key.proto);
+            if self.find(false, &probe, now).is_none() {
+                return Ok(Endpoint { ip, port });
+            }
+        }
+        Err(NatDrop::PortsExhausted)
+    }
+
+    fn remove(&mut self, i: usize) {
+        let c = self.conns[i];
+        if c.expires == 0 {
+            return;
+        }
+        self.by_inside.remove(&c.out_key());
+        self.by_outside.remove(&c.in_key());
+        self.conns[i].expires = 0;
+        self.free.push(i as u32);
+    }
+}
+
+/// Updates a TCP flow's state with the flags of a packet in one direction.
+fn tcp_track(c: &mut Conn, flags: u8, out: bool) {
+    if flags & TCP_RST != 0 {
+        c.state = State::Closed;
+        return;
+    }
+    if out && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        // A new connection, possibly reusing a closed flow's tuple.
+        c.state = State::SynSent;
+        c.fin_out = false;
+        c.fin_in = false;
+        return;
+    }
+    if flags & TCP_FIN != 0 {
+        if out {
+            c.fin_out = true;
+        } else {
+            c.fin_in = true;
+        }
+    }
+    c.state = match (c.state, out) {
+        (State::Closed, _) => State::Closed,
+        (_, _) if c.fin_out && c.fin_in => State::TimeWait,
+        (_, _) if c.fin_out || c.fin_in => State::FinWait,
+        (State::New | State::SynSent, false) => State::Established,
+        (s, _) => s,
+    };
+}
+
+fn timeout(t: &Timeouts, c: &Conn) -> u64 {
+    match c.proto {
+        PROTO_TCP => match c.state {
+            State::Established => t.tcp_established,
+            State::Closed => t.tcp_reset,
+            _ => t.tcp_transitory,
+        },
+        PROTO_UDP => t.udp,
+        _ => t.icmp,
+    }
+}
+
+/// The clock reading `secs` after `now`, never 0 (which marks a free slot).
+fn expiry(now: u64, secs: u64) -> u64 {
+    now.saturating_add(secs.saturating_mul(NS_PER_S)).max(1)
+}
+
+/// A 64-bit mixer (the finaliser of SplitMix64).
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Checks an IPv4 packet far enough to translate it.
+fn parse(pkt: &[u8]) -> Result<Parsed, NatDrop> {
+    if pkt.len() < 20 || pkt[0] >> 4 != 4 {
+        return Err(NatDrop::Malformed);
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let total = usize::from(be16(pkt, 2));
+    if ihl < 20 || total < ihl || total > pkt.len() {
+        return Err(NatDrop::Malformed);
+    }
+    // MF set or a non-zero offset.
+    if be16(pkt, 6) & 0x3fff != 0 {
+        return Err(NatDrop::Fragment);
+    }
+    let proto = pkt[9];
+    let l4 = ihl;
+    let need = match proto {
+        PROTO_TCP => 20,
+        PROTO_UDP | PROTO_ICMP => 8,
+        _ => 0,
+    };
+    if total < l4 + need {
+        return Err(NatDrop::Malformed);
+    }
+    let mut p = Parsed {
+        proto,
+        src: be32(pkt, 12),
+        dst: be32(pkt, 16),
+        l4,
+        sport: 0,
+        dport: 0,
+        csum: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+    };
+    match proto {
+        PROTO_TCP => {
+            p.sport = be16(pkt, l4);
+            p.dport = be16(pkt, l4 + 2);
+            p.csum = l4 + 16;
+            p.tcp_flags = pkt[l4 + 13];
+        }
+        PROTO_UDP => {
+            p.sport = be16(pkt, l4);
+            p.dport = be16(pkt, l4 + 2);
+            p.csum = l4 + 6;
+        }
+        PROTO_ICMP => {
+            p.icmp_type = pkt[l4];
+            // The echo identifier, standing in for both ports.
+            p.sport = be16(pkt, l4 + 4);
+            p.dport = p.sport;
+            p.csum = l4 + 2;
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// Rewrites the source (`out`) or destination address and port of a parsed
+/// packet to `to`, updating the checksums.
+fn rewrite(pkt: &mut [u8], p: &Parsed, partial: bool, out: bool, to: Endpoint) {
+    let (ip_at, old_ip, port_at, old_port) = match (p.proto, out) {
+        (PROTO_ICMP, _) => (
+            if out { 12 } else { 16 },
+            if out { p.src } else { p.dst },
+            p.l4 + 4,
+            p.sport,
+        ),
+        (_, true) => (12, p.src, p.l4, p.sport),
+        (_, false) => (16, p.dst, p.l4 + 2, p.dport),
+    };
+    let ip_delta = Delta::default().replace32(old_ip, to.ip);
+    let port_delta = Delta::default().replace16(old_port, to.port);
+
+    pkt[ip_at..ip_at + 4].copy_from_slice(&to.ip.to_be_bytes());
+    pkt[port_at..port_at + 2].copy_from_slice(&to.port.to_be_bytes());
+    update_complemented(pkt, 10, ip_delta);
+
+    match p.proto {
+        PROTO_TCP | PROTO_UDP => {
+            let old = be16(pkt, p.csum);
+            if p.proto == PROTO_UDP && old == 0 && !partial {
+                return; // no checksum (RFC 768)
+            }
+            let new = if partial {
+                // The pseudo-header sum, folded and not complemented; the
+                // ports are summed when the checksum is completed.
+                ip_delta.apply(old)
+            } else {
+                let c = !ip_delta.plus(port_delta).apply(!old);
+                if p.proto == PROTO_UDP && c == 0 {
+                    0xffff
+                } else {
+                    c
+                }
+            };
+            pkt[p.csum..p.csum + 2].copy_from_slice(&new.to_be_bytes());
+        }
+        _ => {
+            // ICMP's checksum has no pseudo-header; a partial one is
+            // completed over the identifier later.
+            if !partial {
+                update_complemented(pkt, p.csum, port_delta);
+            }
+        }
+    }
+}
+
+fn update_complemented(pkt: &mut [u8], at: usize, d: Delta) {
+    let new = !d.apply(!be16(pkt, at));
+    pkt[at..at + 2].copy_from_slice(&new.to_be_bytes());
+}
+
+/// A ones'-complement difference to add to a sum: `~m + m'` for each replaced
+/// word (RFC 1624, eqn. 3).
+#[derive(Debug, Clone, Copy, Default)]
+struct Delta(u32);
+
+impl Delta {
+    fn replace16(self, old: u16, new: u16) -> Delta {
+        Delta(self.0 + u32::from(!old) + u32::from(new))
+    }
+
+    fn replace32(self, old: u32, new: u32) -> Delta {
+        self.replace16((old >> 16) as u16, (new >> 16) as u16)
+            .replace16(old as u16, new as u16)
+    }
+
+    fn plus(self, o: Delta) -> Delta {
+        Delta(self.0 + o.0)
+    }
+
+    /// `sum + delta`, folded to 16 bits.
+    fn apply(self, sum: u16) -> u16 {
+        let mut s = u64::from(self.0) + u64::from(sum);
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_rng::Rng;
+    use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
+
+    const S: u64 = NS_PER_S;
+    const INSIDE: [u8; 4] = [10, 0, 0, 2];
+    const REMOTE: [u8; 4] = [198, 51, 100, 7];
+    const OUTSIDE: [u8; 4] = [192, 0, 2, 1];
+
+    fn pool() -> Pool {
+        Pool::new(1, OUTSIDE.into(), OUTSIDE.into()).unwrap()
+    }
+
+    fn tcp(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        flags: &str,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1000, 65535);
+        for f in flags.chars() {
+            b = match f {
+                'S' => b.syn(),
+                'A' => b.ack(1),
+                'F' => b.fin(),
+                'R' => b.rst(),
+                'P' => b.psh(),
+                _ => b,
+            };
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut v, payload)
+            .unwrap();
+        v
+    }
+
+    fn echo(src: [u8; 4], dst: [u8; 4], reply: bool, id: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        let b = PacketBuilder::ipv4(src, dst, 64);
+        let b = if reply {
+            b.icmpv4_echo_reply(id, 1)
+        } else {
+            b.icmpv4_echo_request(id, 1)
+        };
+        b.write(&mut v, b"ping").unwrap();
+        v
+    }
+
+    /// Checks every checksum in `pkt` from scratch and returns (src, sport,
+    /// dst, dport) with ICMP's identifier as both ports.
+    fn check(pkt: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
+        let s = SlicedPacket::from_ip(pkt).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
+            panic!("not ipv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "ip checksum");
+        let (src, dst) = (h.source, h.destination);
+        let payload = ip.payload().payload;
+        match s.transport.unwrap() {
+            TransportSlice::Tcp(t) => {
+                let th = t.to_header();
+                assert_eq!(
+                    th.checksum,
+                    th.calc_checksum_ipv4(&h, t.payload()).unwrap(),
+                    "tcp checksum"
+                );
+                (src, th.source_port, dst, th.destination_port)
+            }
+            TransportSlice::Udp(u) => {
+                let uh = u.to_header();
+                if uh.checksum != 0 {
+                    assert_eq!(
+                        uh.checksum,
+                        uh.calc_checksum_ipv4(&h, u.payload()).unwrap(),
+                        "udp checksum"
+                    );
+                }
+                (src, uh.source_port, dst, uh.destination_port)
+            }
+            TransportSlice::Icmpv4(i) => {
+                let ih = i.header();
+                assert_eq!(
+                    ih.checksum,
+                    ih.icmp_type.calc_checksum(i.payload()),
+                    "icmp checksum"
+                );
+                let id = match ih.icmp_type {
+                    Icmpv4Type::EchoRequest(IcmpEchoHeader { id, .. })
+                    | Icmpv4Type::EchoReply(IcmpEchoHeader { id, .. }) => id,
+                    other => panic!("unexpected {other:?}"),
+                };
+                let _ = payload;
+                (src, id, dst, id)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tcp_flow_out_and_back() {
+        let mut nat = Nat::default();
+        let mut syn = tcp(INSIDE, 40000, REMOTE, 80, "S", b"");
+        let out = nat.outbound(&mut syn, false, &pool(), 10 * S).unwrap();
+        assert_eq!(
+            out,
+            Endpoint {
+                ip: u32::from_be_bytes(OUTSIDE),
+                port: 40000
+            },
+            "keeps the port"
+        );
+        assert_eq!(check(&syn), (OUTSIDE, 40000, REMOTE, 80));
+
+        let mut synack = tcp(REMOTE, 80, OUTSIDE, 40000, "SA", b"");
+        assert_eq!(
+            nat.inbound(&mut synack, false, 11 * S),
+            Ok(Inbound::Translated)
+        );
+        assert_eq!(check(&synack), (REMOTE, 80, INSIDE, 40000));
+
+        let info: Vec<_> = nat.conns(11 * S).collect();
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].proto, "tcp");
+        assert_eq!(info[0].state, State::Established);
+        assert_eq!(info[0].expires_s, 7440);
+        assert_eq!(info[0].inside.to_string(), "10.0.0.2:40000");
+        assert_eq!(info[0].outside.to_string(), "192.0.2.1:40000");
+        assert_eq!(info[0].remote.to_string(), "198.51.100.7:80");
+
+        // Data both ways, then FIN both ways.
+        let mut data = tcp(INSIDE, 40000, REMOTE, 80, "AP", b"GET / HTTP/1.0\r\n\r\n");
+        nat.outbound(&mut data, false, &pool(), 12 * S).unwrap();
+        assert_eq!(check(&data), (OUTSIDE, 40000, REMOTE, 80));
+        let mut fin = tcp(INSIDE, 40000, REMOTE, 80, "AF", b"");
+        nat.outbound(&mut fin, false, &pool(), 13 * S).unwrap();
+        assert_eq!(nat.conns(13 * S).next().unwrap().state, State::FinWait);
+        let mut fin2 = tcp(REMOTE, 80, OUTSIDE, 40000, "AF", b"odd");
+        assert_eq!(
+            nat.inbound(&mut fin2, false, 14 * S),
+            Ok(Inbound::Translated)
+        );
+        assert_eq!(check(&fin2), (REMOTE, 80, INSIDE, 40000));
+        let c = nat.conns(14 * S).next().unwrap();
+        assert_eq!((c.state, c.expires_s), (State::TimeWait, 240));
+        assert!(nat.conns(14 * S + 240 * S).next().is_none(), "expired");
+    }
+
+    #[test]
+    fn udp_and_icmp_flows() {
+        let mut nat = Nat::default();
+        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"query?");
+        nat.outbound(&mut q, false, &pool(), S).unwrap();
+        assert_eq!(check(&q), (OUTSIDE, 5353, REMOTE, 53));
+        let mut a = udp(REMOTE, 53, OUTSIDE, 5353, b"answer!");
+        assert_eq!(nat.inbound(&mut a, false, 2 * S), Ok(Inbound::Translated));
+        assert_eq!(check(&a), (REMOTE, 53, INSIDE, 5353));
+
+        let mut ping = echo(INSIDE, REMOTE, false, 77);
+        nat.outbound(&mut ping, false, &pool(), 3 * S).unwrap();
+        assert_eq!(check(&ping), (OUTSIDE, 77, REMOTE, 77));
+        let mut pong = echo(REMOTE, OUTSIDE, true, 77);
+        assert_eq!(
+            nat.inbound(&mut pong, false, 4 * S),
+            Ok(Inbound::Translated)
+        );
+        assert_eq!(check(&pong), (REMOTE, 77, INSIDE, 77));
+
+        let mut by_proto: Vec<_> = nat.conns(4 * S).map(|c| (c.proto, c.expires_s)).collect();
+        by_proto.sort();
+        assert_eq!(by_proto, [("icmp", 60), ("udp", 298)]);
+
+        // A reply after the timeout finds nothing.
+        let mut late = udp(REMOTE, 53, OUTSIDE, 5353, b"late");
+        let before = late.clone();
+        assert_eq!(
+            nat.inbound(&mut late, false, 2 * S + 300 * S),
+            Ok(Inbound::NotTranslated)
+        );
+        assert_eq!(late, before, "untouched");
+        assert_eq!(
+            nat.len(),
+            1,
+            "the expired UDP flow was removed by the lookup"
+        );
+        assert_eq!(
+            nat.conns(302 * S).count(),
+            0,
+            "the ICMP one is dead, not yet swept"
+        );
+    }
+
+    #[test]
+    fn udp_without_checksum_stays_without() {
+        let mut nat = Nat::default();
+        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"query?");
+        q[20 + 6] = 0;
+        q[20 + 7] = 0;
+        nat.outbound(&mut q, false, &pool(), S).unwrap();
+        assert_eq!(&q[26..28], &[0, 0]);
+        assert_eq!(check(&q), (OUTSIDE, 5353, REMOTE, 53));
+    }
+
+    #[test]
+    fn unsolicited_inbound_is_untouched() {
+        let mut nat = Nat::default();
+        for mut p in [
+            tcp(REMOTE, 80, OUTSIDE, 40000, "S", b""),
+            echo(REMOTE, OUTSIDE, false, 1),
+            udp(REMOTE, 1, OUTSIDE, 2, b""),
+        ] {
+            let before = p.clone();
+            assert_eq!(nat.inbound(&mut p, false, S), Ok(Inbound::NotTranslated));
+            assert_eq!(p, before);
+        }
+        // A reply from another remote endpoint than the flow's is not the
+        // flow's (address- and port-dependent filtering).
+        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"q");
+        nat.outbound(&mut q, false, &pool(), S).unwrap();
+        let mut other = udp(REMOTE, 54, OUTSIDE, 5353, b"a");
+        assert_eq!(
+            nat.inbound(&mut other, false, S),
+            Ok(Inbound::NotTranslated)
+        );
+        let mut other = udp([203, 0, 113, 9], 53, OUTSIDE, 5353, b"a");
+        assert_eq!(
+            nat.inbound(&mut other, false, S),
+            Ok(Inbound::NotTranslated)
+        );
+    }
+
+    #[test]
+    fn port_collisions_get_other_ports_and_replies_find_their_flow() {
+        let mut nat = Nat::default();
+        // Two inside hosts use the same source port to the same remote.
+        let hosts = [[10, 0, 0, 2], [10, 0, 0, 3], [10, 0, 0, 4]];
+        let mut outs = Vec::new();
+        for h in hosts {
+            let mut p = udp(h, 40000, REMOTE, 53, b"x");
+            outs.push(nat.outbound(&mut p, false, &pool(), S).unwrap());
+        }
+        assert_eq!(outs[0].port, 40000);
+        assert!(outs[1].port != 40000 && outs[2].port != 40000 && outs[1].port != outs[2].port);
+        for (h, o) in hosts.iter().zip(&outs) {
+            let mut r = udp(REMOTE, 53, OUTSIDE, o.port, b"y");
+            assert_eq!(nat.inbound(&mut r, false, S), Ok(Inbound::Translated));
+            assert_eq!(check(&r), (REMOTE, 53, *h, 40000));
+        }
+        // The same port to another remote endpoint is reused.
+        let mut p = udp([10, 0, 0, 3], 40000, [203, 0, 113, 1], 53, b"x");
+        assert_eq!(nat.outbound(&mut p, false, &pool(), S).unwrap().port, 40000);
+    }
+
+    #[test]
+    fn pool_of_addresses_keeps_a_host_on_one_address() {
+        let pool = Pool::new(1, [192, 0, 2, 10].into(), [192, 0, 2, 13].into()).unwrap();
+        let mut nat = Nat::default();
+        let mut seen = std::collections::HashSet::new();
+        for host in 1..=40u8 {
+            let mut first = None;
+            for port in [1000u16, 2000, 3000] {
+                let mut p = udp([10, 0, 1, host], port, REMOTE, 53, b"x");
+                let o = nat.outbound(&mut p, false, &pool, S).unwrap();
+                assert!(pool.contains(o.ip));
+                assert_eq!(*first.get_or_insert(o.ip), o.ip, "one address per host");
+            }
+            seen.insert(first.unwrap());
+        }
+        assert!(seen.len() > 1, "hosts spread over the pool");
+    }
+
+    #[test]
+    fn limits_refuse_new_flows_and_count() {
+        let mut nat = Nat::new(2, Timeouts::default());
+        for port in [1, 2] {
+            let mut p = udp(INSIDE, port, REMOTE, 53, b"x");
+            nat.outbound(&mut p, false, &pool(), S).unwrap();
+        }
+        let mut p = udp(INSIDE, 3, REMOTE, 53, b"x");
+        let before = p.clone();
+        assert_eq!(
+            nat.outbound(&mut p, false, &pool(), S),
+            Err(NatDrop::TableFull)
+        );
+        assert_eq!(p, before);
+        // Known flows still pass; after expiry there is room again.
+        let mut p1 = udp(INSIDE, 1, REMOTE, 53, b"x");
+        assert!(nat.outbound(&mut p1, false, &pool(), 2 * S).is_ok());
+        assert!(nat.outbound(&mut p, false, &pool(), 302 * S).is_ok());
+
+        // A pool of four ports, all taken for this remote endpoint.
+        let mut tiny = pool();
+        tiny.port_lo = 2000;
+        tiny.port_hi = 2003;
+        let mut nat = Nat::default();
+        for port in 0..4u16 {
+            let mut p = udp(INSIDE, 5000 + port, REMOTE, 53, b"x");
+            let o = nat.outbound(&mut p, false, &tiny, S).unwrap();
+            assert!((2000..=2003).contains(&o.port));
+        }
+        let mut p = udp(INSIDE, 6000, REMOTE, 53, b"x");
+        assert_eq!(
+            nat.outbound(&mut p, false, &tiny, S),
+            Err(NatDrop::PortsExhausted)
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_translate() {
+        let mut nat = Nat::default();
+        let mut frag = udp(INSIDE, 1, REMOTE, 2, b"x");
+        frag[6] = 0x20; // MF
+        assert_eq!(
+            nat.outbound(&mut frag, false, &pool(), S),
+            Err(NatDrop::Fragment)
+        );
+        let mut gre = udp(INSIDE, 1, REMOTE, 2, b"x");
+        gre[9] = 47;
+        assert_eq!(
+            nat.outbound(&mut gre, false, &pool(), S),
+            Err(NatDrop::Unsupported)
+        );
+        let mut reply = echo(INSIDE, REMOTE, true, 5);
+        assert_eq!(
+            nat.outbound(&mut reply, false, &pool(), S),
+            Err(NatDrop::Unsupported)
+        );
+        let mut short = tcp(INSIDE, 1, REMOTE, 2, "S", b"");
+        short.truncate(30);
+        short[2..4].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(
+            nat.outbound(&mut short, false, &pool(), S),
+            Err(NatDrop::Malformed)
+        );
+        assert!(nat.is_empty());
+    }
+
+    #[test]
+    fn partial_checksum_gets_the_pseudo_header_only() {
+        // A sender's partial checksum: the folded pseudo-header sum.
+        fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u16 {
+            let mut s = 0u32;
+            for w in [src, dst] {
+                s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+                s += u32::from(u16::from_be_bytes([w[2], w[3]]));
+            }
+            s += u32::from(proto) + u32::from(len);
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        }
+        let mut nat = Nat::default();
+        let mut p = tcp(INSIDE, 40000, REMOTE, 80, "A", &[7u8; 100]);
+        let len = (p.len() - 20) as u16;
+        p[36..38].copy_from_slice(&pseudo(INSIDE, REMOTE, 6, len).to_be_bytes());
+        nat.outbound(&mut p, true, &pool(), S).unwrap();
+        assert_eq!(be16(&p, 36), pseudo(OUTSIDE, REMOTE, 6, len));
+        // Completing it (as an egress would) gives a valid packet.
+        let mut s = u32::from(be16(&p, 36));
+        for c in p[20..].chunks(2) {
+            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        s -= u32::from(be16(&p, 36));
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        p[36..38].copy_from_slice(&(!(s as u16)).to_be_bytes());
+        assert_eq!(check(&p), (OUTSIDE, 40000, REMOTE, 80));
+    }
+
+    #[test]
+    fn rst_closes_quickly_and_syn_reopens() {
+        let mut nat = Nat::default();
+        let mut syn = tcp(INSIDE, 1234, REMOTE, 80, "S", b"");
+        nat.outbound(&mut syn, false, &pool(), S).unwrap();
+        let mut rst = tcp(REMOTE, 80, OUTSIDE, 1234, "RA", b"");
+        nat.inbound(&mut rst, false, S).unwrap();
+        let c = nat.conns(S).next().unwrap();
+        assert_eq!((c.state, c.expires_s), (State::Closed, 10));
+        let mut syn = tcp(INSIDE, 1234, REMOTE, 80, "S", b"");
+        nat.outbound(&mut syn, false, &pool(), 2 * S).unwrap();
+        let c = nat.conns(2 * S).next().unwrap();
+        assert_eq!((c.state, c.expires_s), (State::SynSent, 240));
+    }
+
+    #[test]
+    fn expire_sweeps_in_bounded_steps_and_flush_rule() {
+        let mut nat = Nat::default();
+        for port in 0..1000u16 {
+            let mut p = udp(INSIDE, 10000 + port, REMOTE, 53, b"x");
+            nat.outbound(&mut p, false, &pool(), S).unwrap();
+        }
+        let other = Pool { rule: 2, ..pool() };
+        for port in 0..10u16 {
+            let mut p = udp(INSIDE, 30000 + port, REMOTE, 53, b"x");
+            nat.outbound(&mut p, false, &other, 1000 * S).unwrap();
+        }
+        assert_eq!(nat.len(), 1010);
+        assert_eq!(nat.expire(400 * S, 100), 100);
+        let mut total = 100;
+        for _ in 0..20 {
+            total += nat.expire(400 * S, 100);
+        }
+        assert_eq!(total, 1000);
+        assert_eq!(nat.len(), 10);
+        assert_eq!(nat.flush_rule(2), 10);
+        assert!(nat.is_empty());
+    }
+
+    /// Random traffic of many flows, both ways: every translated packet's
+    /// checksums verify from scratch, every reply maps back to the flow's
+    /// inside endpoint, and the maps and slab stay consistent.
+    #[test]
+    fn random_flows_round_trip() {
+        for seed in 1..=4u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut nat = Nat::new(500, Timeouts::default());
+            let pool = Pool::new(1, [192, 0, 2, 1].into(), [192, 0, 2, 2].into()).unwrap();
+            let mut now = S;
+            for _ in 0..3000 {
+                now += rng.below(2 * S);
+                let inside = [10, 0, rng.below(2) as u8, 1 + rng.below(20) as u8];
+                let remote = [198, 51, 100, 1 + rng.below(3) as u8];
+                let sport = 1000 + rng.below(30) as u16;
+                let dport = [53u16, 80, 443][rng.index(3)];
+                let payload = vec![rng.next() as u8; rng.index(40)];
+                let mut p = match rng.below(3) {
+                    0 => tcp(
+                        inside,
+                        sport,
+                        remote,
+                        dport,
+                        ["S", "A", "AP", "AF"][rng.index(4)],
+                        &payload,
+                    ),
+                    1 => udp(inside, sport, remote, dport, &payload),
+                    _ => echo(inside, remote, false, sport),
+                };
+                let icmp = p[9] == 1;
+                let o = match nat.outbound(&mut p, false, &pool, now) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        assert_eq!(e, NatDrop::TableFull);
+                        continue;
+                    }
+                };
+                let (s, sp, d, dp) = check(&p);
+                assert_eq!((u32::from_be_bytes(s), sp), (o.ip, o.port));
+                assert_eq!((d, dp), (remote, if icmp { o.port } else { dport }));
+                let mut r = match p[9] {
+                    6 => tcp(remote, dport, s, sp, "A", &payload),
+                    17 => udp(remote, dport, s, sp, &payload),
+                    _ => echo(remote, s, true, sp),
+                };
+                assert_eq!(nat.inbound(&mut r, false, now), Ok(Inbound::Translated));
+                assert_eq!(
+                    check(&r),
+                    (remote, if icmp { sport } else { dport }, inside, sport)
+                );
+                if rng.chance(5) {
+                    nat.expire(now, 50);
+                }
+                assert_eq!(nat.by_inside.len(), nat.by_outside.len());
+                assert_eq!(
+                    nat.by_inside.len(),
+                    nat.conns.iter().filter(|c| c.expires != 0).count()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn delta_matches_full_recompute() {
+        let mut rng = Rng(7);
+        for _ in 0..10_000 {
+            let words: Vec<u16> = (0..8).map(|_| rng.next() as u16).collect();
+            let sum = |w: &[u16]| {
+                let mut s: u32 = w.iter().map(|&x| u32::from(x)).sum();
+                while s > 0xffff {
+                    s = (s & 0xffff) + (s >> 16);
+                }
+                !(s as u16)
+            };
+            let before = sum(&words);
+            let mut after = words.clone();
+            let i = rng.index(8);
+            after[i] = rng.next() as u16;
+            let d = Delta::default().replace16(words[i], after[i]);
+            let inc = !d.apply(!before);
+            // Ones'-complement has two zeros; compare as sums.
+            let full = sum(&after);
+            assert!(inc == full || (inc, full) == (0, 0xffff) || (inc, full) == (0xffff, 0));
+        }
+    }
+}
