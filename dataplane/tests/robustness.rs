@@ -138,6 +138,21 @@ fn random_packets_through_snat_never_panic_and_stay_bounded() {
         let mut p = if i % 4 == 0 {
             let n = (rng.next() % 80) as usize;
             rng.bytes(n)
+        } else if i % 4 == 1 {
+            // An ICMP error quoting a flow's packet, then mutated.
+            let mut p = base.clone();
+            p[9] = 1;
+            p[20] = [3u8, 11, 12][(rng.next() % 3) as usize];
+            p[28] = 0x45;
+            p[37] = [1u8, 6, 17][(rng.next() % 3) as usize];
+            p[40..44].copy_from_slice(&[192, 0, 2, 1]);
+            p[44..48].copy_from_slice(&[198, 51, 100, 7]);
+            for _ in 0..(rng.next() % 4) {
+                let at = 20 + (rng.next() as usize) % (p.len() - 20);
+                p[at] = rng.next() as u8;
+            }
+            p.truncate((rng.next() as usize) % (p.len() + 1));
+            p
         } else {
             let mut p = base.clone();
             p[9] = [1u8, 6, 17][(rng.next() % 3) as usize];

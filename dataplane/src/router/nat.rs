@@ -49,11 +49,15 @@
 //! A UDP checksum of zero (none) stays zero; a computed zero is sent as
 //! 0xffff.
 //!
-//! # Not handled (yet)
+//! # ICMP errors and fragments
 //!
 //! IP fragments are refused ([`NatDrop::Fragment`]): without reassembly only
-//! the first fragment carries ports. ICMP errors about a translated flow are
-//! not translated back (RFC 5508 §4.2); the router passes them on untouched.
+//! the first fragment carries ports. ICMP errors (destination unreachable,
+//! time exceeded, parameter problem) about a tracked flow are translated both
+//! ways, the packet they quote included (RFC 5508 §4.2), so path MTU
+//! discovery and traceroute work through the NAT; an inside host's error
+//! about no tracked flow is refused ([`NatDrop::NoFlow`]) rather than let
+//! out with its inside address.
 
 use hashbrown::HashMap;
 use std::net::Ipv4Addr;
@@ -146,6 +150,9 @@ pub enum NatDrop {
     TableFull,
     /// No outside port was free for this flow.
     PortsExhausted,
+    /// An ICMP error from an inside host about no tracked flow: sent on, it
+    /// would show the inside address.
+    NoFlow,
 }
 
 impl NatDrop {
@@ -157,6 +164,7 @@ impl NatDrop {
             NatDrop::Unsupported => "nat_unsupported",
             NatDrop::TableFull => "nat_full",
             NatDrop::PortsExhausted => "nat_ports_exhausted",
+            NatDrop::NoFlow => "nat_no_flow",
         }
     }
 }
@@ -402,6 +410,12 @@ impl Nat {
             // none (0), so replies, which carry the outside identifier, find
             // the flow.
             PROTO_ICMP if p.icmp_type == ICMP_ECHO_REQUEST => (p.sport, 0),
+            PROTO_ICMP if is_icmp_error(p.icmp_type) => {
+                return match self.icmp_error(pkt, &p, partial, true, now) {
+                    Some(to) => Ok(to),
+                    None => Err(NatDrop::NoFlow),
+                };
+            }
             _ => return Err(NatDrop::Unsupported),
         };
         let key = Tuple {
@@ -445,6 +459,12 @@ impl Nat {
         let (remote_port, outside_port) = match p.proto {
             PROTO_TCP | PROTO_UDP => (p.sport, p.dport),
             PROTO_ICMP if p.icmp_type == ICMP_ECHO_REPLY => (0, p.sport),
+            PROTO_ICMP if is_icmp_error(p.icmp_type) => {
+                return Ok(match self.icmp_error(pkt, &p, partial, false, now) {
+                    Some(_) => Inbound::Translated,
+                    None => Inbound::NotTranslated,
+                });
+            }
             _ => return Ok(Inbound::NotTranslated),
         };
         let key = Tuple {
@@ -472,6 +492,111 @@ impl Nat {
         let inside = c.inside;
         rewrite(pkt, &p, partial, false, inside);
         Ok(Inbound::Translated)
+    }
+
+    /// Translates an ICMP error about a tracked flow (RFC 5508 §4.2): the
+    /// packet it quotes is one of the flow's, so the quoted header is
+    /// translated like the flow's packets in the other direction, and the
+    /// error's own address like the flow's in this one. `out`: an inside
+    /// host's error about a reply it got (outer source and quoted
+    /// destination become the outside endpoint); otherwise a remote's error
+    /// about a packet the flow sent (outer destination and quoted source
+    /// become the inside endpoint). Returns the endpoint written, or `None`
+    /// (packet untouched) if the quote names no live flow. Timers are not
+    /// refreshed: an error is no sign the flow is alive.
+    fn icmp_error(
+        &mut self,
+        pkt: &mut [u8],
+        p: &Parsed,
+        partial: bool,
+        out: bool,
+        now: u64,
+    ) -> Option<Endpoint> {
+        let total = usize::from(be16(pkt, 2));
+        let icmp_end = total.min(pkt.len());
+        let q = quoted(pkt.get(p.l4 + 8..icmp_end)?)?;
+        let at = p.l4 + 8;
+        let (key, by_inside) = if out {
+            // Quoted: remote -> inside, as the inside host received it.
+            if q.dst != p.src {
+                return None;
+            }
+            let inside = Endpoint {
+                ip: q.dst,
+                port: q.dport,
+            };
+            let remote = Endpoint {
+                ip: q.src,
+                port: q.sport,
+            };
+            (Key::new(inside, remote, q.proto), true)
+        } else {
+            // Quoted: outside -> remote, as the flow sent it.
+            if q.src != p.dst {
+                return None;
+            }
+            let outside = Endpoint {
+                ip: q.src,
+                port: q.sport,
+            };
+            let remote = Endpoint {
+                ip: q.dst,
+                port: q.dport,
+            };
+            (Key::new(remote, outside, q.proto), false)
+        };
+        let idx = self.find(by_inside, &key, now)?;
+        let c = self.conns[idx];
+        let to = if out { c.outside } else { c.inside };
+        // The quoted packet travels the other way: its destination (out) or
+        // source (in) is the flow's endpoint on this side.
+        let (ip_at, port_at, old) = if out {
+            (
+                at + 16,
+                q.dport_at,
+                Endpoint {
+                    ip: q.dst,
+                    port: q.dport,
+                },
+            )
+        } else {
+            (
+                at + 12,
+                q.sport_at,
+                Endpoint {
+                    ip: q.src,
+                    port: q.sport,
+                },
+            )
+        };
+        let ip_d = Delta::default().replace32(old.ip, to.ip);
+        let port_d = Delta::default().replace16(old.port, to.port);
+        pkt[ip_at..ip_at + 4].copy_from_slice(&to.ip.to_be_bytes());
+        pkt[at + port_at..at + port_at + 2].copy_from_slice(&to.port.to_be_bytes());
+        update_complemented(pkt, at + 10, ip_d);
+        if let Some(cs) = q.csum_at.map(|o| at + o) {
+            let old_sum = be16(pkt, cs);
+            if !(q.proto == PROTO_UDP && old_sum == 0) {
+                let d = if q.proto == PROTO_ICMP {
+                    port_d
+                } else {
+                    ip_d.plus(port_d)
+                };
+                update_complemented(pkt, cs, d);
+            }
+        }
+        // The outer packet's own address.
+        let outer_at = if out { 12 } else { 16 };
+        let outer_old = if out { p.src } else { p.dst };
+        pkt[outer_at..outer_at + 4].copy_from_slice(&to.ip.to_be_bytes());
+        update_complemented(pkt, 10, Delta::default().replace32(outer_old, to.ip));
+        // The ICMP checksum covers the whole quote: sum it again.
+        if !partial {
+            pkt[p.csum..p.csum + 2].copy_from_slice(&[0, 0]);
+            let c = !fold_sum(&pkt[p.l4..icmp_end]);
+            pkt[p.csum..p.csum + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        Some(to)
     }
 
     /// Removes up to `budget` expired flows' worth of the slab, continuing
@@ -746,6 +871,81 @@ fn parse(pkt: &[u8]) -> Result<Parsed, NatDrop> {
         _ => {}
     }
     Ok(p)
+}
+
+/// ICMP types that quote the packet they are about: destination
+/// unreachable, time exceeded, parameter problem.
+fn is_icmp_error(t: u8) -> bool {
+    matches!(t, 3 | 11 | 12)
+}
+
+/// The header an ICMP error quotes, as far as translation needs it.
+struct Quoted {
+    proto: u8,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    /// Offsets within the quote of the source and destination port (for
+    /// ICMP echo both are the identifier's) and of the L4 checksum, if the
+    /// quote reaches it.
+    sport_at: usize,
+    dport_at: usize,
+    csum_at: Option<usize>,
+}
+
+/// Parses a quoted IPv4 header and the first 8 bytes after it (all an
+/// error must quote, RFC 792). Fragments other than the first carry no
+/// ports: `None`, as for anything not TCP, UDP or an echo request.
+fn quoted(q: &[u8]) -> Option<Quoted> {
+    if q.len() < 20 || q[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(q[0] & 0x0f) * 4;
+    if ihl < 20 || q.len() < ihl + 8 || be16(q, 6) & 0x1fff != 0 {
+        return None;
+    }
+    let (src, dst) = (be32(q, 12), be32(q, 16));
+    match q[9] {
+        proto @ (PROTO_TCP | PROTO_UDP) => {
+            let csum = ihl + if proto == PROTO_TCP { 16 } else { 6 };
+            Some(Quoted {
+                proto,
+                src,
+                dst,
+                sport: be16(q, ihl),
+                dport: be16(q, ihl + 2),
+                sport_at: ihl,
+                dport_at: ihl + 2,
+                csum_at: (q.len() >= csum + 2).then_some(csum),
+            })
+        }
+        // Our echo request, quoted by a remote's error: the identifier is
+        // the source "port", the remote's is 0 (see `outbound`).
+        PROTO_ICMP if q[ihl] == ICMP_ECHO_REQUEST => Some(Quoted {
+            proto: PROTO_ICMP,
+            src,
+            dst,
+            sport: be16(q, ihl + 4),
+            dport: 0,
+            sport_at: ihl + 4,
+            dport_at: ihl + 4,
+            csum_at: Some(ihl + 2),
+        }),
+        _ => None,
+    }
+}
+
+/// The folded ones'-complement sum of `b` (an odd last byte padded).
+fn fold_sum(b: &[u8]) -> u16 {
+    let mut s: u64 = b
+        .chunks(2)
+        .map(|c| u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
 }
 
 /// Rewrites the source (`out`) or destination address and port of a parsed
@@ -1314,6 +1514,135 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An ICMP error from `from` to `to` quoting `quote`, checksums valid.
+    fn icmp_error(from: [u8; 4], to: [u8; 4], t: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ipv4(from, to, 64)
+            .icmpv4(t)
+            .write(&mut v, quote)
+            .unwrap();
+        v
+    }
+
+    /// Checks the outer IP and ICMP checksums of an error; returns its
+    /// addresses and the quote.
+    fn check_error(pkt: &[u8]) -> ([u8; 4], [u8; 4], Vec<u8>) {
+        let s = SlicedPacket::from_ip(pkt).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
+            panic!("not ipv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "ip checksum");
+        let Some(TransportSlice::Icmpv4(i)) = s.transport else {
+            panic!("not icmp")
+        };
+        let ih = i.header();
+        assert_eq!(
+            ih.checksum,
+            ih.icmp_type.calc_checksum(i.payload()),
+            "icmp checksum"
+        );
+        (h.source, h.destination, i.payload().to_vec())
+    }
+
+    fn frag_needed() -> Icmpv4Type {
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        )
+    }
+
+    #[test]
+    fn icmp_errors_about_a_flow_are_translated_back() {
+        const ROUTER: [u8; 4] = [203, 0, 113, 1];
+        let mut nat = Nat::default();
+        // UDP: a whole quote, so its UDP checksum can be checked too.
+        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"query?");
+        nat.outbound(&mut q, false, &pool(), S).unwrap();
+        let mut err = icmp_error(ROUTER, OUTSIDE, frag_needed(), &q);
+        assert_eq!(nat.inbound(&mut err, false, 2 * S), Ok(Inbound::Translated));
+        let (src, dst, quote) = check_error(&err);
+        assert_eq!((src, dst), (ROUTER, INSIDE));
+        assert_eq!(
+            check(&quote),
+            (INSIDE, 5353, REMOTE, 53),
+            "the quote is the packet as sent"
+        );
+
+        // ICMP echo: traceroute's time exceeded about our ping.
+        let mut ping = echo([10, 0, 0, 3], REMOTE, false, 77);
+        // Take port 77 first so the ping's identifier must change.
+        let mut other = echo(INSIDE, REMOTE, false, 77);
+        nat.outbound(&mut other, false, &pool(), S).unwrap();
+        let o = nat.outbound(&mut ping, false, &pool(), S).unwrap();
+        assert_ne!(o.port, 77);
+        let ttl =
+            Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit);
+        let mut err = icmp_error(ROUTER, OUTSIDE, ttl, &ping);
+        assert_eq!(nat.inbound(&mut err, false, 2 * S), Ok(Inbound::Translated));
+        let (_, dst, quote) = check_error(&err);
+        assert_eq!(dst, [10, 0, 0, 3]);
+        assert_eq!(check(&quote), ([10, 0, 0, 3], 77, REMOTE, 77));
+
+        // TCP, quoted with only the 8 bytes RFC 792 asks for: no checksum
+        // in the quote, ports and the quoted IP header still right.
+        let mut syn = tcp(INSIDE, 40000, REMOTE, 80, "S", b"");
+        nat.outbound(&mut syn, false, &pool(), S).unwrap();
+        let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &syn[..28]);
+        assert_eq!(nat.inbound(&mut err, false, 2 * S), Ok(Inbound::Translated));
+        let (_, dst, quote) = check_error(&err);
+        assert_eq!(dst, INSIDE);
+        let qh = etherparse::Ipv4Header::from_slice(&quote).unwrap().0;
+        assert_eq!(qh.header_checksum, qh.calc_header_checksum());
+        assert_eq!((qh.source, qh.destination), (INSIDE, REMOTE));
+        assert_eq!(be16(&quote, 20), 40000);
+        assert_eq!(
+            nat.conns(2 * S).find(|c| c.proto == "tcp").unwrap().state,
+            State::SynSent,
+            "an error is no reply"
+        );
+    }
+
+    #[test]
+    fn an_inside_hosts_error_about_a_reply_goes_out_translated() {
+        let mut nat = Nat::default();
+        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"q");
+        nat.outbound(&mut q, false, &pool(), S).unwrap();
+        let mut late = udp(REMOTE, 53, OUTSIDE, 5353, b"late answer");
+        nat.inbound(&mut late, false, S).unwrap();
+        // The socket is gone: port unreachable about the reply it got.
+        let unreach =
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
+        let mut err = icmp_error(INSIDE, REMOTE, unreach, &late);
+        let o = nat.outbound(&mut err, false, &pool(), 2 * S).unwrap();
+        assert_eq!(o.ip, u32::from_be_bytes(OUTSIDE));
+        let (src, dst, quote) = check_error(&err);
+        assert_eq!((src, dst), (OUTSIDE, REMOTE));
+        assert_eq!(check(&quote), (REMOTE, 53, OUTSIDE, 5353));
+    }
+
+    #[test]
+    fn icmp_errors_about_no_flow_are_not_translated() {
+        let mut nat = Nat::default();
+        let stranger = udp(OUTSIDE, 999, REMOTE, 53, b"?");
+        let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &stranger);
+        let before = err.clone();
+        assert_eq!(nat.inbound(&mut err, false, S), Ok(Inbound::NotTranslated));
+        assert_eq!(err, before);
+        let stranger = udp(REMOTE, 53, INSIDE, 999, b"?");
+        let unreach =
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
+        let mut err = icmp_error(INSIDE, REMOTE, unreach, &stranger);
+        let before = err.clone();
+        assert_eq!(
+            nat.outbound(&mut err, false, &pool(), S),
+            Err(NatDrop::NoFlow)
+        );
+        assert_eq!(err, before);
+        // A quote too short to hold ports.
+        let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &stranger[..24]);
+        assert_eq!(nat.inbound(&mut err, false, S), Ok(Inbound::NotTranslated));
     }
 
     #[test]
