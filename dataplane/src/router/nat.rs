@@ -516,59 +516,23 @@ impl Nat {
         let icmp_end = total.min(pkt.len());
         let q = quoted(pkt.get(p.l4 + 8..icmp_end)?)?;
         let at = p.l4 + 8;
-        let (key, by_inside) = if out {
-            // Quoted: remote -> inside, as the inside host received it.
-            if q.dst != p.src {
-                return None;
-            }
-            let inside = Endpoint {
-                ip: q.dst,
-                port: q.dport,
-            };
-            let remote = Endpoint {
-                ip: q.src,
-                port: q.sport,
-            };
-            (Key::new(inside, remote, q.proto), true)
+        let (src, dst) = (q.src(), q.dst());
+        // The quote travels against the error: an inside host's error quotes
+        // remote -> inside, a remote's quotes outside -> remote. Either way
+        // (quoted destination, quoted source) is the flow's key in the map
+        // of the error's direction, and the quoted end on the error's
+        // sending side (destination out, source in) is what changes.
+        let (old, ip_at, port_at) = if out {
+            (dst, at + 16, q.dport_at)
         } else {
-            // Quoted: outside -> remote, as the flow sent it.
-            if q.src != p.dst {
-                return None;
-            }
-            let outside = Endpoint {
-                ip: q.src,
-                port: q.sport,
-            };
-            let remote = Endpoint {
-                ip: q.dst,
-                port: q.dport,
-            };
-            (Key::new(remote, outside, q.proto), false)
+            (src, at + 12, q.sport_at)
         };
-        let idx = self.find(by_inside, &key, now)?;
+        if old.ip != if out { p.src } else { p.dst } {
+            return None;
+        }
+        let idx = self.find(out, &Key::new(dst, src, q.proto), now)?;
         let c = self.conns[idx];
         let to = if out { c.outside } else { c.inside };
-        // The quoted packet travels the other way: its destination (out) or
-        // source (in) is the flow's endpoint on this side.
-        let (ip_at, port_at, old) = if out {
-            (
-                at + 16,
-                q.dport_at,
-                Endpoint {
-                    ip: q.dst,
-                    port: q.dport,
-                },
-            )
-        } else {
-            (
-                at + 12,
-                q.sport_at,
-                Endpoint {
-                    ip: q.src,
-                    port: q.sport,
-                },
-            )
-        };
         let ip_d = Delta::default().replace32(old.ip, to.ip);
         let port_d = Delta::default().replace16(old.port, to.port);
         pkt[ip_at..ip_at + 4].copy_from_slice(&to.ip.to_be_bytes());
@@ -585,11 +549,10 @@ impl Nat {
                 update_complemented(pkt, cs, d);
             }
         }
-        // The outer packet's own address.
+        // The error's own address: the same change as the quote's.
         let outer_at = if out { 12 } else { 16 };
-        let outer_old = if out { p.src } else { p.dst };
         pkt[outer_at..outer_at + 4].copy_from_slice(&to.ip.to_be_bytes());
-        update_complemented(pkt, 10, Delta::default().replace32(outer_old, to.ip));
+        update_complemented(pkt, 10, ip_d);
         // The ICMP checksum covers the whole quote: sum it again.
         if !partial {
             pkt[p.csum..p.csum + 2].copy_from_slice(&[0, 0]);
@@ -880,6 +843,7 @@ fn is_icmp_error(t: u8) -> bool {
 }
 
 /// The header an ICMP error quotes, as far as translation needs it.
+#[derive(Debug, Clone, Copy)]
 struct Quoted {
     proto: u8,
     src: u32,
@@ -892,6 +856,22 @@ struct Quoted {
     sport_at: usize,
     dport_at: usize,
     csum_at: Option<usize>,
+}
+
+impl Quoted {
+    fn src(&self) -> Endpoint {
+        Endpoint {
+            ip: self.src,
+            port: self.sport,
+        }
+    }
+
+    fn dst(&self) -> Endpoint {
+        Endpoint {
+            ip: self.dst,
+            port: self.dport,
+        }
+    }
 }
 
 /// Parses a quoted IPv4 header and the first 8 bytes after it (all an
