@@ -999,6 +999,28 @@ def irq_time_accounting():
     return None
 
 
+def host_info():
+    """What this machine is, as far as it bounds the results: a userspace switch
+    on a VM without vhost-net copies every frame twice through the kernel, and a
+    guest without a polling cpuidle driver pays a hypervisor exit to wake a
+    halted vCPU (the ping's) -- the kernel bridge needs neither."""
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+    model = None
+    for line in (read("/proc/cpuinfo") or "").splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu_model": model,
+            "python": platform.python_version(),
+            "vhost_net": os.path.exists("/dev/vhost-net"),
+            "cpuidle_driver": read("/sys/devices/system/cpu/cpuidle/current_driver")}
+
+
 IRQ_NOTE = ("This kernel does not account softirq time separately "
             "(CONFIG_IRQ_TIME_ACCOUNTING off): the kernel bridge's softirq work is charged "
             "to whichever task was running, mostly the iperf3 processes, so the kernel "
@@ -1071,6 +1093,16 @@ def print_background(background, scenarios, out=sys.stdout):
         if max(busy) > 0.15:
             print("WARNING: other load was running during the benchmark; rerun on a quiet "
                   "machine for figures you want to keep.", file=out)
+
+
+def print_host(host, out=sys.stdout):
+    """One line on the machine: the facts that bound a userspace switch here."""
+    if not host:
+        return
+    print("Host: %s CPUs (%s), kernel %s, /dev/vhost-net %s, cpuidle driver %s."
+          % (host.get("cpus"), host.get("cpu_model") or "?", host.get("kernel"),
+             {True: "present", False: "absent"}.get(host.get("vhost_net"), "unknown"),
+             host.get("cpuidle_driver") or "unknown"), file=out)
 
 
 def svg_chart(agg, scenarios, path):
@@ -1148,8 +1180,7 @@ def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
     doc = {
         "benchmark": "vswitch netbench",
         "started": started,
-        "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
-                 "python": platform.python_version()},
+        "host": host_info(),
         "config": {"rounds": opts.rounds, "duration_s": opts.duration,
                    "tests": [t.name for t in tests], "scenarios": [s.name for s in scenarios],
                    "ping_count": opts.ping_count, "ping_interval_s": opts.ping_interval,
@@ -1255,6 +1286,7 @@ def render_saved(opts):
     print_targets(agg, scenarios, tests)
     if doc.get("idle"):
         print_background(doc["idle"], scenarios)
+    print_host(doc.get("host"))
     if opts.svg:
         svg_chart(agg, scenarios, opts.svg)
     return 0
@@ -1312,6 +1344,7 @@ def main(argv):
         print_table(agg, scenarios, tests, opts)
         print_targets(agg, scenarios, tests)
         print_background(background, scenarios)
+        print_host(host_info())
         if errors:
             print("\n%d error(s):" % len(errors))
             for e in errors:

@@ -60,7 +60,9 @@ class FromJson(unittest.TestCase):
         doc = {"config": {"rounds": 1, "duration_s": 5, "tests": ["tcp1"],
                           "scenarios": ["kernel", "vs-tap"]},
                "results": {"kernel": {"tcp1": {"gbps": {"median": 10.0, "rounds": [10.0]}}},
-                           "vs-tap": {"tcp1": {"gbps": {"median": 9.5, "rounds": [9.5]}}}}}
+                           "vs-tap": {"tcp1": {"gbps": {"median": 9.5, "rounds": [9.5]}}}},
+               "host": {"kernel": "6.1-test", "cpus": 2, "cpu_model": "Test CPU",
+                        "vhost_net": False, "cpuidle_driver": "none"}}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(doc, f)
         import subprocess
@@ -72,6 +74,8 @@ class FromJson(unittest.TestCase):
         self.assertIn("0.95x", text)
         self.assertIn("TCP 1 stream, TAP ports >= 0.9x kernel bridge", text)
         self.assertRegex(text, r"0\.95x\s+met")
+        self.assertIn("Host: 2 CPUs (Test CPU), kernel 6.1-test, /dev/vhost-net absent, "
+                      "cpuidle driver none.", text)
 
 
 if __name__ == "__main__":
