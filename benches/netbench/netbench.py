@@ -219,6 +219,8 @@ class Env:
         self.namespaces = []
         self.tap_hosts = []         # namespaces holding daemon-created TAPs
         self.notes = []
+        self.perf_tag = None        # --perf: file name stem for the test running now
+        self.profile = None         # --perf: the last test's breakdown (prof_* keys)
 
     def ns(self, name):
         add_netns(name)
@@ -496,8 +498,10 @@ def iperf3(env, opts, client_args, counters=None):
                                      "-J", "-i", "0", "-t", str(opts.duration),
                                      "--connect-timeout", "3000") + client_args,
                               "iperf3 client[%s]" % env.name)
+            rec = perf_start(env, opts)
             client.wait(opts.duration + 20)
             server.wait(10)
+        perf_finish(env, rec)
         if counters:
             counters.take()
     finally:
@@ -516,6 +520,111 @@ def iperf3(env, opts, client_args, counters=None):
         sj = {}
     cpu = win.result(client.cpu_s + server.cpu_s)
     return cj, sj, cpu
+
+
+# --------------------------------------------------------------------------
+# --perf: where the switch's time goes
+# --------------------------------------------------------------------------
+
+# Categories of the switch's samples, first match wins: (key, label, test of
+# (dso, symbol)). The kernel's copies between user buffers and skbs are the
+# floor of a userspace switch without vhost-net; the rest is what could move.
+PROFILE_CATEGORIES = [
+    ("copy", "copies user<->kernel, memcpy", lambda d, y: (
+        y in ("rep_movs_alternative", "_copy_to_iter", "_copy_from_iter", "skb_copy_bits",
+              "memcpy_orig", "__check_object_size", "copy_page_from_iter",
+              "copy_page_to_iter", "__skb_datagram_iter", "skb_copy_datagram_iter")
+        or y.startswith(("copy_user", "__memmove", "__memcpy", "memcpy", "memmove")))),
+    ("csum", "checksums", lambda d, y: "csum" in y or "checksum" in y),
+    ("alloc", "skb and page allocation, freeing", lambda d, y: y.startswith((
+        "kmem_cache_", "__slab_free", "kfree", "__kmalloc", "kmalloc", "__alloc_skb",
+        "alloc_skb", "skb_release", "__free_pages", "__free_frozen_pages", "free_unref",
+        "get_page_from_freelist", "__alloc_pages", "alloc_pages", "page_frag",
+        "sock_alloc_send", "__build_skb", "napi_alloc", "kfree_skb", "consume_skb",
+        "sk_skb_reason_drop", "___slab_alloc", "__put_partials", "rmqueue"))),
+    ("sched", "syscall entry, polling, scheduling", lambda d, y: (
+        y.startswith(("entry_SYSCALL", "do_syscall", "syscall_", "__schedule", "schedule",
+                      "finish_task_switch", "do_sched_yield", "__sched_yield", "pick_next",
+                      "ep_", "do_epoll", "epoll_", "__x64_sys_epoll", "fdget", "fput",
+                      "__fget", "__vdso", "clock_gettime", "yield_task", "update_curr",
+                      "__rcu_read", "__x64_sys"))
+        or "[vdso]" in d)),
+    ("locks", "locks, irq and softirq switching", lambda d, y: (
+        "spin_" in y or "spin_lock" in y or y.startswith((
+            "_raw_", "__raw_", "native_queued", "__local_bh_enable", "handle_softirqs",
+            "do_softirq", "irq_", "asm_")))),
+    ("switch", "vswitchd's own code", lambda d, y: d == "vswitchd"),
+    ("libc", "libc (but memcpy)", lambda d, y: d.startswith("libc")),
+    ("kernel", "rest of the kernel: network stacks of both hosts, devices", lambda d, y: True),
+]
+
+
+def perf_start(env, opts):
+    """With --perf, record the switch (call graphs off: cheap) for most of a
+    test; None otherwise."""
+    if not opts.perf or env.daemon is None or env.switch_pid is None or not env.perf_tag:
+        return None
+    path = os.path.join(opts.perf, env.perf_tag + ".data")
+    secs = max(1, opts.duration - 1)
+    p = subprocess.Popen(["perf", "record", "-q", "-F", "999", "-p", str(env.switch_pid),
+                          "-o", path, "--", "sleep", str(secs)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return (p, path)
+
+
+def perf_finish(env, rec):
+    env.profile = None
+    if rec is None:
+        return
+    p, path = rec
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        REG.kill_proc(p, "perf record", grace=2.0)
+        raise BenchError("perf record did not finish")
+    if p.returncode != 0:
+        raise BenchError("perf record failed: %s" % err.decode(errors="replace")[-300:])
+    cp = run(["perf", "report", "-i", path, "--no-children", "--sort", "dso,sym",
+              "--stdio", "-q", "-g", "none", "--percent-limit", "0"], timeout=120)
+    env.profile = profile_breakdown(cp.stdout)
+
+
+def profile_breakdown(report):
+    """`perf report --sort dso,sym --stdio -q` text -> {"prof_<cat>_pct": %}
+    over PROFILE_CATEGORIES, plus the single hottest symbol's share."""
+    out = {"prof_%s_pct" % k: 0.0 for k, _, _ in PROFILE_CATEGORIES}
+    pat = re.compile(r"^\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)")
+    top = 0.0
+    for line in report.splitlines():
+        m = pat.match(line)
+        if not m:
+            continue
+        pct, dso, sym = float(m.group(1)), m.group(2), m.group(4)
+        top = max(top, pct)
+        for key, _, test in PROFILE_CATEGORIES:
+            if test(dso, sym):
+                out["prof_%s_pct" % key] += pct
+                break
+    out["prof_top_symbol_pct"] = top
+    return out
+
+
+def print_profile(agg, scenarios, tests, out=sys.stdout):
+    cols = [(s, t) for s in scenarios for t in tests
+            if (t.name, "prof_copy_pct") in agg.get(s.name, {})]
+    if not cols:
+        return
+    heads = ["%s %s" % (s.label, t.name) for s, t in cols]
+    w = max(len(l) for _, l, _ in PROFILE_CATEGORIES)
+    print(file=out)
+    print("Where vswitchd's time goes (perf, % of its samples, medians):", file=out)
+    print("  %s  %s" % ("".ljust(w), "  ".join(h.rjust(max(8, len(h))) for h in heads)), file=out)
+    for key, label, _ in PROFILE_CATEGORIES:
+        vals = []
+        for (s, t), h in zip(cols, heads):
+            v = agg[s.name].get((t.name, "prof_%s_pct" % key), (None, []))[0]
+            vals.append(("-" if v is None else "%.1f" % v).rjust(max(8, len(h))))
+        print("  %s  %s" % (label.ljust(w), "  ".join(vals)), file=out)
 
 
 def test_tcp(streams):
@@ -870,7 +979,11 @@ def run_benchmark(opts, scenarios, tests):
                     continue
                 for t in tests:
                     try:
+                        env.perf_tag = "%s-%s-r%d" % (sc.name, t.name, rnd + 1)
+                        env.profile = None
                         r = t.fn(env, opts)
+                        if env.profile:
+                            r.update(env.profile)
                         log("round %d/%d: %s: %s: %s" % (rnd + 1, opts.rounds, sc.label, t.label,
                                                          summarize(r)))
                         results[sc.name][t.name].append(r)
@@ -1242,6 +1355,10 @@ def parse_args(argv):
                          "CPU-above-direct rows")
     ap.add_argument("--no-offload", action="store_true",
                     help="turn TSO/GSO/GRO off on every veth/TAP endpoint (ethtool)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record vswitchd with perf during each throughput test (files "
+                         "<scenario>-<test>-r<round>.data in DIR) and add a section on where "
+                         "its time goes: copies, checksums, allocation, syscalls, its own code")
     ap.add_argument("--idle-probe", type=float, default=1.0,
                     help="seconds of idle CPU measurement before each scenario's tests (s)")
     ap.add_argument("--settle", type=float, default=1.0, help="pause between tests (s)")
@@ -1284,6 +1401,7 @@ def render_saved(opts):
     opts.duration = cfg.get("duration_s", 0)
     print_table(agg, scenarios, tests, opts)
     print_targets(agg, scenarios, tests)
+    print_profile(agg, scenarios, tests)
     if doc.get("idle"):
         print_background(doc["idle"], scenarios)
     print_host(doc.get("host"))
@@ -1307,6 +1425,10 @@ def main(argv):
     if os.geteuid() != 0:
         sys.exit("netbench must run as root (it creates network namespaces): "
                  "sudo python3 %s" % " ".join([sys.argv[0]] + argv))
+    if opts.perf:
+        if not shutil.which("perf"):
+            sys.exit("--perf needs perf (apt install linux-perf)")
+        os.makedirs(opts.perf, exist_ok=True)
     missing = [t for t in ("ip", "iperf3", "ping", "ss", "sysctl") if not shutil.which(t)]
     if missing:
         sys.exit("missing tools: %s (install iproute2, iperf3, iputils-ping, procps)" % ", ".join(missing))
@@ -1343,6 +1465,7 @@ def main(argv):
     else:
         print_table(agg, scenarios, tests, opts)
         print_targets(agg, scenarios, tests)
+        print_profile(agg, scenarios, tests)
         print_background(background, scenarios)
         print_host(host_info())
         if errors:

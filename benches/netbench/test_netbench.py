@@ -53,6 +53,34 @@ class Targets(unittest.TestCase):
         self.assertIsNone(r["tcp1-tap"]["value"])
 
 
+class Profile(unittest.TestCase):
+    REPORT = """
+    50.00%  [kernel.kallsyms]  [k] rep_movs_alternative
+    10.00%  [kernel.kallsyms]  [k] csum_partial
+     8.00%  [kernel.kallsyms]  [k] kmem_cache_alloc_node_noprof
+     7.00%  [kernel.kallsyms]  [k] do_syscall_64
+     5.00%  [kernel.kallsyms]  [k] _raw_spin_unlock_irqrestore
+     4.00%  vswitchd           [.] dataplane::bridge::Bridge::decide_from
+     3.00%  libc.so.6          [.] __memmove_avx_unaligned_erms
+     2.00%  libc.so.6          [.] __GI___libc_write
+    11.00%  [kernel.kallsyms]  [k] tcp_v4_rcv
+"""
+
+    def test_breakdown_sorts_every_sample_into_one_category(self):
+        b = netbench.profile_breakdown(self.REPORT)
+        self.assertAlmostEqual(b["prof_copy_pct"], 53.0)
+        self.assertAlmostEqual(b["prof_csum_pct"], 10.0)
+        self.assertAlmostEqual(b["prof_alloc_pct"], 8.0)
+        self.assertAlmostEqual(b["prof_sched_pct"], 7.0)
+        self.assertAlmostEqual(b["prof_locks_pct"], 5.0)
+        self.assertAlmostEqual(b["prof_switch_pct"], 4.0)
+        self.assertAlmostEqual(b["prof_libc_pct"], 2.0)
+        self.assertAlmostEqual(b["prof_kernel_pct"], 11.0)
+        self.assertAlmostEqual(b["prof_top_symbol_pct"], 50.0)
+        total = sum(v for k, v in b.items() if k != "prof_top_symbol_pct")
+        self.assertAlmostEqual(total, 100.0)
+
+
 class FromJson(unittest.TestCase):
     def test_saved_run_renders_table_and_targets(self):
         import json
@@ -60,7 +88,8 @@ class FromJson(unittest.TestCase):
         doc = {"config": {"rounds": 1, "duration_s": 5, "tests": ["tcp1"],
                           "scenarios": ["kernel", "vs-tap"]},
                "results": {"kernel": {"tcp1": {"gbps": {"median": 10.0, "rounds": [10.0]}}},
-                           "vs-tap": {"tcp1": {"gbps": {"median": 9.5, "rounds": [9.5]}}}},
+                           "vs-tap": {"tcp1": {"gbps": {"median": 9.5, "rounds": [9.5]},
+                                               "prof_copy_pct": {"median": 57.25, "rounds": [57.25]}}}},
                "host": {"kernel": "6.1-test", "cpus": 2, "cpu_model": "Test CPU",
                         "vhost_net": False, "cpuidle_driver": "none"}}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -74,6 +103,8 @@ class FromJson(unittest.TestCase):
         self.assertIn("0.95x", text)
         self.assertIn("TCP 1 stream, TAP ports >= 0.9x kernel bridge", text)
         self.assertRegex(text, r"0\.95x\s+met")
+        self.assertIn("Where vswitchd's time goes", text)
+        self.assertRegex(text, r"copies user<->kernel, memcpy\s+57\.2")
         self.assertIn("Host: 2 CPUs (Test CPU), kernel 6.1-test, /dev/vhost-net absent, "
                       "cpuidle driver none.", text)
 
