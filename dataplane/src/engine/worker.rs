@@ -18,6 +18,9 @@ const WAKER: Token = Token(usize::MAX);
 /// Spanning-tree timers run at this period (802.1D timers have 1 s or 1/256 s
 /// granularity; Linux ticks its own at HZ).
 const TIMER_PERIOD_NS: u64 = 100_000_000;
+/// A worker spinning over ring ports only asks epoll once in this many loop
+/// turns (each a few µs at most): control messages wait that long at worst.
+const POLL_EVERY_TURNS: u32 = 64;
 /// Each timer period ages this part of every FDB: a whole round a second,
 /// in short lock holds (a full sweep of a million entries takes ~10 ms).
 const AGEING_PARTS: usize = (1_000_000_000 / TIMER_PERIOD_NS) as usize;
@@ -50,6 +53,12 @@ pub(crate) struct Worker {
     rx: Vec<Option<Arc<AnyPort>>>,
     queued: Vec<bool>,
     ready: VecDeque<PortId>,
+    /// Of the ports above, those that can say without a syscall whether
+    /// frames wait (`Port::peek`), and how many cannot.
+    peekable: Vec<PortId>,
+    unpeekable: usize,
+    /// Loop turns since the last epoll_wait.
+    turns_since_poll: u32,
     batch: Batch,
     /// Per output port: frames of the current batch to send, and the port.
     txq: Vec<Vec<TxItem>>,
@@ -91,6 +100,9 @@ impl Worker {
             rx: (0..MAX_PORTS).map(|_| None).collect(),
             queued: vec![false; MAX_PORTS],
             ready: VecDeque::with_capacity(MAX_PORTS),
+            peekable: Vec::new(),
+            unpeekable: 0,
+            turns_since_poll: 0,
             batch: Batch::new(BATCH),
             txq: (0..MAX_PORTS).map(|_| Vec::new()).collect(),
             txio: (0..MAX_PORTS).map(|_| None).collect(),
@@ -125,12 +137,35 @@ impl Worker {
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(worker = self.id, "poll failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
+            if !self.slept
+                && self.unpeekable == 0
+                && !self.peekable.is_empty()
+                && self.turns_since_poll < POLL_EVERY_TURNS
+            {
+                // Spinning over rings only: look at them directly, a load
+                // each, instead of an epoll_wait per turn. Epoll is still
+                // asked every POLL_EVERY_TURNS turns, for control messages
+                // and device errors, and whenever the worker would sleep.
+                self.turns_since_poll += 1;
+                events.clear();
+                for k in 0..self.peekable.len() {
+                    let pid = self.peekable[k];
+                    let waiting = self.rx[pid as usize]
+                        .as_ref()
+                        .is_some_and(|io| io.peek() == Some(true));
+                    if waiting {
+                        self.mark_ready(pid);
+                    }
                 }
-                continue;
+            } else {
+                self.turns_since_poll = 0;
+                if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        tracing::error!(worker = self.id, "poll failed: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    continue;
+                }
             }
             if events.is_empty() && self.ready.is_empty() && !self.slept {
                 // Spinning with nothing to do: let any task waiting for this
@@ -259,6 +294,11 @@ impl Worker {
                         tracing::error!(worker = self.id, "cannot poll port {pid}: {e}");
                         continue;
                     }
+                    if io.peek().is_some() {
+                        self.peekable.push(pid);
+                    } else {
+                        self.unpeekable += 1;
+                    }
                     self.rx[p] = Some(io);
                     // Frames may already be waiting (edge-triggered poll).
                     self.mark_ready(pid);
@@ -277,6 +317,12 @@ impl Worker {
         let p = pid as usize;
         if let Some(io) = self.rx[p].take() {
             let _ = self.poll.registry().deregister(&mut SourceFd(&io.fd()));
+            match self.peekable.iter().position(|&x| x == pid) {
+                Some(i) => {
+                    self.peekable.swap_remove(i);
+                }
+                None => self.unpeekable = self.unpeekable.saturating_sub(1),
+            }
         }
         self.queued[p] = false;
         self.ready.retain(|&x| x != pid);

@@ -637,6 +637,11 @@ impl RxRing {
         t
     }
 
+    /// Whether the next slot is ours to take.
+    fn ready(&self) -> bool {
+        self.status(self.head).load(Ordering::Acquire) & TP_STATUS_USER != 0
+    }
+
     /// Address of slot `k` (< frame_nr). Slots do not straddle blocks: a
     /// block holds `frames_per_block` of them and possibly unused tail bytes.
     fn slot(&self, k: usize) -> *mut u8 {
@@ -771,6 +776,13 @@ impl MmsgScratch {
 impl Port for AfPacketPort {
     fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    fn peek(&self) -> Option<bool> {
+        let ring = self.ring.as_ref()?;
+        let ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+        // A pending error or device event must reach `recv` too.
+        Some(ring.ready() || ring.pending.is_some() || self.err_hint.load(Ordering::Relaxed))
     }
 
     fn recv(&self, frames: &mut [Frame], sc: &mut IoScratch) -> io::Result<usize> {

@@ -82,6 +82,14 @@ pub trait Port {
     /// Frames the kernel dropped on their way to the switch since the port
     /// was opened (a running total).
     fn kernel_drops(&self) -> u64;
+
+    /// Whether a receive would find something, if the port can tell without
+    /// a syscall (a mapped ring: one load of a status word); `None` if only
+    /// the poller can say. A spinning worker whose ports can all tell checks
+    /// them directly instead of asking epoll before every batch.
+    fn peek(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The port kinds, dispatched statically on the fast path.
@@ -131,6 +139,10 @@ impl Port for AnyPort {
     }
     fn kernel_drops(&self) -> u64 {
         dispatch!(self, p => p.kernel_drops())
+    }
+    #[inline]
+    fn peek(&self) -> Option<bool> {
+        dispatch!(self, p => p.peek())
     }
 }
 
