@@ -116,6 +116,14 @@ def system_busy_s():
     return (user + nice + system + irq + softirq) / CLK_TCK
 
 
+def steal_s():
+    """CPU seconds the hypervisor ran something else while this VM's vCPUs
+    wanted to run (/proc/stat steal): a measurement it touched is noisy."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    return int(parts[8]) / CLK_TCK if len(parts) > 8 else 0.0
+
+
 def proc_cpu_s(pid):
     """utime+stime (all threads) of a process, in seconds, or None if gone."""
     try:
@@ -137,12 +145,14 @@ class CpuWindow:
 
     def __enter__(self):
         self.t0 = time.monotonic()
+        self.steal0 = steal_s()
         self.sys0 = system_busy_s()
         self.sw0 = proc_cpu_s(self.switch_pid) if self.switch_pid else None
         return self
 
     def __exit__(self, *exc):
         self.t1 = time.monotonic()
+        self.steal1 = steal_s()
         self.sys1 = system_busy_s()
         self.sw1 = proc_cpu_s(self.switch_pid) if self.switch_pid else None
         return False
@@ -160,6 +170,7 @@ class CpuWindow:
             "system_busy_cores": sys_busy / self.wall,
             "endpoints_cores": endpoint_cpu_s / self.wall,
             "system_minus_endpoints_cores": other / self.wall,
+            "steal_cores": (self.steal1 - self.steal0) / self.wall,
         }
         if self.sw0 is not None and self.sw1 is not None:
             r["daemon_cores"] = (self.sw1 - self.sw0) / self.wall
@@ -642,6 +653,7 @@ def test_tcp(streams):
             "sys_minus_endpoints_per_gbps": (cpu["system_minus_endpoints_cores"] / gbps) if gbps > 0 else None,
             "total_cores": cpu["system_busy_cores"],
             "total_cores_per_gbps": (cpu["system_busy_cores"] / gbps) if gbps > 0 else None,
+            "steal_cores": cpu["steal_cores"],
             "switch_drop_reasons": snap.switch_drops() or None,
             "sender_if_tx_dropped": snap.delta("h1_tx_dropped"),
             "switch_socket_drops": snap.delta("sw_sock_drops"),
@@ -700,6 +712,7 @@ def test_udp64(env, opts):
         if received_mfps > 0 else None,
         "total_cores": cpu["system_busy_cores"],
         "total_cores_per_mfps": (cpu["system_busy_cores"] / received_mfps) if received_mfps > 0 else None,
+        "steal_cores": cpu["steal_cores"],
         # where the frames were lost, in % of frames sent
         "lost_at_sender_if_pct": pct(snap.delta("h1_tx_dropped"), sent_pkts),
         "lost_at_receiver_if_pct": pct(snap.delta("h2_rx_dropped"), sent_pkts),
@@ -797,8 +810,9 @@ def test_rtt(env, opts):
     count = opts.ping_count
     interval = opts.ping_interval
     bound = count * interval + 10
-    cp = run(nsexec(env.h1, "ping", "-n", "-i", str(interval), "-c", str(count), "-W", "1",
-                    "-w", str(int(bound)), env.h2_ip), check=False, timeout=bound + 10)
+    with CpuWindow(None) as win:
+        cp = run(nsexec(env.h1, "ping", "-n", "-i", str(interval), "-c", str(count), "-W", "1",
+                        "-w", str(int(bound)), env.h2_ip), check=False, timeout=bound + 10)
     times = []
     for line in cp.stdout.splitlines():
         i = line.find("time=")
@@ -815,6 +829,7 @@ def test_rtt(env, opts):
         "rtt_median_us": statistics.median(times),
         "rtt_p99_us": percentile(times, 99),
         "ping_loss_pct": 100.0 * (count - len(times)) / count,
+        "steal_cores": win.result(0.0)["steal_cores"],
     }
 
 
@@ -1208,6 +1223,22 @@ def print_background(background, scenarios, out=sys.stdout):
                   "machine for figures you want to keep.", file=out)
 
 
+def print_steal(agg, scenarios, tests, out=sys.stdout):
+    """Hypervisor steal over the tests: on a shared host, the one noise the
+    idle probe cannot see."""
+    vals = []
+    for s in scenarios:
+        for t in tests:
+            vals += agg.get(s.name, {}).get((t.name, "steal_cores"), (None, []))[1]
+    if not vals:
+        return
+    print("Hypervisor steal during the tests: median %s, max %s cores."
+          % (fmt(statistics.median(vals)), fmt(max(vals))), file=out)
+    if max(vals) > 0.05:
+        print("WARNING: the hypervisor took CPU from this VM during some tests; their "
+              "figures are noisy (see steal_cores per round in --json).", file=out)
+
+
 def print_host(host, out=sys.stdout):
     """One line on the machine: the facts that bound a userspace switch here."""
     if not host:
@@ -1404,6 +1435,7 @@ def render_saved(opts):
     print_profile(agg, scenarios, tests)
     if doc.get("idle"):
         print_background(doc["idle"], scenarios)
+    print_steal(agg, scenarios, tests)
     print_host(doc.get("host"))
     if opts.svg:
         svg_chart(agg, scenarios, opts.svg)
@@ -1467,6 +1499,7 @@ def main(argv):
         print_targets(agg, scenarios, tests)
         print_profile(agg, scenarios, tests)
         print_background(background, scenarios)
+        print_steal(agg, scenarios, tests)
         print_host(host_info())
         if errors:
             print("\n%d error(s):" % len(errors))

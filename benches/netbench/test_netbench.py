@@ -89,7 +89,8 @@ class FromJson(unittest.TestCase):
                           "scenarios": ["kernel", "vs-tap"]},
                "results": {"kernel": {"tcp1": {"gbps": {"median": 10.0, "rounds": [10.0]}}},
                            "vs-tap": {"tcp1": {"gbps": {"median": 9.5, "rounds": [9.5]},
-                                               "prof_copy_pct": {"median": 57.25, "rounds": [57.25]}}}},
+                                               "prof_copy_pct": {"median": 57.25, "rounds": [57.25]},
+                                               "steal_cores": {"median": 0.1, "rounds": [0.0, 0.2]}}}},
                "host": {"kernel": "6.1-test", "cpus": 2, "cpu_model": "Test CPU",
                         "vhost_net": False, "cpuidle_driver": "none"}}
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -105,6 +106,8 @@ class FromJson(unittest.TestCase):
         self.assertRegex(text, r"0\.95x\s+met")
         self.assertIn("Where vswitchd's time goes", text)
         self.assertRegex(text, r"copies user<->kernel, memcpy\s+57\.2")
+        self.assertIn("Hypervisor steal during the tests: median 0.1, max 0.2 cores.", text)
+        self.assertIn("WARNING: the hypervisor took CPU", text)
         self.assertIn("Host: 2 CPUs (Test CPU), kernel 6.1-test, /dev/vhost-net absent, "
                       "cpuidle driver none.", text)
 
