@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use dataplane::bridge::{Bridge, BridgeSettings, Verdict};
 use dataplane::MacAddr;
 use std::hint::black_box;
+use vswitch_benches::{below, next};
 
 fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
     let mut f = Vec::with_capacity(64);
@@ -89,19 +90,6 @@ fn fdb_scaling(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// A small xorshift generator: random keys without a division.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
-/// A uniform index below `n` from a random word (multiply-high, no division).
-fn below(r: u64, n: u64) -> u64 {
-    ((u128::from(r) * u128::from(n)) >> 64) as u64
 }
 
 const BATCH: usize = 64;

@@ -9,28 +9,17 @@ use dataplane::router::nat::{Inbound, Nat, Pool, Timeouts};
 use dataplane::router::route::{Lpm, Prefix};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
-
-/// xorshift64*: deterministic inputs without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use vswitch_benches::{below, next};
 
 /// A table shaped like an Internet routing table: mostly /24s, a good share
 /// of /16../23, a few shorter and longer ones, and a default route.
-fn routing_table(n: usize, rng: &mut Rng) -> Lpm<u32> {
+fn routing_table(n: usize, rng: &mut u64) -> Lpm<u32> {
     let mut t = Lpm::with_limits(n + 1, 1 << 20);
     t.insert(Prefix::new(Ipv4Addr::UNSPECIFIED, 0).unwrap(), 0)
         .unwrap();
     let mut i = 1u32;
     while t.len() < n {
-        let r = rng.next();
+        let r = next(rng);
         let len = match r % 100 {
             0..=59 => 24,
             60..=89 => 16 + (r >> 8) as u8 % 8,
@@ -49,11 +38,11 @@ fn lpm(c: &mut Criterion) {
     let mut g = c.benchmark_group("lpm_lookup");
     g.throughput(Throughput::Elements(1));
     for n in [1_000usize, 100_000, 500_000] {
-        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut rng = 0x1234_5678_9abc_def1u64;
         let t = routing_table(n, &mut rng);
         // Addresses spread over the whole space: most land in a /24 or
         // shorter route's root or level-2 entry, some go three levels deep.
-        let addrs: Vec<u32> = (0..4096).map(|_| rng.next() as u32).collect();
+        let addrs: Vec<u32> = (0..4096).map(|_| next(&mut rng) as u32).collect();
         let mut k = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
             bench.iter(|| {
@@ -132,9 +121,9 @@ fn snat(c: &mut Criterion) {
         }
         // Visit the flows in a scattered order, as interleaved traffic would.
         let order: Vec<usize> = {
-            let mut rng = Rng(99);
+            let mut rng = 99u64;
             (0..4096)
-                .map(|_| (rng.next() % flows as u64) as usize)
+                .map(|_| below(next(&mut rng), flows as u64) as usize)
                 .collect()
         };
         let mut buf = [0u8; 40];

@@ -657,12 +657,12 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 /// data (all of ours do: pseudo-header fields, headers of even length, and
 /// payload after a header of even length).
 #[derive(Debug, Clone, Copy, Default)]
-struct Csum(u64);
+pub(crate) struct Csum(u64);
 
 impl Csum {
     /// Adds `data`, an odd last byte padded with zero.
     #[inline]
-    fn add(self, data: &[u8]) -> Csum {
+    pub(crate) fn add(self, data: &[u8]) -> Csum {
         let mut acc = self.0;
         // 8 bytes add < 2^33: fold every 64 KiB so even huge input cannot
         // overflow.
@@ -693,7 +693,7 @@ impl Csum {
 
     /// The complemented, folded sum as stored in a header.
     #[inline]
-    fn finish(self) -> [u8; 2] {
+    pub(crate) fn finish(self) -> [u8; 2] {
         let mut s = self.0;
         while s > 0xffff {
             s = (s & 0xffff) + (s >> 16);

@@ -59,6 +59,7 @@
 //! about no tracked flow is refused ([`NatDrop::NoFlow`]) rather than let
 //! out with its inside address.
 
+use crate::offload::Csum;
 use hashbrown::HashMap;
 use std::net::Ipv4Addr;
 
@@ -556,8 +557,8 @@ impl Nat {
         // The ICMP checksum covers the whole quote: sum it again.
         if !partial {
             pkt[p.csum..p.csum + 2].copy_from_slice(&[0, 0]);
-            let c = !fold_sum(&pkt[p.l4..icmp_end]);
-            pkt[p.csum..p.csum + 2].copy_from_slice(&c.to_be_bytes());
+            let c = Csum::default().add(&pkt[p.l4..icmp_end]).finish();
+            pkt[p.csum..p.csum + 2].copy_from_slice(&c);
         }
         Some(to)
     }
@@ -914,18 +915,6 @@ fn quoted(q: &[u8]) -> Option<Quoted> {
         }),
         _ => None,
     }
-}
-
-/// The folded ones'-complement sum of `b` (an odd last byte padded).
-fn fold_sum(b: &[u8]) -> u16 {
-    let mut s: u64 = b
-        .chunks(2)
-        .map(|c| u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// Rewrites the source (`out`) or destination address and port of a parsed

@@ -293,6 +293,20 @@ fn reserve_bounded<T>(v: &mut Vec<T>, max: usize) {
     }
 }
 
+/// Marks index `i` of an array `len` long free, then drops the free indices
+/// at the array's end; returns the length the array keeps.
+fn release(free: &mut BTreeSet<u32>, i: u32, len: usize) -> usize {
+    if (i as usize) < len {
+        free.insert(i);
+    }
+    let mut len = len;
+    while free.last().is_some_and(|&l| l as usize + 1 == len) {
+        free.pop_last();
+        len -= 1;
+    }
+    len
+}
+
 /// Gives back memory once `v` is down to a quarter of its capacity.
 fn shrink<T>(v: &mut Vec<T>) {
     if v.len() * 4 <= v.capacity() {
@@ -505,17 +519,8 @@ impl<V: Copy> Lpm<V> {
     }
 
     fn put_slot(&mut self, s: u32) {
-        if (s as usize) < self.slots.len() {
-            self.free_slots.insert(s);
-        }
-        while self
-            .free_slots
-            .last()
-            .is_some_and(|&l| l as usize + 1 == self.slots.len())
-        {
-            self.free_slots.pop_last();
-            self.slots.pop();
-        }
+        let len = release(&mut self.free_slots, s, self.slots.len());
+        self.slots.truncate(len);
         shrink(&mut self.slots);
     }
 
@@ -544,18 +549,9 @@ impl<V: Copy> Lpm<V> {
     }
 
     fn put_chunk(&mut self, c: u32) {
-        if (c as usize) < self.pool.len() {
-            self.free_chunks.insert(c);
-        }
-        while self
-            .free_chunks
-            .last()
-            .is_some_and(|&l| l as usize + 1 == self.pool.len())
-        {
-            self.free_chunks.pop_last();
-            self.pool.pop();
-            self.covers.pop();
-        }
+        let len = release(&mut self.free_chunks, c, self.pool.len());
+        self.pool.truncate(len);
+        self.covers.truncate(len);
         shrink(&mut self.pool);
         shrink(&mut self.covers);
     }
