@@ -1,6 +1,7 @@
 """Shared plumbing of the network benchmarks (netbench.py, fdbmem.py):
-logging, bounded commands, network namespaces, and a registry of everything
-a run creates so that it is removed whatever happens.  Standard library only.
+logging, bounded commands, network namespaces, CPU accounting from /proc, and
+a registry of everything a run creates so that it is removed whatever happens.
+Standard library only.
 """
 
 import os
@@ -158,3 +159,36 @@ def tail_file(path, n=20):
             return "".join(f.readlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+# --------------------------------------------------------------------------
+# CPU accounting
+# --------------------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def system_cpu_s():
+    """(busy, steal) CPU seconds of the whole machine from one read of
+    /proc/stat. Busy is user+nice+system+irq+softirq (guest time is inside
+    user; idle and iowait are not busy). Steal is the time the hypervisor ran
+    something else while this VM's vCPUs wanted to run: a measurement it
+    touched is noisy."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    assert parts[0] == "cpu"
+    v = [int(x) for x in parts[1:9]] + [0]
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+def proc_cpu_s(pid):
+    """utime+stime (all threads) of a process, in seconds, or None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state); utime is field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK

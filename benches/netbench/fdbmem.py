@@ -54,7 +54,6 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PID = os.getpid()
 TAG = "fm%d" % PID          # prefix of every name we create (namespaces, socket, log)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FDB_HARD_MAX = 1 << 20      # the daemon's hard cap on FDB entries
 
 # Addresses (all locally administered unicast: first octet 0x02).
@@ -314,13 +313,7 @@ class Daemon:
 
     def cpu_s(self):
         """utime+stime (all threads) in seconds."""
-        try:
-            with open("/proc/%d/stat" % self.pid) as f:
-                data = f.read()
-        except OSError:
-            return None
-        fields = data[data.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return benchlib.proc_cpu_s(self.pid)
 
     def reset_hwm(self):
         """Resets VmHWM to the current RSS (clear_refs 5; nothing else changes)."""
@@ -338,11 +331,7 @@ class Daemon:
 # --------------------------------------------------------------------------
 
 def system_busy_s():
-    with open("/proc/stat") as f:
-        parts = f.readline().split()
-    v = [int(x) for x in parts[1:8]]
-    user, nice, system, idle, iowait, irq, softirq = v
-    return (user + nice + system + irq + softirq) / CLK_TCK
+    return benchlib.system_cpu_s()[0]
 
 
 def background_load(seconds=1.0):

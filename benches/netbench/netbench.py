@@ -32,14 +32,13 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PID = os.getpid()
 TAG = "nb%d" % PID          # prefix of every name we create (namespaces, sockets)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 IPERF_PORT = 5201
 H1_IP = "10.201.0.1"
 H2_IP = "10.201.0.2"
 PREFIX_LEN = 24
 
 from benchlib import (REG, BenchError, Interrupted, add_netns, del_netns, log, nsexec,  # noqa: F401
-                      run, tail_file, vlog)
+                      proc_cpu_s, run, system_cpu_s, tail_file, vlog)
 import benchlib
 
 
@@ -105,37 +104,6 @@ class Measured:
 # CPU accounting
 # --------------------------------------------------------------------------
 
-def system_busy_s():
-    """Busy CPU seconds of the whole machine (all CPUs): user+nice+system+irq+softirq.
-    idle, iowait and steal are excluded; guest time is already inside user."""
-    with open("/proc/stat") as f:
-        parts = f.readline().split()
-    assert parts[0] == "cpu"
-    v = [int(x) for x in parts[1:]]
-    user, nice, system, idle, iowait, irq, softirq = v[:7]
-    return (user + nice + system + irq + softirq) / CLK_TCK
-
-
-def steal_s():
-    """CPU seconds the hypervisor ran something else while this VM's vCPUs
-    wanted to run (/proc/stat steal): a measurement it touched is noisy."""
-    with open("/proc/stat") as f:
-        parts = f.readline().split()
-    return int(parts[8]) / CLK_TCK if len(parts) > 8 else 0.0
-
-
-def proc_cpu_s(pid):
-    """utime+stime (all threads) of a process, in seconds, or None if gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    # fields[0] is field 3 (state); utime is field 14, stime field 15
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 class CpuWindow:
     """Measures, over an interval: total system busy CPU, and (if the scenario
     has a switch process) that process's CPU."""
@@ -145,15 +113,13 @@ class CpuWindow:
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        self.steal0 = steal_s()
-        self.sys0 = system_busy_s()
+        self.sys0, self.steal0 = system_cpu_s()
         self.sw0 = proc_cpu_s(self.switch_pid) if self.switch_pid else None
         return self
 
     def __exit__(self, *exc):
         self.t1 = time.monotonic()
-        self.steal1 = steal_s()
-        self.sys1 = system_busy_s()
+        self.sys1, self.steal1 = system_cpu_s()
         self.sw1 = proc_cpu_s(self.switch_pid) if self.switch_pid else None
         return False
 
@@ -561,7 +527,7 @@ PROFILE_CATEGORIES = [
                       "__rcu_read", "__x64_sys"))
         or "[vdso]" in d)),
     ("locks", "locks, irq and softirq switching", lambda d, y: (
-        "spin_" in y or "spin_lock" in y or y.startswith((
+        "spin_" in y or y.startswith((
             "_raw_", "__raw_", "native_queued", "__local_bh_enable", "handle_softirqs",
             "do_softirq", "irq_", "asm_")))),
     ("switch", "vswitchd's own code", lambda d, y: d == "vswitchd"),
