@@ -5,10 +5,12 @@
 //! Ports are shared by the workers (methods take `&self`); the scratch space
 //! a call needs comes from the calling worker.
 //! One file per kind. All kinds exchange frames with a `virtio_net_hdr` in
-//! front (see [`crate::packet`]), so offloads are carried end to end.
+//! front (see [`crate::packet`]), so offloads are carried end to end. A TUN
+//! port presents its IP packets as Ethernet frames ([`tun`]).
 
 pub mod afpacket;
 pub mod tap;
+pub mod tun;
 pub mod vxlan;
 
 use crate::bridge::vlan::TagEdit;
@@ -19,6 +21,7 @@ use std::os::fd::RawFd;
 
 pub use afpacket::AfPacketPort;
 pub use tap::TapPort;
+pub use tun::TunPort;
 pub use vxlan::VxlanPort;
 
 /// One frame to send: which slot of the batch, and the tag edit for this port.
@@ -95,6 +98,7 @@ pub trait Port {
 /// The port kinds, dispatched statically on the fast path.
 pub enum AnyPort {
     Tap(TapPort),
+    Tun(TunPort),
     AfPacket(AfPacketPort),
     Vxlan(VxlanPort),
 }
@@ -103,6 +107,7 @@ macro_rules! dispatch {
     ($self:ident, $p:ident => $e:expr) => {
         match $self {
             AnyPort::Tap($p) => $e,
+            AnyPort::Tun($p) => $e,
             AnyPort::AfPacket($p) => $e,
             AnyPort::Vxlan($p) => $e,
         }
