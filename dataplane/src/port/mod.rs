@@ -6,9 +6,11 @@
 //! a call needs comes from the calling worker.
 //! One file per kind. All kinds exchange frames with a `virtio_net_hdr` in
 //! front (see [`crate::packet`]), so offloads are carried end to end. A TUN
-//! port presents its IP packets as Ethernet frames ([`tun`]).
+//! port presents its IP packets as Ethernet frames ([`tun`]); an internal
+//! port has no device at all and is never polled ([`internal`]).
 
 pub mod afpacket;
+pub mod internal;
 pub mod tap;
 pub mod tun;
 pub mod vxlan;
@@ -20,6 +22,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub use afpacket::AfPacketPort;
+pub use internal::InternalPort;
 pub use tap::TapPort;
 pub use tun::TunPort;
 pub use vxlan::VxlanPort;
@@ -101,6 +104,8 @@ pub enum AnyPort {
     Tun(TunPort),
     AfPacket(AfPacketPort),
     Vxlan(VxlanPort),
+    /// No device (a router interface): never registered with the poller.
+    Internal(InternalPort),
 }
 
 macro_rules! dispatch {
@@ -110,6 +115,7 @@ macro_rules! dispatch {
             AnyPort::Tun($p) => $e,
             AnyPort::AfPacket($p) => $e,
             AnyPort::Vxlan($p) => $e,
+            AnyPort::Internal($p) => $e,
         }
     };
 }
