@@ -67,7 +67,10 @@ mod tests {
         );
         let mut b = BridgeConfig::new("br0");
         b.ports.push(PortConfig::new("p1", PortType::Tap));
-        let cfg = Config { bridges: vec![b] };
+        let cfg = Config {
+            bridges: vec![b],
+            ..Config::default()
+        };
         save(&path, &cfg).unwrap();
         assert_eq!(load(&path).unwrap(), cfg);
         fs::write(&path, "[[bridge]]\nname = 3\n").unwrap();

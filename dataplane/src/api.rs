@@ -2,7 +2,7 @@
 //! socket, `{"cmd": "add-br", "name": "br0"}`, answered by one line
 //! `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
 
-use crate::config::PortConfig;
+use crate::config::{Ipv4Cidr, PortConfig, RifConfig, RouteConfig, SnatConfig};
 use crate::MacAddr;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,38 @@ pub enum Request {
         port: Option<String>,
     },
     Show,
+    /// A router interface on a bridge (an SVI) or on a TUN device.
+    AddRif {
+        rif: RifConfig,
+    },
+    /// Removes a router interface, its connected and static routes through
+    /// it, its neighbours, its SNAT rule and that rule's flows (and the TUN
+    /// device, if the daemon created it).
+    DelRif {
+        name: String,
+    },
+    AddRoute {
+        route: RouteConfig,
+    },
+    DelRoute {
+        prefix: Ipv4Cidr,
+    },
+    AddSnat {
+        snat: SnatConfig,
+    },
+    DelSnat {
+        out: String,
+    },
+    /// Router-wide settings (absent: unchanged).
+    SetRouter {
+        #[serde(default)]
+        nat_max_flows: Option<u32>,
+    },
+    RifShow,
+    RouteShow,
+    ArpShow,
+    NatShow,
+    SnatShow,
     /// The running configuration as the typed model (JSON).
     GetConfig,
     /// Write the running configuration as TOML (handled by the control server).

@@ -33,6 +33,263 @@ pub const MAX_REMOTES: usize = 1024;
 pub struct Config {
     #[serde(default, rename = "bridge", skip_serializing_if = "Vec::is_empty")]
     pub bridges: Vec<BridgeConfig>,
+    /// Router settings (NAT table size).
+    #[serde(default, skip_serializing_if = "RouterConfig::is_default")]
+    pub router: RouterConfig,
+    /// Router interfaces, applied after the bridges they sit on.
+    #[serde(default, rename = "rif", skip_serializing_if = "Vec::is_empty")]
+    pub rifs: Vec<RifConfig>,
+    /// Static routes (connected ones come from the interfaces).
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "snat", skip_serializing_if = "Vec::is_empty")]
+    pub snat: Vec<SnatConfig>,
+}
+
+/// Router-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Most connections the SNAT table tracks; new ones beyond it are
+    /// refused (`nat_table_full`) while existing ones keep working.
+    #[serde(default = "default_nat_max")]
+    pub nat_max_flows: u32,
+}
+
+fn default_nat_max() -> u32 {
+    crate::router::nat::DEFAULT_MAX_CONNS as u32
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            nat_max_flows: default_nat_max(),
+        }
+    }
+}
+
+impl RouterConfig {
+    pub fn is_default(&self) -> bool {
+        *self == RouterConfig::default()
+    }
+}
+
+/// An IPv4 interface address with its prefix length (`10.0.0.1/24`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Cidr {
+    pub addr: std::net::Ipv4Addr,
+    pub len: u8,
+}
+
+impl Ipv4Cidr {
+    /// The network (address with the host bits cleared).
+    pub fn network(&self) -> std::net::Ipv4Addr {
+        let mask = if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.len))
+        };
+        std::net::Ipv4Addr::from(u32::from(self.addr) & mask)
+    }
+
+    /// Whether `ip` is in the same subnet.
+    pub fn contains(&self, ip: std::net::Ipv4Addr) -> bool {
+        Ipv4Cidr {
+            addr: ip,
+            len: self.len,
+        }
+        .network()
+            == self.network()
+    }
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl std::str::FromStr for Ipv4Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid IPv4 prefix '{s}' (expected A.B.C.D/LEN, LEN 0-32)");
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, l.parse::<u8>().map_err(|_| bad())?),
+            None => (s, 32),
+        };
+        let addr = a.parse().map_err(|_| bad())?;
+        if l > 32 {
+            return Err(bad());
+        }
+        Ok(Ipv4Cidr { addr, len: l })
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a router interface sits on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RifType {
+    /// An internal port of a bridge (an SVI), on one VLAN of it.
+    #[default]
+    Bridge,
+    /// A TUN device (IP packets, no Ethernet).
+    Tun,
+}
+
+impl RifType {
+    pub fn name(self) -> &'static str {
+        match self {
+            RifType::Bridge => "bridge",
+            RifType::Tun => "tun",
+        }
+    }
+}
+
+fn is_default_rif_type(t: &RifType) -> bool {
+    *t == RifType::Bridge
+}
+
+/// A router interface as the user asked for it (`add-rif`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RifConfig {
+    pub name: String,
+    #[serde(rename = "type", default, skip_serializing_if = "is_default_rif_type")]
+    pub kind: RifType,
+    /// Bridge rifs: the bridge, and the VLAN on it (the bridge's default
+    /// VLAN 1 if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    pub addr: Ipv4Cidr,
+    /// Bridge rifs: the interface's MAC (a stable locally administered one
+    /// derived from the name if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// TUN rifs: namespace and interface name of the kernel side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Largest IP packet sent out of the interface (1500 if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+impl RifConfig {
+    /// Checks that the settings fit the interface type.
+    pub fn check(&self) -> Result<(), String> {
+        let a = self.addr.addr;
+        if a.is_unspecified()
+            || a.is_multicast()
+            || a.is_broadcast()
+            || self.addr.len > 30 && self.addr.len != 32
+        {
+            return Err(format!(
+                "--addr {} is not a usable interface address (unicast, prefix /0-/30 or /32)",
+                self.addr
+            ));
+        }
+        if let Some(m) = self.mtu {
+            if !(576..=65535).contains(&m) {
+                return Err(format!("MTU {m} out of range (576-65535)"));
+            }
+        }
+        match self.kind {
+            RifType::Bridge => {
+                if self.bridge.is_none() {
+                    return Err("a router interface needs --br BRIDGE or --type tun".into());
+                }
+                if self.netns.is_some() || self.ifname.is_some() {
+                    return Err("--netns and --ifname are for --type tun router interfaces".into());
+                }
+                if let Some(v) = self.vlan {
+                    parse_vid(&v.to_string())?;
+                }
+                if let Some(m) = self.mac {
+                    if !m.is_valid_station() {
+                        return Err(format!("{m} is not a unicast station address"));
+                    }
+                }
+                Ok(())
+            }
+            RifType::Tun => {
+                if self.bridge.is_some() || self.vlan.is_some() || self.mac.is_some() {
+                    return Err(
+                        "--br, --vlan and --mac are for bridge router interfaces, not --type tun"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// TUN rifs: the interface name (`--ifname`, else the rif name).
+    pub fn ifname(&self) -> &str {
+        self.ifname.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A static route (`add-route PREFIX via GW` or `add-route PREFIX dev RIF`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: Ipv4Cidr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+}
+
+/// A source NAT rule (`add-snat --out RIF [--to IP[-IP]] [--src PREFIX]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnatConfig {
+    /// Packets leaving through this router interface are translated.
+    pub out: String,
+    /// Outside addresses, `IP` or `IP-IP`; the interface's address if absent
+    /// (masquerade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Only packets from this prefix (all if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<Ipv4Cidr>,
+}
+
+impl SnatConfig {
+    /// The `--to` range, parsed: first and last address.
+    pub fn to_range(&self) -> Result<Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>, String> {
+        let Some(t) = &self.to else { return Ok(None) };
+        let bad = || format!("invalid --to '{t}' (expected IP or IP-IP)");
+        let (a, b) = match t.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (t.trim(), t.trim()),
+        };
+        let a: std::net::Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let b: std::net::Ipv4Addr = b.parse().map_err(|_| bad())?;
+        if u32::from(b) < u32::from(a) {
+            return Err(format!("--to {t}: the last address is below the first"));
+        }
+        if u32::from(b) - u32::from(a) >= 65536 {
+            return Err(format!("--to {t}: at most 65536 addresses"));
+        }
+        Ok(Some((a, b)))
+    }
 }
 
 fn default_ageing() -> u32 {

@@ -6,9 +6,12 @@ use control::client::Client;
 use control::fdbshow;
 use control::{DEFAULT_SOCKET, SOCKET_ENV};
 use dataplane::api::Request;
-use dataplane::config::{PortConfig, PortType};
+use dataplane::config::{
+    Ipv4Cidr, PortConfig, PortType, RifConfig, RifType, RouteConfig, SnatConfig,
+};
 use dataplane::MacAddr;
 use serde_json::Value;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +20,7 @@ use std::process::ExitCode;
     name = "vswitchctl",
     version,
     about = "Configure and inspect a running vswitchd",
-    after_help = "Examples:\n  vswitchctl add-br br0\n  vswitchctl add-port br0 h1 --type tap --netns h1 --ifname eth0\n  vswitchctl add-port br0 veth1 --type afpacket\n  vswitchctl fdb-show br0 --json\n  vswitchctl stats"
+    after_help = "Examples:\n  vswitchctl add-br br0\n  vswitchctl add-port br0 h1 --type tap --netns h1 --ifname eth0\n  vswitchctl add-port br0 veth1 --type afpacket\n  vswitchctl fdb-show br0 --json\n  vswitchctl add-rif gw --br br0 --addr 10.0.0.1/24\n  vswitchctl add-route default via 10.0.0.254\n  vswitchctl stats"
 )]
 struct Cli {
     /// Control socket of the daemon
@@ -35,6 +38,79 @@ enum TypeArg {
     Tap,
     Afpacket,
     Vxlan,
+}
+
+/// What a router interface sits on (`add-rif --type`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum RifTypeArg {
+    /// An interface on a bridge (and one VLAN of it): an SVI
+    Bridge,
+    /// A TUN device (IP packets, no Ethernet), created by the daemon or
+    /// attached to if it exists
+    Tun,
+}
+
+/// A route prefix: `A.B.C.D/LEN` (a bare address is a /32 host route) or
+/// `default` (0.0.0.0/0). Host bits must be clear, as iproute2 insists.
+fn parse_prefix(s: &str) -> Result<Ipv4Cidr, String> {
+    if s == "default" {
+        return Ok(Ipv4Cidr {
+            addr: Ipv4Addr::UNSPECIFIED,
+            len: 0,
+        });
+    }
+    let p: Ipv4Cidr = s.parse()?;
+    if p.network() != p.addr {
+        return Err(format!(
+            "'{s}' has host bits set (the prefix is {}/{})",
+            p.network(),
+            p.len
+        ));
+    }
+    Ok(p)
+}
+
+fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
+    s.parse()
+}
+
+/// `add-route`'s `via GATEWAY` / `dev RIF` words, as iproute2 takes them.
+fn route_target(prefix: Ipv4Cidr, words: &[String]) -> Result<RouteConfig, String> {
+    let mut via = None;
+    let mut dev = None;
+    let mut it = words.iter();
+    while let Some(k) = it.next() {
+        match (k.as_str(), it.next()) {
+            ("via", Some(g)) => {
+                if via.is_some() {
+                    return Err("add-route: `via` given twice".into());
+                }
+                via = Some(g.parse::<Ipv4Addr>().map_err(|_| {
+                    format!("add-route: invalid gateway '{g}' (expected an IPv4 address)")
+                })?);
+            }
+            ("dev", Some(d)) => {
+                if dev.is_some() {
+                    return Err("add-route: `dev` given twice".into());
+                }
+                dev = Some(d.clone());
+            }
+            ("via", None) => return Err("add-route: `via` needs a GATEWAY address".into()),
+            ("dev", None) => return Err("add-route: `dev` needs a router interface name".into()),
+            (other, _) => {
+                return Err(format!(
+                    "add-route: unexpected '{other}' (expected `via GATEWAY` or `dev RIF`)"
+                ))
+            }
+        }
+    }
+    match (&via, &dev) {
+        (Some(_), Some(_)) => {
+            Err("add-route: give either `via GATEWAY` or `dev RIF`, not both".into())
+        }
+        (None, None) => Err("add-route: give `via GATEWAY` or `dev RIF`".into()),
+        _ => Ok(RouteConfig { prefix, via, dev }),
+    }
 }
 
 fn parse_mac(s: &str) -> Result<MacAddr, String> {
@@ -214,6 +290,111 @@ enum Cmd {
     Stats { port: Option<String> },
     /// Write the running configuration as TOML (to vswitchd's --config file by default)
     Save { file: Option<PathBuf> },
+    /// Add a router interface: on a bridge (an SVI, one VLAN of the bridge)
+    /// or on a TUN device
+    #[command(
+        override_usage = "vswitchctl add-rif NAME --br BR [--vlan VID] --addr CIDR [--mac MAC] [--mtu N]\n       vswitchctl add-rif NAME --type tun [--netns NS] [--ifname NAME] --addr CIDR [--mtu N]",
+        after_help = "The router answers ARP and ping for --addr, and the prefix becomes a connected route.\n\nExamples:\n  vswitchctl add-rif gw --br br0 --addr 10.0.0.1/24\n  vswitchctl add-rif gw10 --br br0 --vlan 10 --addr 10.0.10.1/24 --mac 02:00:00:00:0a:01\n  vswitchctl add-rif t0 --type tun --netns vpn --ifname tun0 --addr 10.8.0.1/24\n  vswitchctl add-rif up0 --type tun --addr 192.0.2.1/24 --mtu 1400"
+    )]
+    AddRif {
+        /// Name of the router interface (routes and SNAT rules refer to it)
+        name: String,
+        /// What the interface sits on
+        #[arg(long = "type", value_enum, default_value_t = RifTypeArg::Bridge)]
+        kind: RifTypeArg,
+        /// bridge: the bridge the interface sits on
+        #[arg(long = "br", value_name = "BR")]
+        bridge: Option<String>,
+        /// bridge: the VLAN of the bridge (default 1)
+        #[arg(long, value_name = "VID")]
+        vlan: Option<u16>,
+        /// The interface address with its prefix length, e.g. 10.0.0.1/24
+        #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+        addr: Ipv4Cidr,
+        /// bridge: the interface's MAC (default: a stable one derived from NAME)
+        #[arg(long, value_parser = parse_mac)]
+        mac: Option<MacAddr>,
+        /// tun: create the device in this network namespace (as named by `ip netns`)
+        #[arg(long, value_name = "NS")]
+        netns: Option<String>,
+        /// tun: the device's name (default: NAME)
+        #[arg(long, value_name = "NAME")]
+        ifname: Option<String>,
+        /// Largest IP packet sent out of the interface (576-65535, default 1500)
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+    },
+    /// Remove a router interface with its routes, neighbours and SNAT rule
+    /// (a TUN device the daemon created is deleted)
+    #[command(after_help = "Example:\n  vswitchctl del-rif gw")]
+    DelRif { name: String },
+    /// Add a static route through a gateway or out of a router interface
+    #[command(
+        override_usage = "vswitchctl add-route PREFIX via GATEWAY\n       vswitchctl add-route PREFIX dev RIF",
+        after_help = "PREFIX is A.B.C.D/LEN or `default` (0.0.0.0/0). Give exactly one of `via GATEWAY`\n(a next hop on a connected subnet, resolved by ARP) or `dev RIF` (destinations\nreached directly through that interface, e.g. a TUN).\n\nExamples:\n  vswitchctl add-route 10.9.0.0/16 via 10.0.0.254\n  vswitchctl add-route default via 192.0.2.254\n  vswitchctl add-route 0.0.0.0/0 dev up0"
+    )]
+    AddRoute {
+        /// Destination: A.B.C.D/LEN, or `default`
+        #[arg(value_parser = parse_prefix)]
+        prefix: Ipv4Cidr,
+        /// `via GATEWAY` or `dev RIF`
+        #[arg(value_name = "via GATEWAY | dev RIF", required = true, num_args = 1..)]
+        target: Vec<String>,
+    },
+    /// Remove a static route
+    #[command(
+        after_help = "Examples:\n  vswitchctl del-route 10.9.0.0/16\n  vswitchctl del-route default"
+    )]
+    DelRoute {
+        /// The route's prefix: A.B.C.D/LEN, or `default`
+        #[arg(value_parser = parse_prefix)]
+        prefix: Ipv4Cidr,
+    },
+    /// Translate the source address of packets leaving through a router interface
+    #[command(
+        after_help = "Without --to the packets take the --out interface's address (masquerade).\nTCP, UDP and ICMP echo are translated, and their replies translated back.\n\nExamples:\n  vswitchctl add-snat --out up0\n  vswitchctl add-snat --out up0 --to 192.0.2.10 --src 10.0.0.0/24\n  vswitchctl add-snat --out up0 --to 192.0.2.10-192.0.2.20"
+    )]
+    AddSnat {
+        /// The outside router interface
+        #[arg(long, value_name = "RIF")]
+        out: String,
+        /// Outside address, or an inclusive range of them (default: --out's address)
+        #[arg(long, value_name = "IP[-IP]")]
+        to: Option<String>,
+        /// Translate only packets from this prefix (default: all)
+        #[arg(long, value_name = "PREFIX", value_parser = parse_cidr)]
+        src: Option<Ipv4Cidr>,
+    },
+    /// Remove the SNAT rule of a router interface (and its flows)
+    #[command(after_help = "Example:\n  vswitchctl del-snat --out up0")]
+    DelSnat {
+        /// The outside router interface
+        #[arg(long, value_name = "RIF")]
+        out: String,
+    },
+    /// Change router-wide settings
+    #[command(after_help = "Example:\n  vswitchctl set-router --nat-max-flows 100000")]
+    SetRouter {
+        /// Most connections the SNAT table tracks; new ones beyond it are
+        /// refused while existing ones keep working
+        #[arg(long, value_name = "N")]
+        nat_max_flows: Option<u32>,
+    },
+    /// List router interfaces
+    #[command(after_help = "Example:\n  vswitchctl rif-show --json")]
+    RifShow,
+    /// Show the routing table (connected and static routes)
+    #[command(after_help = "Example:\n  vswitchctl route-show")]
+    RouteShow,
+    /// Show the router's neighbours (ARP cache)
+    #[command(after_help = "Example:\n  vswitchctl arp-show")]
+    ArpShow,
+    /// Show the SNAT connection table
+    #[command(after_help = "Example:\n  vswitchctl nat-show --json")]
+    NatShow,
+    /// List SNAT rules
+    #[command(after_help = "Example:\n  vswitchctl snat-show")]
+    SnatShow,
 }
 
 fn request(cmd: Cmd) -> Result<Request, String> {
@@ -373,6 +554,56 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 None => None,
             },
         },
+        Cmd::AddRif {
+            name,
+            kind,
+            bridge,
+            vlan,
+            addr,
+            mac,
+            netns,
+            ifname,
+            mtu,
+        } => {
+            let rif = RifConfig {
+                name,
+                kind: match kind {
+                    RifTypeArg::Bridge => RifType::Bridge,
+                    RifTypeArg::Tun => RifType::Tun,
+                },
+                bridge,
+                vlan,
+                addr,
+                mac,
+                netns,
+                ifname,
+                mtu,
+            };
+            rif.check()?;
+            Request::AddRif { rif }
+        }
+        Cmd::DelRif { name } => Request::DelRif { name },
+        Cmd::AddRoute { prefix, target } => Request::AddRoute {
+            route: route_target(prefix, &target)?,
+        },
+        Cmd::DelRoute { prefix } => Request::DelRoute { prefix },
+        Cmd::AddSnat { out, to, src } => {
+            let snat = SnatConfig { out, to, src };
+            snat.to_range()?;
+            Request::AddSnat { snat }
+        }
+        Cmd::DelSnat { out } => Request::DelSnat { out },
+        Cmd::SetRouter { nat_max_flows } => {
+            if nat_max_flows.is_none() {
+                return Err("set-router: nothing to set (give --nat-max-flows)".into());
+            }
+            Request::SetRouter { nat_max_flows }
+        }
+        Cmd::RifShow => Request::RifShow,
+        Cmd::RouteShow => Request::RouteShow,
+        Cmd::ArpShow => Request::ArpShow,
+        Cmd::NatShow => Request::NatShow,
+        Cmd::SnatShow => Request::SnatShow,
     })
 }
 
@@ -487,14 +718,7 @@ fn port_row(p: &Value) -> Vec<String> {
             s(&p["dstport"])
         );
     }
-    r.push(
-        if p["up"] == Value::Bool(true) {
-            "up"
-        } else {
-            "down"
-        }
-        .into(),
-    );
+    r.push(up_down(&p["up"]).into());
     r.extend(fields(p, &["mac", "mtu"]));
     r.push(vlan_text(p));
     r
@@ -546,6 +770,76 @@ fn drops_text(d: &Value) -> String {
         "-".into()
     } else {
         parts.join(",")
+    }
+}
+
+fn up_down(v: &Value) -> &'static str {
+    if *v == Value::Bool(true) {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+/// What a router interface sits on: `br0 vlan 10`, or `tun0 netns vpn`.
+fn rif_on(r: &Value) -> String {
+    let (dev, extra) = if r["type"] == "tun" {
+        let dev = match &r["ifname"] {
+            Value::Null => s(&r["name"]),
+            x => s(x),
+        };
+        (dev, r["netns"].as_str().map(|n| format!(" netns {n}")))
+    } else {
+        (
+            s(&r["bridge"]),
+            r["vlan"].as_u64().map(|v| format!(" vlan {v}")),
+        )
+    };
+    dev + &extra.unwrap_or_default()
+}
+
+const RIF_HEADERS: &[&str] = &["RIF", "TYPE", "ADDR", "ON", "MAC", "MTU", "STATE"];
+
+fn rif_row(r: &Value) -> Vec<String> {
+    vec![
+        s(&r["name"]),
+        s(&r["type"]),
+        s(&r["addr"]),
+        rif_on(r),
+        s(&r["mac"]),
+        s(&r["mtu"]),
+        up_down(&r["up"]).into(),
+    ]
+}
+
+/// `10.9.0.0/16 via 10.0.0.254 dev gw (static)`
+fn route_text(r: &Value) -> String {
+    let mut t = s(&r["prefix"]);
+    if let Some(g) = r["via"].as_str() {
+        t.push_str(&format!(" via {g}"));
+    }
+    if let Some(d) = r["dev"].as_str() {
+        t.push_str(&format!(" dev {d}"));
+    }
+    if let Some(k) = r["kind"].as_str() {
+        t.push_str(&format!(" ({k})"));
+    }
+    t
+}
+
+/// An SNAT rule's outside addresses (the interface's own without `to`).
+fn snat_to(r: &Value) -> String {
+    match &r["to"] {
+        Value::Null => "masquerade".into(),
+        x => s(x),
+    }
+}
+
+/// An SNAT rule's source prefix (every source without `src`).
+fn snat_src(r: &Value) -> String {
+    match &r["src"] {
+        Value::Null => "any".into(),
+        x => s(x),
     }
 }
 
@@ -623,7 +917,52 @@ fn print_human(req: &Request, v: &Value) {
             if arr(&v["bridges"]).is_empty() {
                 println!("no bridges");
             }
+            for r in arr(&v["rifs"]) {
+                let mut t = format!(
+                    "rif {}: {} {}, {}",
+                    s(&r["name"]),
+                    s(&r["type"]),
+                    rif_on(r),
+                    s(&r["addr"])
+                );
+                if let Some(m) = r["mac"].as_str() {
+                    t.push_str(&format!(", mac {m}"));
+                }
+                if !r["mtu"].is_null() {
+                    t.push_str(&format!(", mtu {}", s(&r["mtu"])));
+                }
+                println!("{t}, {}", up_down(&r["up"]));
+            }
+            for r in arr(&v["routes"]) {
+                println!("route {}", route_text(r));
+            }
+            for r in arr(&v["snat"]) {
+                println!(
+                    "snat out {} to {} src {}",
+                    s(&r["out"]),
+                    snat_to(r),
+                    snat_src(r)
+                );
+            }
         }
+        Request::RifShow => table_of(RIF_HEADERS, v, rif_row),
+        Request::RouteShow => table_of(&["PREFIX", "VIA", "DEV", "KIND"], v, |r| {
+            fields(r, &["prefix", "via", "dev", "kind"])
+        }),
+        Request::ArpShow => table_of(&["IP", "MAC", "RIF", "STATE", "AGE"], v, |r| {
+            fields(r, &["ip", "mac", "rif", "state", "age_s"])
+        }),
+        Request::NatShow => {
+            const COLS: &[&str] = &["proto", "inside", "outside", "remote", "state", "expires_s"];
+            table_of(
+                &["PROTO", "INSIDE", "OUTSIDE", "REMOTE", "STATE", "EXPIRES"],
+                v,
+                |r| fields(r, COLS),
+            )
+        }
+        Request::SnatShow => table_of(&["OUT", "TO", "SRC"], v, |r| {
+            vec![s(&r["out"]), snat_to(r), snat_src(r)]
+        }),
         Request::StpShow { .. } => {
             println!("bridge id       {}", s(&v["bridge_id"]));
             println!("designated root {}", s(&v["root_id"]));
@@ -654,5 +993,370 @@ fn print_human(req: &Request, v: &Value) {
                 println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vswitchctl").chain(args.iter().copied()))
+    }
+
+    /// The request a command line builds (panics if clap refuses it).
+    fn req(args: &[&str]) -> Result<Request, String> {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        request(cli.cmd)
+    }
+
+    fn cidr(s: &str) -> Ipv4Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn add_route_via_and_dev() {
+        assert_eq!(
+            req(&["add-route", "10.9.0.0/16", "via", "10.0.0.254"]).unwrap(),
+            Request::AddRoute {
+                route: RouteConfig {
+                    prefix: cidr("10.9.0.0/16"),
+                    via: Some(Ipv4Addr::new(10, 0, 0, 254)),
+                    dev: None,
+                }
+            }
+        );
+        assert_eq!(
+            req(&["add-route", "default", "dev", "up0"]).unwrap(),
+            Request::AddRoute {
+                route: RouteConfig {
+                    prefix: cidr("0.0.0.0/0"),
+                    via: None,
+                    dev: Some("up0".into()),
+                }
+            }
+        );
+        assert_eq!(
+            req(&["add-route", "0.0.0.0/0", "dev", "up0"]).unwrap(),
+            req(&["add-route", "default", "dev", "up0"]).unwrap()
+        );
+    }
+
+    #[test]
+    fn add_route_refuses_bad_input() {
+        let e = req(&["add-route", "10.9.0.0/16", "via", "10.0.0.254", "dev", "gw"]).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = req(&["add-route", "10.9.0.0/16", "through", "gw"]).unwrap_err();
+        assert!(e.contains("unexpected 'through'"), "{e}");
+        let e = req(&["add-route", "10.9.0.0/16", "via"]).unwrap_err();
+        assert!(e.contains("GATEWAY"), "{e}");
+        let e = req(&["add-route", "10.9.0.0/16", "via", "gw"]).unwrap_err();
+        assert!(e.contains("invalid gateway 'gw'"), "{e}");
+        // Neither via nor dev, a bad prefix, host bits: clap refuses.
+        assert!(parse(&["add-route", "10.9.0.0/16"]).is_err());
+        assert!(parse(&["add-route", "10.9.0.0/33", "dev", "gw"]).is_err());
+        assert!(parse(&["add-route", "10.9.x.0/16", "dev", "gw"]).is_err());
+        let e = parse(&["add-route", "10.9.0.1/16", "dev", "gw"]).unwrap_err();
+        assert!(e.to_string().contains("host bits"), "{e}");
+    }
+
+    #[test]
+    fn del_route() {
+        assert_eq!(
+            req(&["del-route", "default"]).unwrap(),
+            Request::DelRoute {
+                prefix: cidr("0.0.0.0/0")
+            }
+        );
+        assert_eq!(
+            req(&["del-route", "10.9.0.0/16"]).unwrap(),
+            Request::DelRoute {
+                prefix: cidr("10.9.0.0/16")
+            }
+        );
+    }
+
+    #[test]
+    fn add_rif_bridge() {
+        assert_eq!(
+            req(&[
+                "add-rif",
+                "gw",
+                "--br",
+                "br0",
+                "--vlan",
+                "10",
+                "--addr",
+                "10.0.10.1/24"
+            ])
+            .unwrap(),
+            Request::AddRif {
+                rif: RifConfig {
+                    name: "gw".into(),
+                    kind: RifType::Bridge,
+                    bridge: Some("br0".into()),
+                    vlan: Some(10),
+                    addr: cidr("10.0.10.1/24"),
+                    mac: None,
+                    netns: None,
+                    ifname: None,
+                    mtu: None,
+                }
+            }
+        );
+        let Request::AddRif { rif } = req(&[
+            "add-rif",
+            "gw",
+            "--type",
+            "bridge",
+            "--br",
+            "br0",
+            "--addr",
+            "10.0.0.1/24",
+            "--mac",
+            "02:00:00:00:00:01",
+            "--mtu",
+            "9000",
+        ])
+        .unwrap() else {
+            panic!("not add-rif")
+        };
+        assert_eq!(rif.mac, Some("02:00:00:00:00:01".parse().unwrap()));
+        assert_eq!(rif.mtu, Some(9000));
+    }
+
+    #[test]
+    fn add_rif_tun() {
+        assert_eq!(
+            req(&[
+                "add-rif",
+                "t0",
+                "--type",
+                "tun",
+                "--netns",
+                "vpn",
+                "--addr",
+                "10.8.0.1/24"
+            ])
+            .unwrap(),
+            Request::AddRif {
+                rif: RifConfig {
+                    name: "t0".into(),
+                    kind: RifType::Tun,
+                    bridge: None,
+                    vlan: None,
+                    addr: cidr("10.8.0.1/24"),
+                    mac: None,
+                    netns: Some("vpn".into()),
+                    ifname: None,
+                    mtu: None,
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn add_rif_refuses_bad_input() {
+        // Clap-level: a bad CIDR, no --addr, an unknown type.
+        assert!(parse(&["add-rif", "gw", "--br", "br0", "--addr", "10.0.0.1/40"]).is_err());
+        assert!(parse(&["add-rif", "gw", "--br", "br0", "--addr", "ten"]).is_err());
+        assert!(parse(&["add-rif", "gw", "--br", "br0"]).is_err());
+        assert!(parse(&["add-rif", "gw", "--type", "tap", "--addr", "10.0.0.1/24"]).is_err());
+        // RifConfig::check(): refused before contacting the daemon.
+        for bad in [
+            &["add-rif", "gw", "--addr", "10.0.0.1/24"][..],
+            &["add-rif", "gw", "--br", "br0", "--addr", "0.0.0.0/24"],
+            &["add-rif", "gw", "--br", "br0", "--addr", "10.0.0.1/31"],
+            &[
+                "add-rif",
+                "gw",
+                "--br",
+                "br0",
+                "--vlan",
+                "4095",
+                "--addr",
+                "10.0.0.1/24",
+            ],
+            &[
+                "add-rif",
+                "gw",
+                "--br",
+                "br0",
+                "--addr",
+                "10.0.0.1/24",
+                "--mtu",
+                "100",
+            ],
+            &[
+                "add-rif",
+                "gw",
+                "--br",
+                "br0",
+                "--netns",
+                "x",
+                "--addr",
+                "10.0.0.1/24",
+            ],
+            &[
+                "add-rif",
+                "t0",
+                "--type",
+                "tun",
+                "--br",
+                "br0",
+                "--addr",
+                "10.8.0.1/24",
+            ],
+            &[
+                "add-rif",
+                "t0",
+                "--type",
+                "tun",
+                "--vlan",
+                "5",
+                "--addr",
+                "10.8.0.1/24",
+            ],
+        ] {
+            assert!(req(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn del_rif() {
+        assert_eq!(
+            req(&["del-rif", "gw"]).unwrap(),
+            Request::DelRif { name: "gw".into() }
+        );
+    }
+
+    #[test]
+    fn snat() {
+        assert_eq!(
+            req(&["add-snat", "--out", "up0"]).unwrap(),
+            Request::AddSnat {
+                snat: SnatConfig {
+                    out: "up0".into(),
+                    to: None,
+                    src: None,
+                }
+            }
+        );
+        assert_eq!(
+            req(&[
+                "add-snat",
+                "--out",
+                "up0",
+                "--to",
+                "192.0.2.1-192.0.2.5",
+                "--src",
+                "10.0.0.0/24"
+            ])
+            .unwrap(),
+            Request::AddSnat {
+                snat: SnatConfig {
+                    out: "up0".into(),
+                    to: Some("192.0.2.1-192.0.2.5".into()),
+                    src: Some(cidr("10.0.0.0/24")),
+                }
+            }
+        );
+        let e = req(&["add-snat", "--out", "up0", "--to", "192.0.2.10-192.0.2.1"]).unwrap_err();
+        assert!(e.contains("below the first"), "{e}");
+        assert!(req(&["add-snat", "--out", "up0", "--to", "nowhere"]).is_err());
+        assert!(parse(&["add-snat", "--out", "up0", "--src", "10.0.0/24"]).is_err());
+        assert!(parse(&["add-snat", "--to", "192.0.2.1"]).is_err());
+        assert_eq!(
+            req(&["del-snat", "--out", "up0"]).unwrap(),
+            Request::DelSnat { out: "up0".into() }
+        );
+    }
+
+    #[test]
+    fn set_router() {
+        assert_eq!(
+            req(&["set-router", "--nat-max-flows", "1000"]).unwrap(),
+            Request::SetRouter {
+                nat_max_flows: Some(1000)
+            }
+        );
+        assert!(req(&["set-router"]).is_err());
+    }
+
+    #[test]
+    fn show_commands() {
+        assert_eq!(req(&["rif-show"]).unwrap(), Request::RifShow);
+        assert_eq!(req(&["route-show"]).unwrap(), Request::RouteShow);
+        assert_eq!(req(&["arp-show"]).unwrap(), Request::ArpShow);
+        assert_eq!(req(&["nat-show"]).unwrap(), Request::NatShow);
+        assert_eq!(req(&["snat-show"]).unwrap(), Request::SnatShow);
+    }
+
+    #[test]
+    fn global_options_before_or_after_the_command() {
+        for args in [
+            &["route-show", "--json"][..],
+            &["--json", "route-show"],
+            &["add-route", "default", "dev", "up0", "--json"],
+            &[
+                "add-rif",
+                "gw",
+                "--br",
+                "br0",
+                "--addr",
+                "10.0.0.1/24",
+                "--json",
+            ],
+        ] {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(cli.json, "{args:?}");
+        }
+        let cli = parse(&["rif-show", "--socket", "/tmp/x.sock"]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
+        // The route words still come out right with a global option after them.
+        let cli = parse(&["add-route", "default", "via", "10.0.0.254", "--json"]).unwrap();
+        assert!(matches!(
+            request(cli.cmd).unwrap(),
+            Request::AddRoute {
+                route: RouteConfig {
+                    via: Some(_),
+                    dev: None,
+                    ..
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rif_placement_text() {
+        let v: Value = serde_json::json!({"name": "gw", "type": "bridge", "bridge": "br0",
+            "vlan": 10, "addr": "10.0.10.1/24", "mac": "02:00:00:00:00:01", "netns": null,
+            "ifname": null, "mtu": 1500, "up": true});
+        assert_eq!(rif_on(&v), "br0 vlan 10");
+        assert_eq!(
+            rif_row(&v),
+            [
+                "gw",
+                "bridge",
+                "10.0.10.1/24",
+                "br0 vlan 10",
+                "02:00:00:00:00:01",
+                "1500",
+                "up"
+            ]
+        );
+        let v: Value = serde_json::json!({"name": "t0", "type": "tun", "bridge": null,
+            "vlan": null, "addr": "10.8.0.1/24", "mac": null, "netns": "vpn",
+            "ifname": null, "mtu": 1500, "up": false});
+        assert_eq!(rif_on(&v), "t0 netns vpn");
+        let r: Value = serde_json::json!({"prefix": "10.9.0.0/16", "via": "10.0.0.254",
+            "dev": "gw", "kind": "static"});
+        assert_eq!(route_text(&r), "10.9.0.0/16 via 10.0.0.254 dev gw (static)");
     }
 }

@@ -362,6 +362,18 @@ impl Tables {
                 serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
             }
             Request::Save { .. } => Err("save is handled by the control server".into()),
+            Request::AddRif { .. }
+            | Request::DelRif { .. }
+            | Request::AddRoute { .. }
+            | Request::DelRoute { .. }
+            | Request::AddSnat { .. }
+            | Request::DelSnat { .. }
+            | Request::SetRouter { .. }
+            | Request::RifShow
+            | Request::RouteShow
+            | Request::ArpShow
+            | Request::NatShow
+            | Request::SnatShow => Err("the router is not wired in yet".into()),
             Request::AddPort { .. }
             | Request::DelPort { .. }
             | Request::DelBr { .. }
@@ -512,7 +524,10 @@ impl Tables {
                 c
             })
             .collect();
-        Config { bridges }
+        Config {
+            bridges,
+            ..Config::default()
+        }
     }
 
     /// Checks a new port against the tables: bridge exists, names free,
