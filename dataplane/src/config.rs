@@ -544,6 +544,7 @@ impl PortConfig {
                 None => DEFAULT_STP_COST,
             },
             stp_priority: self.stp_priority.unwrap_or(DEFAULT_STP_PRIORITY),
+            internal: false,
         })
     }
 

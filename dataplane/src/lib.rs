@@ -15,10 +15,12 @@ pub mod engine;
 pub mod mac;
 pub mod offload;
 pub mod packet;
+pub mod pipeline;
 pub mod port;
 pub mod router;
 pub mod stats;
 pub mod sys;
+pub mod wire;
 #[cfg(test)]
 mod test_rng;
 

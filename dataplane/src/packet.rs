@@ -267,6 +267,31 @@ impl Frame {
         true
     }
 
+    /// Removes an 802.1Q tag that follows the MAC addresses, shrinking the
+    /// frame from the front (the MACs and virtio header move 4 bytes; the
+    /// payload stays). The virtio header's offsets follow. False (and
+    /// unchanged) if the frame carries no tag.
+    pub fn strip_tag(&mut self) -> bool {
+        if self.len < 18 || self.data()[12..14] != TPID_8021Q.to_be_bytes() {
+            return false;
+        }
+        let s = self.start;
+        self.buf
+            .copy_within(s - VNET_HDR_LEN..s + 12, s - VNET_HDR_LEN + 4);
+        self.start += 4;
+        self.len -= 4;
+        let mut h = self.vnet();
+        h.shift(-4);
+        self.set_vnet(&h);
+        true
+    }
+
+    /// Shortens the frame to `len` bytes (Ethernet padding after an IP
+    /// packet); a longer `len` changes nothing.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Builds, in `scratch`, the start of this frame as it leaves with `edit`
     /// applied: virtio header (offsets adjusted), MAC addresses and the new
     /// tag if any. Returns the prefix length and the offset in [`Frame::data`]
@@ -440,6 +465,30 @@ mod tests {
         assert_eq!(&f.data()[..12], &eth[..12]);
         assert_eq!(&f.data()[12..18], &[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
         assert_eq!(f.vnet().csum_start, 38);
+    }
+
+    #[test]
+    fn strip_tag_in_place() {
+        let mut eth = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00];
+        eth.extend_from_slice(&[0xcc; 46]);
+        let mut f = Frame::from_bytes(&eth);
+        f.set_vnet(&VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 38,
+            csum_offset: 6,
+            ..Default::default()
+        });
+        assert!(f.strip_tag());
+        assert_eq!(f.len(), 60);
+        assert_eq!(&f.data()[..12], &eth[..12]);
+        assert_eq!(&f.data()[12..14], &[0x08, 0x00]);
+        assert_eq!(&f.data()[14..], &eth[18..]);
+        assert_eq!(f.vnet().csum_start, 34);
+        assert!(!f.strip_tag(), "untagged now");
+        f.truncate(20);
+        assert_eq!(f.len(), 20);
+        f.truncate(100);
+        assert_eq!(f.len(), 20);
     }
 
     #[test]

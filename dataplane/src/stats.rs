@@ -78,6 +78,45 @@ drop_reasons! {
     /// The egress cannot take the frame's offload (GSO or partial checksum)
     /// and software segmentation refused it (bad or unsupported headers).
     OffloadFailed => "offload_failed",
+    /// Router: no route to the destination (ICMP network unreachable sent).
+    NoRoute => "no_route",
+    /// Router: TTL would reach 0 (ICMP time exceeded sent).
+    TtlExceeded => "ttl_exceeded",
+    /// Router: the next hop did not answer ARP (ICMP host unreachable sent).
+    ArpUnresolved => "arp_unresolved",
+    /// Router: too many packets already wait for this next hop's ARP answer.
+    ArpQueueFull => "arp_queue_full",
+    /// Router: the neighbour table is full of live entries.
+    NeighTableFull => "neigh_table_full",
+    /// Router: larger than the egress MTU with DF set (ICMP fragmentation
+    /// needed sent, for path MTU discovery).
+    FragNeeded => "frag_needed",
+    /// Router: larger than the egress MTU without DF (vswitch does not
+    /// fragment).
+    TooBig => "too_big",
+    /// Router: a source address no host may have (multicast, broadcast,
+    /// 0.0.0.0/8, loopback; RFC 1812 §5.3.7), or a multicast destination.
+    MartianAddress => "martian_address",
+    /// Router: for the router itself, but neither ICMP echo nor a reply of a
+    /// NAT flow.
+    LocalUnsupported => "local_unsupported",
+    /// Router: an Ethernet type the router does not route (IPv6, ...).
+    NotIpv4 => "not_ipv4",
+    /// Router: an ICMP error the rate limit suppressed (icmp_ratelimit).
+    IcmpRateLimited => "icmp_rate_limited",
+    /// SNAT: the flow table is full; new flows are refused.
+    NatTableFull => "nat_table_full",
+    /// SNAT: no outside port was free for a new flow.
+    NatPortsExhausted => "nat_ports_exhausted",
+    /// SNAT: an IP fragment (no reassembly).
+    NatFragment => "nat_fragment",
+    /// SNAT: a protocol (or ICMP type) SNAT does not translate.
+    NatUnsupported => "nat_unsupported",
+    /// SNAT: an inside host's ICMP error about no tracked flow.
+    NatNoFlow => "nat_no_flow",
+    /// SNAT: to an outside address, not a reply of a tracked flow
+    /// (unsolicited inbound traffic is not forwarded inside).
+    NatUnsolicited => "nat_unsolicited",
 }
 
 /// Counters of one port. Owned by the worker that polls the port.

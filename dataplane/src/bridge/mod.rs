@@ -102,6 +102,9 @@ pub struct Member {
     /// STP path cost and priority of the port.
     pub stp_cost: u32,
     pub stp_priority: u8,
+    /// A router interface's internal port: always forwarding, never in
+    /// spanning tree (like the Linux bridge's own local port).
+    pub internal: bool,
 }
 
 impl Default for Member {
@@ -114,6 +117,20 @@ impl Default for Member {
             bpdu_guard: false,
             stp_cost: DEFAULT_STP_COST,
             stp_priority: DEFAULT_STP_PRIORITY,
+            internal: false,
+        }
+    }
+}
+
+impl Member {
+    /// The membership of a router interface's internal port in `vlan`:
+    /// untagged in it, no learning (its address is a static entry).
+    pub fn internal(vlan: u16) -> Member {
+        Member {
+            vlan: VlanMode::Access(vlan),
+            learning: false,
+            internal: true,
+            ..Member::default()
         }
     }
 }
@@ -201,7 +218,7 @@ impl Bridge {
     /// Adds or removes `pid` in spanning tree according to its link, guard
     /// and membership.
     fn sync_stp_port(&mut self, pid: PortId, now_ns: u64) {
-        let active = self.member(pid).is_some()
+        let active = self.member(pid).is_some_and(|m| !m.internal)
             && self
                 .runtime
                 .get(pid as usize)
@@ -372,7 +389,8 @@ impl Bridge {
         if self.guard_tripped(ingress) {
             return Decision::drop(DropReason::BpduGuard);
         }
-        let (learning, limit, guard) = (m.learning, m.mac_limit, m.bpdu_guard);
+        let (learning, limit, guard, internal) =
+            (m.learning, m.mac_limit, m.bpdu_guard, m.internal);
         if eth.dst == STP_GROUP {
             if guard {
                 // BPDU guard (edge port protection): a BPDU means a switch
@@ -396,6 +414,7 @@ impl Bridge {
         // 802.1D 7.4: a port learns in learning and forwarding state only,
         // and relays frames in forwarding state only.
         let (stp_learns, stp_forwards) = match &self.stp {
+            Some(_) if internal => (true, true),
             Some(s) => (s.learns(ingress), s.forwards(ingress)),
             None => (true, true),
         };
@@ -510,7 +529,7 @@ impl Bridge {
         if self.guard_tripped(out) {
             return Err(DropReason::BpduGuard);
         }
-        if self.stp.as_ref().is_some_and(|s| !s.forwards(out)) {
+        if !m.internal && self.stp.as_ref().is_some_and(|s| !s.forwards(out)) {
             return Err(DropReason::StpBlocking);
         }
         if m.isolated && self.member(ingress).is_some_and(|i| i.isolated) {

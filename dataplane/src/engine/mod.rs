@@ -173,8 +173,31 @@ impl EngineHandle {
         match req {
             Request::AddPort { bridge, port } => self.add_port(&bridge, port),
             Request::DelPort { name } => {
-                let pid = self.shared.tables().port_idx(&name)? as PortId;
+                let pid = {
+                    let t = self.shared.tables();
+                    let pid = t.port_idx(&name)?;
+                    if t.attach[pid].rif().is_some() {
+                        return Err(format!(
+                            "'{name}' is a router interface: remove it with del-rif"
+                        ));
+                    }
+                    pid as PortId
+                };
                 self.remove_ports(&[pid]);
+                Ok(Value::Null)
+            }
+            Request::AddRif { rif } => self.add_rif(rif),
+            Request::DelRif { name } => {
+                let pid = {
+                    let t = self.shared.tables();
+                    let id = t
+                        .router
+                        .rif_by_name(&name)
+                        .ok_or_else(|| format!("no router interface named '{name}'"))?;
+                    t.router.rif(id).map(|r| r.pid).ok_or("vanished")?
+                };
+                self.remove_ports(&[pid]);
+                tracing::info!(rif = %name, "router interface removed");
                 Ok(Value::Null)
             }
             Request::DelBr { name } => {
@@ -242,6 +265,12 @@ impl EngineHandle {
 
     /// Applies a configuration (at start). Stops at the first error.
     pub fn apply_config(&self, cfg: &Config) -> Result<(), String> {
+        if !cfg.router.is_default() {
+            self.call(Request::SetRouter {
+                nat_max_flows: Some(cfg.router.nat_max_flows),
+            })
+            .map_err(|e| format!("router: {e}"))?;
+        }
         for b in &cfg.bridges {
             self.call(Request::AddBr {
                 name: b.name.clone(),
@@ -271,7 +300,114 @@ impl EngineHandle {
                 .map_err(|e| format!("bridge {} fdb {}: {e}", b.name, f.mac))?;
             }
         }
+        for r in &cfg.rifs {
+            self.call(Request::AddRif { rif: r.clone() })
+                .map_err(|e| format!("rif {}: {e}", r.name))?;
+        }
+        for r in &cfg.routes {
+            self.call(Request::AddRoute { route: r.clone() })
+                .map_err(|e| format!("route {}: {e}", r.prefix))?;
+        }
+        for s in &cfg.snat {
+            self.call(Request::AddSnat { snat: s.clone() })
+                .map_err(|e| format!("snat --out {}: {e}", s.out))?;
+        }
         Ok(())
+    }
+
+    /// `add-rif`: checks, opens the TUN device (outside the lock) or makes
+    /// the bridge's internal port, then adds the interface.
+    fn add_rif(&self, cfg: crate::config::RifConfig) -> CtlResult {
+        check_name("router interface", &cfg.name)?;
+        cfg.check()?;
+        {
+            let t = self.shared.tables();
+            if t.port_idx(&cfg.name).is_ok() {
+                return Err(format!("name '{}' is already in use", cfg.name));
+            }
+            if let Some(b) = &cfg.bridge {
+                t.bridge_idx(b)?;
+            }
+            t.router.check_addr(cfg.addr)?;
+            if t.ports.iter().flatten().count() >= MAX_PORTS {
+                return Err(format!("too many ports (limit {MAX_PORTS})"));
+            }
+            if let Some(ifn) = &cfg.ifname {
+                if !crate::sys::valid_ifname(ifn) {
+                    return Err(format!(
+                        "invalid interface name '{ifn}' (1-15 characters, no '/', ':' or spaces)"
+                    ));
+                }
+            }
+        }
+        let mut pcfg = PortConfig::new(&cfg.name, PortType::Tap);
+        pcfg.netns = cfg.netns.clone();
+        let (io, created, mac, mtu, ifname) = match cfg.kind {
+            crate::config::RifType::Bridge => {
+                let mac = cfg.mac.unwrap_or_else(|| crate::router::rif::stable_mac(&cfg.name));
+                (
+                    AnyPort::Internal(crate::port::internal::InternalPort::new()),
+                    false,
+                    mac,
+                    cfg.mtu.unwrap_or(crate::router::rif::DEFAULT_MTU),
+                    String::new(),
+                )
+            }
+            crate::config::RifType::Tun => {
+                let mac = crate::router::rif::stable_mac(&cfg.name);
+                let opts = crate::port::tun::TunOptions {
+                    ifname: cfg.ifname().to_string(),
+                    netns: cfg.netns.clone(),
+                    mtu: cfg.mtu,
+                    mac: Some(mac),
+                };
+                let t = crate::port::tun::TunPort::open(&opts).map_err(|e| e.to_string())?;
+                let created = t.created();
+                let mtu = cfg
+                    .mtu
+                    .or(t.mtu())
+                    .unwrap_or(crate::router::rif::DEFAULT_MTU);
+                (AnyPort::Tun(t), created, mac, mtu, cfg.ifname().to_string())
+            }
+        };
+        let tun = matches!(io, AnyPort::Tun(_));
+        let io = Arc::new(io);
+        let worker = self.least_loaded_worker();
+        let entry = PortEntry {
+            cfg: pcfg,
+            io: io.clone(),
+            ifname,
+            created,
+            mac: Some(mac),
+            mtu: Some(mtu),
+            worker,
+        };
+        let name = cfg.name.clone();
+        let pid = {
+            let mut t = self.shared.tables();
+            let pid = t.insert_rif(entry, cfg, mac, mtu)?;
+            for w in &self.shared.stats {
+                lock(w)[pid as usize] = PortStats::default();
+            }
+            pid
+        };
+        if tun {
+            self.workers[worker].send(WorkerMsg::Attach(pid, io));
+        }
+        tracing::info!(rif = %name, created, "router interface added");
+        Ok(Value::Null)
+    }
+
+    /// The worker with the fewest ports that have a device to poll.
+    fn least_loaded_worker(&self) -> usize {
+        let t = self.shared.tables();
+        let mut load = vec![0usize; self.workers.len()];
+        for e in t.ports.iter().flatten() {
+            if !matches!(*e.io, AnyPort::Internal(_)) {
+                load[e.worker] += 1;
+            }
+        }
+        (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0)
     }
 
     /// Stops the workers, then removes every port (TAP devices the daemon
@@ -362,17 +498,9 @@ impl EngineHandle {
         };
         let io = Arc::new(io);
         // The worker with the fewest ports receives on it.
-        let worker = {
-            let t = self.shared.tables();
-            let mut load = vec![0usize; self.workers.len()];
-            for e in t.ports.iter().flatten() {
-                load[e.worker] += 1;
-            }
-            (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0)
-        };
+        let worker = self.least_loaded_worker();
         let entry = PortEntry {
             cfg,
-            bridge: bi,
             io: io.clone(),
             ifname,
             created,
@@ -383,7 +511,7 @@ impl EngineHandle {
         let name = entry.cfg.name.clone();
         let pid = {
             let mut t = self.shared.tables();
-            let pid = t.insert_port(entry, member)?;
+            let pid = t.insert_port(entry, bi, member)?;
             // Fresh counters for the slot, in every worker.
             for w in &self.shared.stats {
                 lock(w)[pid as usize] = PortStats::default();

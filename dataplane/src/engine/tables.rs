@@ -8,16 +8,21 @@ use crate::bridge::stp::StpSettings;
 use crate::bridge::vlan::VlanMode;
 use crate::bridge::{Bridge, BridgeSettings, PortId, DEFAULT_VLAN};
 use crate::config::{BridgeConfig, Config, PortConfig, StaticFdbConfig};
+use crate::pipeline::{Attach, Fabric};
 use crate::port::AnyPort;
+use crate::router::Router;
 use crate::MacAddr;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// One port as the tables know it.
+/// One port as the tables know it. Router interfaces have one too (an
+/// internal port on their bridge, or their TUN device), named like the
+/// interface, so they have counters and a place in the forwarding tables;
+/// `cfg` of those is only a name holder (they are listed and saved as
+/// router interfaces, not ports).
 pub(crate) struct PortEntry {
     pub cfg: PortConfig,
-    pub bridge: usize,
     pub io: Arc<AnyPort>,
     /// Interface name where the device lives.
     pub ifname: String,
@@ -32,8 +37,11 @@ pub(crate) struct PortEntry {
 pub(crate) struct Tables {
     pub bridges: Vec<Option<Bridge>>,
     pub ports: Vec<Option<PortEntry>>,
+    /// What each port is attached to, by PortId.
+    pub attach: Vec<Attach>,
     /// Operational state by PortId, read on the fast path.
     pub up: Vec<bool>,
+    pub router: Router,
     pub clock: Instant,
 }
 
@@ -42,7 +50,9 @@ impl Tables {
         Tables {
             bridges: Vec::new(),
             ports: Vec::new(),
+            attach: Vec::new(),
             up: Vec::new(),
+            router: Router::new(),
             clock,
         }
     }
@@ -211,6 +221,9 @@ impl Tables {
                 stp_priority,
             } => {
                 let p = self.port_idx(&name)?;
+                let Attach::Bridge(bi) = self.attach[p] else {
+                    return Err(format!("'{name}' is a router interface, not a bridge port"));
+                };
                 let slot = self.ports[p].as_ref().expect("index from port_idx");
                 let mut cfg = slot.cfg.clone();
                 match (access_vlan, trunk_vlans) {
@@ -260,7 +273,6 @@ impl Tables {
                     cfg.stp_priority = stp_priority;
                 }
                 let member = cfg.member()?;
-                let bi = slot.bridge;
                 let now = self.now_ns();
                 if let Some(b) = self.bridges[bi].as_mut() {
                     b.set_member(p as PortId, member);
@@ -283,7 +295,9 @@ impl Tables {
                         continue;
                     }
                     for &pid in &br.ports {
-                        out.push(self.port_json(pid));
+                        if self.attach[pid as usize] == Attach::Bridge(bi) {
+                            out.push(self.port_json(pid));
+                        }
                     }
                 }
                 Ok(Value::Array(out))
@@ -299,7 +313,7 @@ impl Tables {
                 }
                 let bi = self.bridge_idx(&bridge)?;
                 let pi = self.port_idx(&port)?;
-                if self.ports[pi].as_ref().map(|s| s.bridge) != Some(bi) {
+                if self.attach[pi] != Attach::Bridge(bi) {
                     return Err(format!("port '{port}' is not on bridge '{bridge}'"));
                 }
                 let b = self.bridges[bi].as_mut().expect("index");
@@ -338,7 +352,7 @@ impl Tables {
                 let pid = match port {
                     Some(p) => {
                         let pi = self.port_idx(&p)?;
-                        if self.ports[pi].as_ref().map(|s| s.bridge) != Some(bi) {
+                        if self.attach[pi] != Attach::Bridge(bi) {
                             return Err(format!("port '{p}' is not on bridge '{bridge}'"));
                         }
                         Some(pi as PortId)
@@ -354,26 +368,91 @@ impl Tables {
             }
             Request::Show => Ok(json!({
                 "bridges": self.bridges.iter().flatten().map(|b| self.bridge_json(b, true)).collect::<Vec<_>>(),
-                "rifs": [],
-                "routes": [],
-                "snat": [],
+                "rifs": self.rif_json(),
+                "routes": self.route_json(),
+                "snat": self.snat_json(),
             })),
             Request::GetConfig => {
                 serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
             }
             Request::Save { .. } => Err("save is handled by the control server".into()),
-            Request::AddRif { .. }
-            | Request::DelRif { .. }
-            | Request::AddRoute { .. }
-            | Request::DelRoute { .. }
-            | Request::AddSnat { .. }
-            | Request::DelSnat { .. }
-            | Request::SetRouter { .. }
-            | Request::RifShow
-            | Request::RouteShow
-            | Request::ArpShow
-            | Request::NatShow
-            | Request::SnatShow => Err("the router is not wired in yet".into()),
+            Request::AddRoute { route } => {
+                self.router.add_route(route)?;
+                Ok(Value::Null)
+            }
+            Request::DelRoute { prefix } => {
+                self.router.del_route(prefix)?;
+                Ok(Value::Null)
+            }
+            Request::AddSnat { snat } => {
+                if let Some(p) = snat.src {
+                    if p.addr != p.network() {
+                        return Err(format!(
+                            "--src {p} has host bits set (the prefix is {}/{})",
+                            p.network(),
+                            p.len
+                        ));
+                    }
+                }
+                self.router.add_snat(snat)?;
+                Ok(Value::Null)
+            }
+            Request::DelSnat { out } => {
+                let flows = self.router.del_snat(&out)?;
+                Ok(json!({"flows_removed": flows}))
+            }
+            Request::SetRouter { nat_max_flows } => {
+                if let Some(n) = nat_max_flows {
+                    if n == 0 {
+                        return Err("--nat-max-flows must be at least 1".into());
+                    }
+                    self.router.nat.set_max_conns(n as usize);
+                }
+                Ok(Value::Null)
+            }
+            Request::RifShow => Ok(self.rif_json()),
+            Request::RouteShow => Ok(self.route_json()),
+            Request::SnatShow => Ok(self.snat_json()),
+            Request::ArpShow => {
+                let now = self.now_ns();
+                let mut rows = self.router.neigh.entries(now);
+                rows.sort_by_key(|r| (r.rif, r.ip));
+                Ok(Value::Array(
+                    rows.iter()
+                        .map(|r| {
+                            json!({
+                                "ip": std::net::Ipv4Addr::from(r.ip).to_string(),
+                                "mac": r.mac.map(|m| m.to_string()),
+                                "rif": self.router.rif(r.rif).map(|x| x.name.clone()),
+                                "state": r.state.name(),
+                                "age_s": r.age_s,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Request::NatShow => {
+                let now = self.now_ns();
+                let mut rows: Vec<_> = self.router.nat.conns(now).collect();
+                rows.sort_by_key(|c| (c.proto, c.inside.ip, c.inside.port, c.remote.ip, c.remote.port));
+                Ok(Value::Array(
+                    rows.iter()
+                        .map(|c| {
+                            json!({
+                                "proto": c.proto,
+                                "inside": c.inside.to_string(),
+                                "outside": c.outside.to_string(),
+                                "remote": c.remote.to_string(),
+                                "state": c.state.name(),
+                                "expires_s": c.expires_s,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Request::AddRif { .. } | Request::DelRif { .. } => {
+                Err("handled by the engine handle".into())
+            }
             Request::AddPort { .. }
             | Request::DelPort { .. }
             | Request::DelBr { .. }
@@ -415,19 +494,101 @@ impl Tables {
         })
     }
 
+    /// Bridge ports bridge by bridge, then the router interfaces' ports.
     pub(crate) fn ports_in_order(&self) -> Vec<PortId> {
-        self.bridges
+        let mut v: Vec<PortId> = self
+            .bridges
             .iter()
             .flatten()
             .flat_map(|b| b.ports.iter().copied())
-            .collect()
+            .filter(|&p| matches!(self.attach[p as usize], Attach::Bridge(_)))
+            .collect();
+        v.extend(self.router.rifs().map(|(_, r)| r.pid));
+        v
+    }
+
+    /// The tables as the pipeline sees them.
+    pub(crate) fn fabric(&mut self) -> Fabric<'_> {
+        Fabric {
+            bridges: &mut self.bridges,
+            attach: &self.attach,
+            up: &self.up,
+            router: &mut self.router,
+        }
+    }
+
+    fn rif_json(&self) -> Value {
+        Value::Array(
+            self.router
+                .rifs()
+                .map(|(_, r)| {
+                    let (bridge, vlan) = match r.kind {
+                        crate::router::RifKind::Svi { bridge, vlan } => (
+                            self.bridges
+                                .get(bridge)
+                                .and_then(Option::as_ref)
+                                .map(|b| b.name.clone()),
+                            Some(vlan),
+                        ),
+                        crate::router::RifKind::Tun => (None, None),
+                    };
+                    let tun = r.kind == crate::router::RifKind::Tun;
+                    json!({
+                        "name": r.name,
+                        "type": r.cfg.kind.name(),
+                        "bridge": bridge,
+                        "vlan": vlan,
+                        "addr": r.addr.to_string(),
+                        "mac": (!tun).then(|| r.mac.to_string()),
+                        "netns": r.cfg.netns,
+                        "ifname": tun.then(|| r.cfg.ifname().to_string()),
+                        "mtu": r.mtu,
+                        "up": self.up.get(r.pid as usize).copied().unwrap_or(false),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn route_json(&self) -> Value {
+        Value::Array(
+            self.router
+                .route_list()
+                .iter()
+                .map(|r| {
+                    json!({
+                        "prefix": format!("{}/{}", r.prefix.addr(), r.prefix.len()),
+                        "via": r.via.map(|v| v.to_string()),
+                        "dev": r.dev,
+                        "kind": if r.connected { "connected" } else { "static" },
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn snat_json(&self) -> Value {
+        Value::Array(
+            self.router
+                .snat_rules()
+                .map(|s| {
+                    json!({
+                        "out": s.out,
+                        "to": self.router.snat_to(&s.out),
+                        "src": s.src.map(|p| p.to_string()),
+                    })
+                })
+                .collect(),
+        )
     }
 
     fn port_json(&self, pid: PortId) -> Value {
         let Some(s) = self.ports[pid as usize].as_ref() else {
             return Value::Null;
         };
-        let br = self.bridges[s.bridge].as_ref();
+        let br = self.attach[pid as usize]
+            .bridge()
+            .and_then(|b| self.bridges[b].as_ref());
         let bridge = br.map(|b| b.name.as_str());
         let member = br.and_then(|b| b.member(pid)).cloned().unwrap_or_default();
         let (mode, access, trunk, native) = match &member.vlan {
@@ -471,10 +632,15 @@ impl Tables {
 
     fn bridge_json(&self, b: &Bridge, with_ports: bool) -> Value {
         let ports: Vec<Value> = if with_ports {
-            b.ports.iter().map(|&p| self.port_json(p)).collect()
+            b.ports
+                .iter()
+                .filter(|&&p| matches!(self.attach[p as usize], Attach::Bridge(_)))
+                .map(|&p| self.port_json(p))
+                .collect()
         } else {
             b.ports
                 .iter()
+                .filter(|&&p| matches!(self.attach[p as usize], Attach::Bridge(_)))
                 .map(|&p| Value::String(self.port_name(p)))
                 .collect()
         };
@@ -508,13 +674,16 @@ impl Tables {
                 c.ports = b
                     .ports
                     .iter()
+                    .filter(|&&p| matches!(self.attach[p as usize], Attach::Bridge(_)))
                     .filter_map(|&p| self.ports[p as usize].as_ref().map(|s| s.cfg.clone()))
                     .collect();
                 c.fdb = b
                     .fdb
                     .entries(0)
                     .into_iter()
-                    .filter(|(_, _, e)| e.is_static)
+                    .filter(|(_, _, e)| {
+                        e.is_static && matches!(self.attach[e.port as usize], Attach::Bridge(_))
+                    })
                     .map(|(vlan, mac, e)| StaticFdbConfig {
                         mac,
                         port: self.port_name(e.port),
@@ -526,7 +695,12 @@ impl Tables {
             .collect();
         Config {
             bridges,
-            ..Config::default()
+            router: crate::config::RouterConfig {
+                nat_max_flows: self.router.nat.max_conns() as u32,
+            },
+            rifs: self.router.rifs().map(|(_, r)| r.cfg.clone()).collect(),
+            routes: self.router.static_routes().cloned().collect(),
+            snat: self.router.snat_rules().cloned().collect(),
         }
     }
 
@@ -589,44 +763,114 @@ impl Tables {
     }
 
     /// Adds a port made after [`Tables::check_new_port`] (checked again: the
-    /// lock was released while the device was set up).
+    /// lock was released while the device was set up) to bridge `bi`.
     pub(crate) fn insert_port(
         &mut self,
         entry: PortEntry,
+        bi: usize,
         member: crate::bridge::Member,
     ) -> Result<PortId, String> {
-        if self.port_idx(&entry.cfg.name).is_ok() {
-            return Err(format!("port name '{}' is already in use", entry.cfg.name));
-        }
-        if self.bridges.get(entry.bridge).is_none_or(Option::is_none) {
+        if self.bridges.get(bi).is_none_or(Option::is_none) {
             return Err("the bridge was deleted meanwhile".into());
+        }
+        let slot = self.insert_entry(entry, Attach::Bridge(bi))?;
+        let now = self.now_ns();
+        let b = self.bridges[bi].as_mut().expect("checked above");
+        b.add_port(slot, member);
+        b.set_port_up(slot, true, now);
+        Ok(slot)
+    }
+
+    /// Puts an entry in a free slot, attached as `attach`.
+    fn insert_entry(&mut self, entry: PortEntry, attach: Attach) -> Result<PortId, String> {
+        if self.port_idx(&entry.cfg.name).is_ok() {
+            return Err(format!("name '{}' is already in use", entry.cfg.name));
         }
         let slot = match self.ports.iter().position(Option::is_none) {
             Some(i) => i,
             None if self.ports.len() < super::MAX_PORTS => {
                 self.ports.push(None);
                 self.up.push(false);
+                self.attach.push(Attach::None);
                 self.ports.len() - 1
             }
             None => return Err(format!("too many ports (limit {})", super::MAX_PORTS)),
         };
-        let bi = entry.bridge;
         self.ports[slot] = Some(entry);
         self.up[slot] = true;
-        let now = self.now_ns();
-        let b = self.bridges[bi].as_mut().expect("checked above");
-        b.add_port(slot as PortId, member);
-        b.set_port_up(slot as PortId, true, now);
+        self.attach[slot] = attach;
         Ok(slot as PortId)
     }
 
-    /// Takes a port out of its bridge and the tables.
+    /// Adds router interface `cfg` (checked) carried by `entry`: on a
+    /// bridge, an internal port in the interface's VLAN with a static FDB
+    /// entry for its MAC; on a TUN, the TUN port. Returns the port.
+    pub(crate) fn insert_rif(
+        &mut self,
+        entry: PortEntry,
+        cfg: crate::config::RifConfig,
+        mac: MacAddr,
+        mtu: u32,
+    ) -> Result<PortId, String> {
+        use crate::router::{Rif, RifKind};
+        let kind = match cfg.kind {
+            crate::config::RifType::Bridge => {
+                let br = cfg.bridge.as_deref().unwrap_or_default();
+                let bi = self.bridge_idx(br)?;
+                RifKind::Svi {
+                    bridge: bi,
+                    vlan: cfg.vlan.unwrap_or(DEFAULT_VLAN),
+                }
+            }
+            crate::config::RifType::Tun => RifKind::Tun,
+        };
+        self.router.check_addr(cfg.addr)?;
+        let pid = self.insert_entry(entry, Attach::None)?;
+        let rif = Rif {
+            name: cfg.name.clone(),
+            kind,
+            addr: cfg.addr,
+            mac,
+            mtu,
+            pid,
+            cfg,
+        };
+        let id = match self.router.add_rif(rif) {
+            Ok(id) => id,
+            Err(e) => {
+                self.ports[pid as usize] = None;
+                self.up[pid as usize] = false;
+                return Err(e);
+            }
+        };
+        match kind {
+            RifKind::Svi { bridge, vlan } => {
+                self.attach[pid as usize] = Attach::Svi { bridge, rif: id };
+                let now = self.now_ns();
+                let b = self.bridges[bridge].as_mut().expect("index from bridge_idx");
+                b.add_port(pid, crate::bridge::Member::internal(vlan));
+                b.set_port_up(pid, true, now);
+                if let Err(e) = b.fdb.add_static(vlan, mac, pid) {
+                    tracing::warn!(rif = %self.port_name(pid), "no static FDB entry for the interface: {e}");
+                }
+            }
+            RifKind::Tun => self.attach[pid as usize] = Attach::Tun(id),
+        }
+        Ok(pid)
+    }
+
+    /// Takes a port out of its bridge (and the router, for an interface's
+    /// port) and the tables.
     pub(crate) fn remove_port(&mut self, pid: PortId) -> Option<PortEntry> {
         let p = pid as usize;
         let e = self.ports.get_mut(p)?.take()?;
         self.up[p] = false;
-        if let Some(b) = self.bridges[e.bridge].as_mut() {
+        let a = std::mem::take(&mut self.attach[p]);
+        if let Some(b) = a.bridge().and_then(|b| self.bridges[b].as_mut()) {
             b.remove_port(pid);
+        }
+        if let Some(rif) = a.rif() {
+            self.router.del_rif(rif);
         }
         Some(e)
     }

@@ -2,8 +2,9 @@
 
 use super::tables::Tables;
 use super::{lock, Shared, BATCH, MAX_PORTS};
-use crate::bridge::{Learn, PortId, Verdict};
+use crate::bridge::PortId;
 use crate::packet::Batch;
+use crate::pipeline::{self, Plan};
 use crate::port::{AnyPort, IoScratch, Port, TxItem};
 use crate::stats::{DropReason, PortStats};
 use crossbeam_channel::{Receiver, Sender};
@@ -24,6 +25,9 @@ const POLL_EVERY_TURNS: u32 = 64;
 /// Each timer period ages this part of every FDB: a whole round a second,
 /// in short lock holds (a full sweep of a million entries takes ~10 ms).
 const AGEING_PARTS: usize = (1_000_000_000 / TIMER_PERIOD_NS) as usize;
+/// Frames the switch may originate per batch or timer run (ARP, ICMP,
+/// packets released from the ARP queue).
+const ORIG_FRAMES: usize = 32;
 
 /// The busy-poll window after a wake-up that came `gap` ns after the last
 /// frame (see `Worker::adapt_busy_poll`).
@@ -60,10 +64,10 @@ pub(crate) struct Worker {
     /// Loop turns since the last epoll_wait.
     turns_since_poll: u32,
     batch: Batch,
-    /// Per output port: frames of the current batch to send, and the port.
-    txq: Vec<Vec<TxItem>>,
+    /// Where the current batch goes (and what the switch originates).
+    plan: Plan,
+    /// The output ports of the plan, taken under the lock.
     txio: Vec<Option<Arc<AnyPort>>>,
-    dirty: Vec<PortId>,
     scratch: IoScratch,
     clock: Instant,
     /// Spin window bounds and the current (adaptive) window.
@@ -104,9 +108,8 @@ impl Worker {
             unpeekable: 0,
             turns_since_poll: 0,
             batch: Batch::new(BATCH),
-            txq: (0..MAX_PORTS).map(|_| Vec::new()).collect(),
+            plan: Plan::new(MAX_PORTS, BATCH, ORIG_FRAMES),
             txio: (0..MAX_PORTS).map(|_| None).collect(),
-            dirty: Vec::with_capacity(MAX_PORTS),
             scratch: IoScratch::default(),
             clock,
             busy_min_ns: busy_poll.0.saturating_mul(1000),
@@ -232,6 +235,18 @@ impl Worker {
                 b.fdb.age_part(now, AGEING_PARTS);
             }
         }
+        {
+            let shared = self.shared.clone();
+            let mut guard = shared.tables();
+            let t: &mut Tables = &mut guard;
+            let stats = self.stats.clone();
+            let mut st = lock(&stats);
+            let mut fab = t.fabric();
+            pipeline::timers(&mut fab, now, &mut st, &mut self.plan);
+            drop(st);
+            self.take_txio(t);
+        }
+        self.flush();
         if self.bpdu_io.is_empty() {
             return;
         }
@@ -353,115 +368,61 @@ impl Worker {
         self.adapt_busy_poll(now);
         self.last_rx_ns = now;
         {
-            let mut guard = self.shared.tables();
+            let shared = self.shared.clone();
+            let mut guard = shared.tables();
             let t: &mut Tables = &mut guard;
-            let mut st = lock(&self.stats);
-            let Some(bi) = t.ports[p].as_ref().map(|e| e.bridge) else {
-                return false;
-            };
-            let Some(bridge) = t.bridges[bi].as_mut() else {
-                return false;
-            };
-            let stats = &mut st[p];
-            // Start the batch's FDB cache misses together, then decide.
-            for f in self.batch.frames.iter().take(n) {
-                bridge.prefetch_frame(pid, f.data());
-            }
-            for i in 0..n {
-                let f = &self.batch.frames[i];
-                if let Some(r) = f.rx_drop {
-                    stats.drop(r);
-                    continue;
-                }
-                stats.rx_packets += 1;
-                stats.rx_bytes += f.len() as u64;
-                let data = f.data();
-                let d = bridge.decide_from(pid, f.peer, data, now);
-                if d.learn == Some(Learn::Full) {
-                    stats.drop(DropReason::FdbFull);
-                }
-                let idx = i as u16;
-                match d.verdict {
-                    Verdict::Unicast(out) => {
-                        let o = out as usize;
-                        if !t.up[o] {
-                            stats.drop(DropReason::EgressDown);
-                            continue;
-                        }
-                        match bridge.egress(pid, out, &d.class, data) {
-                            Ok(edit) => {
-                                if self.txq[o].is_empty() {
-                                    self.dirty.push(out);
-                                    self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
-                                }
-                                self.txq[o].push(TxItem {
-                                    idx,
-                                    edit,
-                                    peer: d.peer,
-                                });
-                            }
-                            Err(r) => stats.drop(r),
-                        }
-                    }
-                    Verdict::Flood => {
-                        let mut sent = false;
-                        let mut hidden_tag = false;
-                        for &out in &bridge.ports {
-                            let o = out as usize;
-                            if out == pid || !t.up[o] {
-                                continue;
-                            }
-                            // Ports outside the frame's VLAN (or isolated from
-                            // the ingress, or blocked) are simply not part of
-                            // this flood.
-                            let edit = match bridge.egress(pid, out, &d.class, data) {
-                                Ok(edit) => edit,
-                                Err(DropReason::DoubleTagged) => {
-                                    hidden_tag = true;
-                                    continue;
-                                }
-                                Err(_) => continue,
-                            };
-                            if self.txq[o].is_empty() {
-                                self.dirty.push(out);
-                                self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
-                            }
-                            self.txq[o].push(TxItem { idx, edit, peer: 0 });
-                            sent = true;
-                        }
-                        if !sent {
-                            stats.drop(if hidden_tag {
-                                DropReason::DoubleTagged
-                            } else {
-                                DropReason::NoEgress
-                            });
-                        }
-                    }
-                    Verdict::Drop(r) => stats.drop(r),
-                    Verdict::Local => {}
-                }
-            }
+            let stats = self.stats.clone();
+            let mut st = lock(&stats);
+            let mut fab = t.fabric();
+            pipeline::process(
+                &mut fab,
+                pid,
+                &mut self.batch.frames[..n],
+                now,
+                &mut st,
+                &mut self.plan,
+            );
+            drop(st);
+            self.take_txio(t);
         }
         self.flush();
         n == self.batch.capacity()
     }
 
-    /// Sends every per-port TX batch built from the current RX batch, outside
-    /// the tables' lock.
+    /// Takes, under the lock, the ports the plan sends on.
+    fn take_txio(&mut self, t: &Tables) {
+        for &out in &self.plan.dirty {
+            let o = out as usize;
+            self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
+        }
+    }
+
+    /// Sends every per-port TX batch of the plan, outside the tables' lock.
     fn flush(&mut self) {
         let mut st = lock(&self.stats);
-        for out in self.dirty.drain(..) {
+        for &out in &self.plan.dirty {
             let o = out as usize;
             if let Some(io) = self.txio[o].take() {
-                io.send(
-                    &self.batch.frames,
-                    &self.txq[o],
-                    &mut st[o],
-                    &mut self.scratch,
-                );
+                if !self.plan.txq[o].is_empty() {
+                    io.send(
+                        &self.batch.frames,
+                        &self.plan.txq[o],
+                        &mut st[o],
+                        &mut self.scratch,
+                    );
+                }
+                if !self.plan.txq_orig[o].is_empty() {
+                    io.send(
+                        &self.plan.orig.frames,
+                        &self.plan.txq_orig[o],
+                        &mut st[o],
+                        &mut self.scratch,
+                    );
+                }
             }
-            self.txq[o].clear();
         }
+        drop(st);
+        self.plan.clear();
     }
 
     fn port_down(&mut self, pid: PortId, err: &io::Error) {
@@ -472,7 +433,7 @@ impl Worker {
             tracing::warn!(port = %name, "port went down: {err}");
             t.up[p] = false;
             let now = t.now_ns();
-            if let Some(bi) = t.ports[p].as_ref().map(|e| e.bridge) {
+            if let Some(bi) = t.attach[p].bridge() {
                 if let Some(b) = t.bridges[bi].as_mut() {
                     b.fdb.flush_dynamic(Some(pid));
                     b.set_port_up(pid, false, now);

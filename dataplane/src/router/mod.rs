@@ -1,6 +1,977 @@
-//! The router's pure core: longest-prefix match ([`route`]) and source NAT
-//! ([`nat`]). Both are functions of (packet bytes, tables, now) with no I/O,
-//! like the bridge; the engine will drive them once router interfaces exist.
+//! The router: IPv4 forwarding between router interfaces, with ARP, the
+//! ICMP messages a router sends, and source NAT. Pure like the bridge:
+//! functions of (frame, ingress interface, tables, now) that rewrite the
+//! frame in place and say where it goes; frames the router itself sends
+//! (ARP, ICMP, packets that waited for ARP) are written into an [`Orig`]
+//! arena the caller provides and sends.
+//!
+//! - [`route`]: longest-prefix match (connected routes from the interfaces'
+//!   subnets, static routes via a gateway or out of an interface).
+//! - [`neigh`]: the ARP table, with bounded queues of packets that wait.
+//! - [`nat`]: SNAT with connection tracking (RFC 4787, 5382, 5508).
+//! - [`icmp`]: the ICMP error rate limit.
+//! - [`rif`]: the interfaces.
+//!
+//! A packet to forward (RFC 1812 §5.2, §5.3): header checked (version,
+//! lengths, checksum); martian addresses dropped (§5.3.7); a reply of a NAT
+//! flow (or a hairpinned packet) translated; TTL checked (time exceeded,
+//! §5.3.1); route looked up (network unreachable); egress MTU checked
+//! against the packet, or the segment size of a GSO super-frame
+//! (fragmentation needed with the next-hop MTU when DF is set, RFC 1191);
+//! source NAT applied if the egress has a rule; TTL decremented with an
+//! incremental checksum update; the next hop resolved (queued while ARP
+//! runs; host unreachable if it never answers); the Ethernet header
+//! rewritten. Packets for the router's own addresses: ICMP echo is
+//! answered, UDP gets port unreachable, the rest is dropped.
 
+pub mod icmp;
 pub mod nat;
+pub mod neigh;
+pub mod rif;
 pub mod route;
+
+use crate::config::{Ipv4Cidr, RouteConfig, SnatConfig};
+use crate::packet::{Frame, VnetHdr};
+use crate::stats::DropReason;
+use crate::wire::arp::{self, Arp};
+use crate::wire::eth::{self, L2};
+use crate::wire::icmp as icmpw;
+use crate::wire::ipv4::{self, Ipv4};
+use crate::MacAddr;
+use nat::{Endpoint, Inbound, Nat, NatDrop, Pool};
+use neigh::{Lookup, Neigh, Pending};
+pub use rif::{Rif, RifId, RifKind};
+use route::{Lpm, Prefix};
+use std::net::Ipv4Addr;
+
+/// TTL of packets the router originates (Linux's default).
+const LOCAL_TTL: u8 = 64;
+/// Bytes of an offending packet kept for an ICMP error when NAT rewrites
+/// it first (the error must quote it as it arrived).
+const QUOTE_SAVE: usize = 128;
+/// Most interfaces.
+pub const MAX_RIFS: usize = 1024;
+/// Most static routes.
+pub const MAX_STATIC_ROUTES: usize = 65_536;
+
+/// What to do with a frame the router received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Rewritten in place (untagged Ethernet header for the next hop): send
+    /// it out of this interface.
+    Forward(RifId),
+    /// Taken by the router (answered, or waiting for ARP); nothing to send
+    /// and nothing to count as a drop.
+    Consumed,
+    /// Dropped for this reason (counted on the ingress interface).
+    Drop(DropReason),
+}
+
+/// Frames the router originates during one batch or timer run: an arena of
+/// preallocated buffers, the interface each leaves through, and drops to
+/// count on interfaces (errors not sent, packets that waited in vain).
+pub struct Orig {
+    pub frames: Vec<Frame>,
+    used: usize,
+    /// (slot in `frames`, egress interface), in order.
+    pub sent: Vec<(u16, RifId)>,
+    pub drops: Vec<(RifId, DropReason)>,
+}
+
+impl Orig {
+    /// An arena of `n` frame buffers (allocated once).
+    pub fn new(n: usize) -> Orig {
+        Orig {
+            frames: (0..n).map(|_| Frame::new()).collect(),
+            used: 0,
+            sent: Vec::with_capacity(n),
+            drops: Vec::with_capacity(n),
+        }
+    }
+
+    /// Empties it for the next batch (buffers kept).
+    pub fn reset(&mut self) {
+        self.used = 0;
+        self.sent.clear();
+        self.drops.clear();
+    }
+
+    fn take(&mut self) -> Option<usize> {
+        (self.used < self.frames.len()).then(|| {
+            self.used += 1;
+            self.used - 1
+        })
+    }
+
+    fn drop_on(&mut self, rif: RifId, r: DropReason) {
+        if self.drops.len() < self.drops.capacity() {
+            self.drops.push((rif, r));
+        }
+    }
+}
+
+/// Where a route sends packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    pub rif: RifId,
+    /// The gateway (host order), or 0: the destination is on the link.
+    pub gw: u32,
+}
+
+#[derive(Debug, Clone)]
+struct SnatRule {
+    out: RifId,
+    pool: Pool,
+    src: Option<Ipv4Cidr>,
+    cfg: SnatConfig,
+}
+
+/// One row of `route-show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub prefix: Prefix,
+    pub via: Option<Ipv4Addr>,
+    pub dev: String,
+    pub connected: bool,
+}
+
+/// The router's tables.
+pub struct Router {
+    rifs: Vec<Option<Rif>>,
+    routes: Lpm<NextHop>,
+    /// Static routes as given, in the order added.
+    statics: Vec<(Prefix, RouteConfig)>,
+    pub neigh: Neigh,
+    pub nat: Nat,
+    snat: Vec<SnatRule>,
+    next_rule: u32,
+    icmp: icmp::IcmpLimiter,
+    ident: u16,
+    events: Vec<neigh::Event>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+fn is_martian_src(ip: u32) -> bool {
+    let a = Ipv4Addr::from(ip);
+    a.is_multicast() || a.is_broadcast() || a.is_loopback() || ip >> 24 == 0 || ip >> 28 == 0xf
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router {
+            rifs: Vec::new(),
+            routes: Lpm::new(),
+            statics: Vec::new(),
+            neigh: Neigh::default(),
+            nat: Nat::default(),
+            snat: Vec::new(),
+            next_rule: 1,
+            icmp: icmp::IcmpLimiter::new(),
+            ident: 1,
+            events: Vec::new(),
+        }
+    }
+
+    // ----- configuration -------------------------------------------------
+
+    pub fn rif(&self, id: RifId) -> Option<&Rif> {
+        self.rifs.get(usize::from(id)).and_then(Option::as_ref)
+    }
+
+    pub fn rif_mut(&mut self, id: RifId) -> Option<&mut Rif> {
+        self.rifs.get_mut(usize::from(id)).and_then(Option::as_mut)
+    }
+
+    pub fn rif_by_name(&self, name: &str) -> Option<RifId> {
+        self.rifs
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.name == name))
+            .map(|i| i as RifId)
+    }
+
+    /// The interfaces, in table order.
+    pub fn rifs(&self) -> impl Iterator<Item = (RifId, &Rif)> + '_ {
+        self.rifs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().map(|r| (i as RifId, r)))
+    }
+
+    /// Checks that a new interface's address does not clash with another's.
+    pub fn check_addr(&self, addr: Ipv4Cidr) -> Result<(), String> {
+        for (_, r) in self.rifs() {
+            if r.addr.addr == addr.addr {
+                return Err(format!("address {} is already on {}", addr.addr, r.name));
+            }
+            if addr.len < 32 && r.addr.len < 32 && r.addr.network() == addr.network() && r.addr.len == addr.len {
+                return Err(format!(
+                    "subnet {}/{} is already on {} (one interface per subnet)",
+                    addr.network(),
+                    addr.len,
+                    r.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an interface (checked by the caller) and its connected route.
+    pub fn add_rif(&mut self, r: Rif) -> Result<RifId, String> {
+        self.check_addr(r.addr)?;
+        let slot = match self.rifs.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.rifs.len() < MAX_RIFS => {
+                self.rifs.push(None);
+                self.rifs.len() - 1
+            }
+            None => return Err(format!("too many router interfaces (limit {MAX_RIFS})")),
+        };
+        self.rifs[slot] = Some(r);
+        if let Err(e) = self.rebuild_routes() {
+            self.rifs[slot] = None;
+            let _ = self.rebuild_routes();
+            return Err(e);
+        }
+        Ok(slot as RifId)
+    }
+
+    /// Removes an interface with everything that depends on it: static
+    /// routes through it, its neighbours, its SNAT rule and the rule's
+    /// flows. Returns it.
+    pub fn del_rif(&mut self, id: RifId) -> Option<Rif> {
+        let r = self.rifs.get_mut(usize::from(id))?.take()?;
+        self.statics.retain(|(_, c)| c.dev.as_deref() != Some(r.name.as_str()));
+        self.neigh.flush_rif(id);
+        if let Some(i) = self.snat.iter().position(|s| s.out == id) {
+            let rule = self.snat.remove(i);
+            self.nat.flush_rule(rule.pool.rule);
+        }
+        // Routes via gateways that were on its subnet go too.
+        let rifs = &self.rifs;
+        self.statics.retain(|(_, c)| {
+            c.via.is_none_or(|gw| {
+                rifs.iter()
+                    .flatten()
+                    .any(|x| x.addr.len < 32 && x.addr.contains(gw))
+            })
+        });
+        let _ = self.rebuild_routes();
+        Some(r)
+    }
+
+    /// The route table, rebuilt from the interfaces and static routes.
+    fn rebuild_routes(&mut self) -> Result<(), String> {
+        let mut t: Lpm<NextHop> = Lpm::new();
+        for (id, r) in self.rifs() {
+            if r.addr.len == 32 && r.kind != RifKind::Tun {
+                continue;
+            }
+            // A TUN /32 is point-to-point: its address is ours; routes
+            // through it come from `dev` routes.
+            if r.addr.len == 32 {
+                continue;
+            }
+            let p = Prefix::new(r.addr.network(), r.addr.len).map_err(|e| e.to_string())?;
+            t.insert(p, NextHop { rif: id, gw: 0 })
+                .map_err(|e| e.to_string())?;
+        }
+        for (p, c) in &self.statics {
+            let nh = self.resolve_static(c)?;
+            t.insert(*p, nh).map_err(|e| e.to_string())?;
+        }
+        self.routes = t;
+        Ok(())
+    }
+
+    fn resolve_static(&self, c: &RouteConfig) -> Result<NextHop, String> {
+        match (&c.via, &c.dev) {
+            (Some(gw), dev) => {
+                let on = self.rifs().find(|(_, r)| {
+                    r.addr.len < 32
+                        && r.addr.contains(*gw)
+                        && dev.as_deref().is_none_or(|d| d == r.name)
+                });
+                match on {
+                    Some((id, r)) if r.addr.addr != *gw => Ok(NextHop {
+                        rif: id,
+                        gw: u32::from(*gw),
+                    }),
+                    Some(_) => Err(format!("gateway {gw} is the router's own address")),
+                    None => Err(format!(
+                        "gateway {gw} is not on the subnet of any router interface"
+                    )),
+                }
+            }
+            (None, Some(d)) => self
+                .rif_by_name(d)
+                .map(|id| NextHop { rif: id, gw: 0 })
+                .ok_or_else(|| format!("no router interface named '{d}'")),
+            (None, None) => Err("a route needs 'via GATEWAY' or 'dev RIF'".into()),
+        }
+    }
+
+    /// Adds (or replaces) a static route.
+    pub fn add_route(&mut self, c: RouteConfig) -> Result<(), String> {
+        let p = Prefix::new(c.prefix.addr, c.prefix.len).map_err(|e| e.to_string())?;
+        if p.addr() != c.prefix.addr {
+            return Err(format!(
+                "{} has host bits set (the prefix is {}/{})",
+                c.prefix,
+                p.addr(),
+                p.len()
+            ));
+        }
+        self.resolve_static(&c)?;
+        if let Some((id, r)) = self.rifs().find(|(_, r)| {
+            r.addr.len < 32 && r.addr.network() == p.addr() && r.addr.len == p.len()
+        }) {
+            let _ = id;
+            return Err(format!("{}/{} is connected through {}", p.addr(), p.len(), r.name));
+        }
+        let old = self.statics.clone();
+        match self.statics.iter_mut().find(|(q, _)| *q == p) {
+            Some(slot) => slot.1 = c,
+            None => {
+                if self.statics.len() >= MAX_STATIC_ROUTES {
+                    return Err(format!("too many static routes (limit {MAX_STATIC_ROUTES})"));
+                }
+                self.statics.push((p, c));
+            }
+        }
+        if let Err(e) = self.rebuild_routes() {
+            self.statics = old;
+            let _ = self.rebuild_routes();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn del_route(&mut self, prefix: Ipv4Cidr) -> Result<(), String> {
+        let p = Prefix::new(prefix.addr, prefix.len).map_err(|e| e.to_string())?;
+        let n = self.statics.len();
+        self.statics.retain(|(q, _)| *q != p);
+        if self.statics.len() == n {
+            return Err(format!("no static route {}/{}", p.addr(), p.len()));
+        }
+        self.rebuild_routes()
+    }
+
+    /// Static routes as given (for `save`).
+    pub fn static_routes(&self) -> impl Iterator<Item = &RouteConfig> + '_ {
+        self.statics.iter().map(|(_, c)| c)
+    }
+
+    /// Every route, connected ones first, for `route-show`.
+    pub fn route_list(&self) -> Vec<RouteInfo> {
+        let mut out: Vec<RouteInfo> = Vec::new();
+        for (_, r) in self.rifs() {
+            if r.addr.len < 32 {
+                if let Ok(p) = Prefix::new(r.addr.network(), r.addr.len) {
+                    out.push(RouteInfo {
+                        prefix: p,
+                        via: None,
+                        dev: r.name.clone(),
+                        connected: true,
+                    });
+                }
+            }
+        }
+        for (p, c) in &self.statics {
+            let dev = self
+                .resolve_static(c)
+                .ok()
+                .and_then(|nh| self.rif(nh.rif))
+                .map_or_else(|| "-".to_string(), |r| r.name.clone());
+            out.push(RouteInfo {
+                prefix: *p,
+                via: c.via,
+                dev,
+                connected: false,
+            });
+        }
+        out
+    }
+
+    /// Adds (or replaces) the SNAT rule of interface `c.out`.
+    pub fn add_snat(&mut self, c: SnatConfig) -> Result<(), String> {
+        let out = self
+            .rif_by_name(&c.out)
+            .ok_or_else(|| format!("no router interface named '{}'", c.out))?;
+        let addr = self.rif(out).map(|r| r.addr.addr).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let (first, last) = c.to_range()?.unwrap_or((addr, addr));
+        for s in &self.snat {
+            if s.out != out && u32::from(first) <= s.pool.last && s.pool.first <= u32::from(last) {
+                return Err(format!(
+                    "--to {}-{} overlaps the rule of {}",
+                    first, last, s.cfg.out
+                ));
+            }
+        }
+        let rule = self.next_rule;
+        self.next_rule = self.next_rule.wrapping_add(1).max(1);
+        let pool = Pool::new(rule, first, last).ok_or("--to: the last address is below the first")?;
+        if let Some(i) = self.snat.iter().position(|s| s.out == out) {
+            let old = self.snat.remove(i);
+            self.nat.flush_rule(old.pool.rule);
+        }
+        self.snat.push(SnatRule {
+            out,
+            pool,
+            src: c.src,
+            cfg: c,
+        });
+        Ok(())
+    }
+
+    /// Removes interface `out`'s SNAT rule and its flows.
+    pub fn del_snat(&mut self, out: &str) -> Result<usize, String> {
+        let id = self
+            .rif_by_name(out)
+            .ok_or_else(|| format!("no router interface named '{out}'"))?;
+        let i = self
+            .snat
+            .iter()
+            .position(|s| s.out == id)
+            .ok_or_else(|| format!("no SNAT rule on '{out}'"))?;
+        let rule = self.snat.remove(i);
+        Ok(self.nat.flush_rule(rule.pool.rule))
+    }
+
+    /// SNAT rules as given.
+    pub fn snat_rules(&self) -> impl Iterator<Item = &SnatConfig> + '_ {
+        self.snat.iter().map(|s| &s.cfg)
+    }
+
+    /// The outside addresses of SNAT rule `rule` as text.
+    pub fn snat_to(&self, out: &str) -> Option<String> {
+        let s = self.snat.iter().find(|s| s.cfg.out == out)?;
+        Some(if s.pool.first == s.pool.last {
+            Ipv4Addr::from(s.pool.first).to_string()
+        } else {
+            format!("{}-{}", Ipv4Addr::from(s.pool.first), Ipv4Addr::from(s.pool.last))
+        })
+    }
+
+    /// The route for `dst` (host order).
+    pub fn lookup(&self, dst: u32) -> Option<NextHop> {
+        self.routes.lookup(dst)
+    }
+
+    // ----- the data path --------------------------------------------------
+
+    /// The interface `ip` is an address of.
+    fn local(&self, ip: u32) -> Option<RifId> {
+        self.rifs()
+            .find(|(_, r)| u32::from(r.addr.addr) == ip)
+            .map(|(i, _)| i)
+    }
+
+    fn rule_for_dst(&self, ip: u32) -> Option<usize> {
+        self.snat
+            .iter()
+            .position(|s| (s.pool.first..=s.pool.last).contains(&ip))
+    }
+
+    /// Handles a frame that arrived on interface `rif`. `owned`: the frame
+    /// goes nowhere else, so it may be rewritten (a unicast to the
+    /// interface's MAC, or anything from a TUN); otherwise (a broadcast the
+    /// bridge also floods) it is only read, for ARP.
+    pub fn receive(
+        &mut self,
+        rif: RifId,
+        f: &mut Frame,
+        owned: bool,
+        now: u64,
+        o: &mut Orig,
+    ) -> Verdict {
+        let Some(l2) = L2::parse(f.data()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        match l2.ethertype {
+            eth::ETHERTYPE_ARP => {
+                let ok = self.arp_in(rif, &l2, f.data(), now, o);
+                if ok || !owned {
+                    Verdict::Consumed
+                } else {
+                    Verdict::Drop(DropReason::Malformed)
+                }
+            }
+            eth::ETHERTYPE_IPV4 if owned => {
+                if l2.tci.is_some() {
+                    f.strip_tag();
+                }
+                self.ip_in(rif, f, now, o)
+            }
+            // Broadcast or multicast IP: not routed (RFC 1812 §5.3.5), and
+            // delivered to the bridge's other ports all the same.
+            eth::ETHERTYPE_IPV4 => Verdict::Consumed,
+            _ if owned => Verdict::Drop(DropReason::NotIpv4),
+            _ => Verdict::Consumed,
+        }
+    }
+
+    /// An ARP packet on `rif`: learn the sender, answer requests for our
+    /// address (and for SNAT addresses of the interface), send what waited
+    /// for the sender. False if it was not a valid ARP packet.
+    fn arp_in(&mut self, rif: RifId, l2: &L2, data: &[u8], now: u64, o: &mut Orig) -> bool {
+        let Some(a) = data.get(l2.l3..).and_then(|b| Arp::parse(b).ok()) else {
+            return false;
+        };
+        let Some(r) = self.rif(rif) else {
+            return true;
+        };
+        let (my_ip, my_mac) = (r.addr.addr, r.mac);
+        let target = u32::from(a.target_ip);
+        let for_us = a.target_ip == my_ip
+            || self
+                .snat
+                .iter()
+                .any(|s| s.out == rif && (s.pool.first..=s.pool.last).contains(&target));
+        let sender = u32::from(a.sender_ip);
+        if a.sender_ip != my_ip && sender != 0 && r.addr.contains(a.sender_ip) {
+            let waiting = self
+                .neigh
+                .learn(rif, sender, a.sender_mac, for_us || a.op == arp::OP_REPLY, now);
+            for p in waiting {
+                let Some(slot) = o.take() else {
+                    o.drop_on(rif, DropReason::ArpQueueFull);
+                    continue;
+                };
+                let fr = &mut o.frames[slot];
+                fr.set_from_bytes(&p.frame);
+                fr.set_vnet(&p.vnet);
+                if fr.len() >= eth::HEADER_LEN {
+                    eth::emit(fr.data_mut(), a.sender_mac, my_mac, eth::ETHERTYPE_IPV4);
+                    o.sent.push((slot as u16, rif));
+                }
+            }
+        }
+        if a.op == arp::OP_REQUEST && for_us && a.sender_mac.is_valid_station() {
+            if let Some(slot) = o.take() {
+                let mut b = [0u8; 60];
+                eth::emit(&mut b, a.sender_mac, my_mac, eth::ETHERTYPE_ARP);
+                Arp {
+                    op: arp::OP_REPLY,
+                    sender_mac: my_mac,
+                    sender_ip: a.target_ip,
+                    target_mac: a.sender_mac,
+                    target_ip: a.sender_ip,
+                }
+                .emit(&mut b[14..]);
+                o.frames[slot].set_from_bytes(&b);
+                o.sent.push((slot as u16, rif));
+            }
+        }
+        true
+    }
+
+    fn ip_in(&mut self, rif: RifId, f: &mut Frame, now: u64, o: &mut Orig) -> Verdict {
+        const L3: usize = eth::HEADER_LEN;
+        let (src, dst, ttl, proto, total, dport, df) = {
+            let Some(b) = f.data().get(L3..) else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            let Ok(ip) = Ipv4::new_checked(b) else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            if !ip.checksum_ok() {
+                return Verdict::Drop(DropReason::Malformed);
+            }
+            let l4 = ip.payload();
+            let dport = if ip.is_later_fragment() || l4.len() < 4 {
+                0
+            } else {
+                u16::from_be_bytes([l4[2], l4[3]])
+            };
+            (
+                u32::from(ip.src()),
+                u32::from(ip.dst()),
+                ip.ttl(),
+                ip.protocol(),
+                ip.total_len(),
+                dport,
+                ip.dont_frag(),
+            )
+        };
+        f.truncate(L3 + total);
+        if is_martian_src(src)
+            || Ipv4Addr::from(dst).is_multicast()
+            || dst == u32::MAX
+            || dst >> 24 == 0
+            || dst >> 24 == 127
+        {
+            return Verdict::Drop(DropReason::MartianAddress);
+        }
+        if self.rif(rif).and_then(Rif::broadcast) == Some(dst) {
+            // Directed broadcast to the ingress subnet: for hosts, not us.
+            return Verdict::Drop(DropReason::MartianAddress);
+        }
+        let partial = f.vnet().flags & VnetHdr::F_NEEDS_CSUM != 0;
+
+        // Replies of NAT flows, hairpinned packets, and the router's own
+        // addresses.
+        let mut saved = [0u8; QUOTE_SAVE];
+        let mut saved_len = 0;
+        let mut translated = false;
+        if let Some(ri) = self.rule_for_dst(dst) {
+            let rule = &self.snat[ri];
+            let pool = rule.pool;
+            let from_inside = rule.out != rif;
+            saved_len = total.min(QUOTE_SAVE);
+            saved[..saved_len].copy_from_slice(&f.data()[L3..L3 + saved_len]);
+            let pkt = &mut f.data_mut()[L3..];
+            let hairpin = from_inside
+                && matches!(proto, ipv4::PROTO_TCP | ipv4::PROTO_UDP)
+                && self.nat.is_mapped(proto, Endpoint { ip: dst, port: dport }, now);
+            let r = if hairpin {
+                self.nat.hairpin(pkt, partial, &pool, now)
+            } else {
+                self.nat
+                    .inbound(pkt, partial, now)
+                    .map(|i| i == Inbound::Translated)
+            };
+            match r {
+                Ok(t) => translated = t,
+                Err(e) => return Verdict::Drop(nat_drop(e)),
+            }
+            if !translated && self.local(dst).is_none() {
+                return Verdict::Drop(DropReason::NatUnsolicited);
+            }
+        }
+        if !translated && self.local(dst).is_some() {
+            return self.local_in(rif, f, now, o);
+        }
+        let dst = if translated {
+            Ipv4::new_checked(&f.data()[L3..]).map_or(dst, |ip| u32::from(ip.dst()))
+        } else {
+            dst
+        };
+        let quote_src: &[u8] = if saved_len > 0 { &saved[..saved_len] } else { &[] };
+
+        // RFC 1812 §5.3.1: a packet whose TTL would reach 0 is not
+        // forwarded; the sender hears time exceeded.
+        if ttl <= 1 {
+            self.error_for(rif, f, quote_src, icmpw::TIME_EXCEEDED, icmpw::CODE_TTL_EXCEEDED, 0, now, o);
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let Some(nh) = self.routes.lookup(dst) else {
+            self.error_for(rif, f, quote_src, icmpw::DEST_UNREACHABLE, icmpw::CODE_NET_UNREACHABLE, 0, now, o);
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some(out) = self.rif(nh.rif) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let mtu = out.mtu as usize;
+        if total > mtu {
+            let v = f.vnet();
+            // A GSO super-frame leaves as segments: what must fit is one
+            // segment (its headers plus the segment size).
+            let seg = if v.is_gso() {
+                usize::from(v.hdr_len).saturating_sub(L3) + usize::from(v.gso_size)
+            } else {
+                total
+            };
+            if seg > mtu {
+                if df || v.is_gso() {
+                    self.error_for(
+                        rif,
+                        f,
+                        quote_src,
+                        icmpw::DEST_UNREACHABLE,
+                        icmpw::CODE_FRAG_NEEDED,
+                        mtu.min(0xffff) as u32,
+                        now,
+                        o,
+                    );
+                    return Verdict::Drop(DropReason::FragNeeded);
+                }
+                return Verdict::Drop(DropReason::TooBig);
+            }
+        }
+        // Source NAT on the way out.
+        if !translated {
+            if let Some(rule) = self.snat.iter().find(|s| s.out == nh.rif) {
+                let from_us = self.local(src).is_some();
+                let matches = rule.src.is_none_or(|p| p.contains(Ipv4Addr::from(src)));
+                if matches && !from_us {
+                    let pool = rule.pool;
+                    if let Err(e) = self.nat.outbound(&mut f.data_mut()[L3..], partial, &pool, now) {
+                        return Verdict::Drop(nat_drop(e));
+                    }
+                }
+            }
+        }
+        if let Ok(mut ip) = Ipv4::new_checked(&mut f.data_mut()[L3..]) {
+            ip.decrement_ttl();
+        }
+        let hop = if nh.gw != 0 { nh.gw } else { dst };
+        self.to_next_hop(rif, nh.rif, hop, f, now, o)
+    }
+
+    /// Writes the link header toward `hop` on `out` if known; otherwise
+    /// queues a copy while ARP runs. `from`: the interface drops count on.
+    fn to_next_hop(
+        &mut self,
+        from: RifId,
+        out: RifId,
+        hop: u32,
+        f: &mut Frame,
+        now: u64,
+        o: &mut Orig,
+    ) -> Verdict {
+        let Some(r) = self.rif(out) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let my_mac = r.mac;
+        if r.kind == RifKind::Tun {
+            eth::emit(f.data_mut(), my_mac, my_mac, eth::ETHERTYPE_IPV4);
+            return Verdict::Forward(out);
+        }
+        match self.neigh.lookup(out, hop, now) {
+            Lookup::Known { mac, probe } => {
+                if probe {
+                    self.arp_request(out, hop, o);
+                }
+                eth::emit(f.data_mut(), mac, my_mac, eth::ETHERTYPE_IPV4);
+                Verdict::Forward(out)
+            }
+            Lookup::Resolving { probe } => {
+                if probe {
+                    self.arp_request(out, hop, o);
+                }
+                let mut dropped_oldest = false;
+                let p = Pending {
+                    frame: f.data().to_vec(),
+                    vnet: f.vnet(),
+                };
+                let queued = self.neigh.enqueue(out, hop, p, &mut dropped_oldest);
+                if dropped_oldest {
+                    o.drop_on(from, DropReason::ArpQueueFull);
+                }
+                if queued {
+                    Verdict::Consumed
+                } else {
+                    Verdict::Drop(DropReason::ArpQueueFull)
+                }
+            }
+            Lookup::Failed => {
+                self.error_for(from, f, &[], icmpw::DEST_UNREACHABLE, icmpw::CODE_HOST_UNREACHABLE, 0, now, o);
+                Verdict::Drop(DropReason::ArpUnresolved)
+            }
+            Lookup::Full => Verdict::Drop(DropReason::NeighTableFull),
+        }
+    }
+
+    /// A packet for one of the router's addresses.
+    fn local_in(&mut self, rif: RifId, f: &mut Frame, now: u64, o: &mut Orig) -> Verdict {
+        const L3: usize = eth::HEADER_LEN;
+        let (proto, frag, ihl) = match Ipv4::new_checked(&f.data()[L3..]) {
+            Ok(ip) => (ip.protocol(), ip.is_fragment(), ip.header_len()),
+            Err(_) => return Verdict::Drop(DropReason::Malformed),
+        };
+        if proto == ipv4::PROTO_ICMP && !frag {
+            let d = f.data_mut();
+            if !icmpw::echo_to_reply(&mut d[L3 + ihl..]) {
+                // Other ICMP (errors about our own packets, replies): taken.
+                return Verdict::Consumed;
+            }
+            // Swap the addresses (the header sum does not change) and set
+            // our TTL.
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&d[L3 + 12..L3 + 16]);
+            d.copy_within(L3 + 16..L3 + 20, L3 + 12);
+            d[L3 + 16..L3 + 20].copy_from_slice(&a);
+            let old = u16::from_be_bytes([d[L3 + 8], d[L3 + 9]]);
+            d[L3 + 8] = LOCAL_TTL;
+            let new = u16::from_be_bytes([d[L3 + 8], d[L3 + 9]]);
+            let mut s = u32::from(!u16::from_be_bytes([d[L3 + 10], d[L3 + 11]]))
+                + u32::from(!old)
+                + u32::from(new);
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            d[L3 + 10..L3 + 12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+            let dst = u32::from_be_bytes([d[L3 + 16], d[L3 + 17], d[L3 + 18], d[L3 + 19]]);
+            // The reply may carry a NAT flow's identifier? No: echo to us is
+            // not translated. Route it back.
+            let Some(nh) = self.routes.lookup(dst) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
+            let hop = if nh.gw != 0 { nh.gw } else { dst };
+            f.set_vnet(&VnetHdr::default());
+            return self.to_next_hop(rif, nh.rif, hop, f, now, o);
+        }
+        if proto == ipv4::PROTO_UDP && !frag {
+            self.error_for(rif, f, &[], icmpw::DEST_UNREACHABLE, icmpw::CODE_PORT_UNREACHABLE, 0, now, o);
+        }
+        Verdict::Drop(DropReason::LocalUnsupported)
+    }
+
+    /// Sends an ICMP error about the packet in `f` (or about `saved`, the
+    /// packet as it arrived before NAT rewrote it), if RFC 1812 §4.3.2.7
+    /// allows one and the rate limit has a token. Counted on `rif` when
+    /// suppressed by the limit.
+    #[allow(clippy::too_many_arguments)]
+    fn error_for(
+        &mut self,
+        rif: RifId,
+        f: &Frame,
+        saved: &[u8],
+        typ: u8,
+        code: u8,
+        rest: u32,
+        now: u64,
+        o: &mut Orig,
+    ) {
+        let pkt = if saved.is_empty() {
+            f.data().get(eth::HEADER_LEN..).unwrap_or(&[])
+        } else {
+            saved
+        };
+        self.icmp_error(rif, pkt, typ, code, rest, now, o);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error(
+        &mut self,
+        rif: RifId,
+        pkt: &[u8],
+        typ: u8,
+        code: u8,
+        rest: u32,
+        now: u64,
+        o: &mut Orig,
+    ) {
+        if pkt.len() < ipv4::MIN_HEADER || pkt[0] >> 4 != 4 {
+            return;
+        }
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let src = u32::from_be_bytes([pkt[12], pkt[13], pkt[14], pkt[15]]);
+        let dst = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);
+        let frag_off = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x1fff;
+        // RFC 1812 §4.3.2.7: not about an ICMP error, a later fragment, a
+        // packet to a broadcast or multicast address, or from an address
+        // that names no single host.
+        if frag_off != 0 || is_martian_src(src) || Ipv4Addr::from(dst).is_multicast() {
+            return;
+        }
+        if pkt[9] == ipv4::PROTO_ICMP && pkt.get(ihl).is_some_and(|&t| icmpw::is_error(t)) {
+            return;
+        }
+        let Some(nh) = self.routes.lookup(src) else {
+            return;
+        };
+        let Some(from) = self.rif(nh.rif).map(|r| r.addr.addr) else {
+            return;
+        };
+        if !self.icmp.allow(src, now) {
+            o.drop_on(rif, DropReason::IcmpRateLimited);
+            return;
+        }
+        let Some(slot) = o.take() else {
+            o.drop_on(rif, DropReason::IcmpRateLimited);
+            return;
+        };
+        let total = u16::from_be_bytes([pkt[2], pkt[3]]) as usize;
+        let qlen = pkt
+            .len()
+            .min(total.max(ihl))
+            .min(icmpw::MAX_ERROR_DATAGRAM - ipv4::MIN_HEADER - icmpw::HEADER_LEN);
+        let mut b = [0u8; eth::HEADER_LEN + icmpw::MAX_ERROR_DATAGRAM];
+        let ip_len = ipv4::MIN_HEADER + icmpw::HEADER_LEN + qlen;
+        self.ident = self.ident.wrapping_add(1);
+        ipv4::Repr {
+            src: from,
+            dst: Ipv4Addr::from(src),
+            protocol: ipv4::PROTO_ICMP,
+            ttl: LOCAL_TTL,
+            payload_len: icmpw::HEADER_LEN + qlen,
+            ident: self.ident,
+            dont_frag: false,
+        }
+        .emit(&mut b[eth::HEADER_LEN..]);
+        icmpw::emit_error(
+            &mut b[eth::HEADER_LEN + ipv4::MIN_HEADER..],
+            typ,
+            code,
+            rest,
+            &pkt[..qlen],
+        );
+        o.frames[slot].set_from_bytes(&b[..eth::HEADER_LEN + ip_len]);
+        let hop = if nh.gw != 0 { nh.gw } else { src };
+        // Route it like any packet of ours; the slot is the frame.
+        let mut fr = std::mem::take(&mut o.frames[slot]);
+        match self.to_next_hop(rif, nh.rif, hop, &mut fr, now, o) {
+            Verdict::Forward(out) => o.sent.push((slot as u16, out)),
+            Verdict::Consumed => {}
+            Verdict::Drop(r) => o.drop_on(rif, r),
+        }
+        o.frames[slot] = fr;
+    }
+
+    fn arp_request(&mut self, rif: RifId, ip: u32, o: &mut Orig) {
+        let Some(r) = self.rif(rif) else { return };
+        let Some(slot) = o.take() else { return };
+        let mut b = [0u8; 60];
+        eth::emit(&mut b, MacAddr::BROADCAST, r.mac, eth::ETHERTYPE_ARP);
+        Arp {
+            op: arp::OP_REQUEST,
+            sender_mac: r.mac,
+            sender_ip: r.addr.addr,
+            target_mac: MacAddr::default(),
+            target_ip: Ipv4Addr::from(ip),
+        }
+        .emit(&mut b[14..]);
+        o.frames[slot].set_from_bytes(&b);
+        o.sent.push((slot as u16, rif));
+    }
+
+    /// Timers: ARP retries and failures (host unreachable for what
+    /// waited), and a bounded slice of NAT expiry.
+    pub fn tick(&mut self, now: u64, o: &mut Orig) {
+        let mut events = std::mem::take(&mut self.events);
+        self.neigh.tick(now, &mut events);
+        for e in events.drain(..) {
+            match e {
+                neigh::Event::Probe { rif, ip } => self.arp_request(rif, ip, o),
+                neigh::Event::Unreachable { rif, queued, .. } => {
+                    for p in queued {
+                        o.drop_on(rif, DropReason::ArpUnresolved);
+                        if let Some(pkt) = p.frame.get(eth::HEADER_LEN..) {
+                            self.icmp_error(
+                                rif,
+                                pkt,
+                                icmpw::DEST_UNREACHABLE,
+                                icmpw::CODE_HOST_UNREACHABLE,
+                                0,
+                                now,
+                                o,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.events = events;
+        self.nat.expire(now, nat::EXPIRE_BUDGET);
+    }
+}
+
+fn nat_drop(e: NatDrop) -> DropReason {
+    match e {
+        NatDrop::Malformed => DropReason::Malformed,
+        NatDrop::Fragment => DropReason::NatFragment,
+        NatDrop::Unsupported => DropReason::NatUnsupported,
+        NatDrop::TableFull => DropReason::NatTableFull,
+        NatDrop::PortsExhausted => DropReason::NatPortsExhausted,
+        NatDrop::NoFlow => DropReason::NatNoFlow,
+    }
+}
+
+#[cfg(test)]
+mod tests;
