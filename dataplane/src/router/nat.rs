@@ -7,23 +7,51 @@
 //! keyed by their ports, ICMP echo by its identifier (RFC 5508 §3.1), like
 //! Linux's conntrack and `MASQUERADE`.
 //!
+//! # Mappings and filtering (RFC 4787)
+//!
+//! - **Endpoint-independent mapping** (REQ-1). A *mapping* binds an inside
+//!   endpoint (protocol, address, port; for ICMP echo the identifier) to one
+//!   outside endpoint, per SNAT rule. Every flow from that inside endpoint
+//!   through the rule uses it, whatever the remote endpoint, as long as any
+//!   of them lives; an outside (protocol, address, port) belongs to at most
+//!   one inside endpoint at a time. The outside address is chosen from the
+//!   pool by a hash of the inside address, so one host keeps one outside
+//!   address ("paired", REQ-2). The outside port is the inside one when that
+//!   is free (port preservation, as Linux does), else the first free one
+//!   from a hash-derived start in the pool's port range, trying at most
+//!   [`MAX_PORT_TRIES`] ports so a crowded pool cannot make one packet loop
+//!   over 64 k ports. ICMP identifiers are treated like ports over their
+//!   whole 16-bit range. So a pool address carries up to one mapping per
+//!   port and protocol (about 64 k inside endpoints), each with any number
+//!   of flows.
+//! - **Address- and port-dependent filtering** (REQ-8). A packet from
+//!   outside is translated only if it is a reply of a flow: it comes from
+//!   a remote endpoint the inside endpoint sent to. Being mapped is not
+//!   enough.
+//! - **Hairpinning** (REQ-9). An inside host may reach another inside
+//!   endpoint, or itself from another port, through its outside endpoint:
+//!   [`Nat::hairpin`] gives the packet the sender's outside source (its
+//!   mapping, created if need be) and the target's inside destination, so
+//!   each side sees the other's outside endpoint, as a remote would.
+//!   Hairpinned packets come from inside and are not filtered.
+//! - **Lifetime.** A mapping lives while at least one of its flows lives: it
+//!   counts the flows that refer to it and is freed with the last (expiry,
+//!   [`Nat::flush_rule`], remapping); its expiry is the latest of its flows'.
+//!   A flow whose timer is shortened (FIN, RST) lowers its mapping's expiry
+//!   only when it is the mapping's only flow; among several, the mapping
+//!   may outlive its flows until the sweep removes them.
+//!
 //! # The table
 //!
 //! Flows live in a slab (`Vec<Conn>` with a free list), found through two
 //! hash maps of small keys: the inside tuple (protocol, inside address and
 //! port, remote address and port) for outbound packets, and the tuple a reply
-//! carries (protocol, remote, outside) for inbound ones. A packet of a known
-//! flow costs one map lookup and a rewrite.
+//! carries (protocol, remote, outside) for inbound ones. Mappings live in a
+//! second slab, found by (protocol, inside endpoint, rule) when a flow is
+//! created and by (protocol, outside endpoint) when an outside port is
+//! chosen or a packet is hairpinned; a flow holds its mapping's index. A
+//! packet of a known flow costs one map lookup and a rewrite.
 //!
-//! - **Mapping.** The outside address is chosen from the pool by a hash of
-//!   the inside address, so one host keeps one outside address ("paired",
-//!   RFC 4787 REQ-2). The outside port is the inside one when that is free for
-//!   this remote endpoint (as Linux does), else the first free one from a
-//!   hash-derived start in the pool's port range, trying at most
-//!   [`MAX_PORT_TRIES`] ports so a crowded pool cannot make one packet loop
-//!   over 64 k ports. A port is reused for different remote endpoints, so a
-//!   pool address carries up to 64 k flows per remote endpoint, not in total.
-//!   ICMP identifiers are treated like ports over their whole 16-bit range.
 //! - **Timeouts** (time is an argument, nanoseconds of the caller's clock):
 //!   TCP established 7440 s (RFC 5382 REQ-5: at least 2 h 4 min), TCP
 //!   opening and closing 240 s (REQ-5's 4 minutes), after an RST 10 s; UDP
@@ -31,11 +59,14 @@
 //!   REQ-1). An expired flow is dead at once, whether or not a sweep removed
 //!   it: a lookup that finds one removes it. [`Nat::expire`] sweeps a bounded
 //!   slice of the slab per call, so the caller's timer keeps the table clean
-//!   without a long pause.
-//! - **Bounds.** At most `max_conns` flows (default [`DEFAULT_MAX_CONNS`]);
-//!   a new flow beyond that, or one for which no port is free, is refused
-//!   with a reason the caller counts as a drop. Memory is about 110 bytes a
-//!   flow (slab entry plus two map entries at the maps' load).
+//!   without a long pause. A mapping found dead is unlinked from its maps at
+//!   once; its slot is reused once its dead flows are gone.
+//! - **Bounds.** At most `max_conns` flows (default [`DEFAULT_MAX_CONNS`]),
+//!   and at most as many mappings, since each has a flow; a new flow beyond
+//!   that, or one for which no port is free, is refused with a reason the
+//!   caller counts as a drop. Memory is about 125 bytes a flow and 115 a
+//!   mapping (slab entry plus two map entries at the maps' load), so at
+//!   most about 240 bytes a flow when every flow has its own mapping.
 //!
 //! # Checksums
 //!
@@ -319,6 +350,8 @@ struct Conn {
     rule: u32,
     /// Clock reading at which it dies if idle; 0 marks a free slab slot.
     expires: u64,
+    /// Its mapping's slab index.
+    map: u32,
 }
 
 impl Conn {
@@ -331,6 +364,44 @@ impl Conn {
     }
 }
 
+/// An endpoint-independent mapping: the outside endpoint every flow of one
+/// inside endpoint through one rule uses.
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    proto: u8,
+    inside: Endpoint,
+    outside: Endpoint,
+    rule: u32,
+    /// Flows in the table that use it, dead ones not yet removed included;
+    /// 0 marks a free slab slot.
+    refs: u32,
+    /// Clock reading at which it dies: at least every one of its flows'.
+    expires: u64,
+    /// Still the one new flows of its inside endpoint and rule get (false
+    /// once the rule's pool no longer holds its address, or it died).
+    attached: bool,
+}
+
+impl Mapping {
+    fn in_key(&self) -> Key {
+        map_in_key(self.proto, self.inside, self.rule)
+    }
+
+    fn out_key(&self) -> Key {
+        map_out_key(self.proto, self.outside)
+    }
+}
+
+/// The key of the mapping of an inside endpoint through a rule.
+fn map_in_key(proto: u8, inside: Endpoint, rule: u32) -> Key {
+    Key::new(inside, Endpoint { ip: rule, port: 0 }, proto)
+}
+
+/// The key of the mapping holding an outside endpoint.
+fn map_out_key(proto: u8, outside: Endpoint) -> Key {
+    Key::new(outside, Endpoint { ip: 0, port: 0 }, proto)
+}
+
 /// The SNAT flow table.
 #[derive(Debug)]
 pub struct Nat {
@@ -338,6 +409,12 @@ pub struct Nat {
     free: Vec<u32>,
     by_inside: HashMap<Key, u32, KeyHash>,
     by_outside: HashMap<Key, u32, KeyHash>,
+    maps: Vec<Mapping>,
+    maps_free: Vec<u32>,
+    /// Attached mappings by (protocol, inside endpoint, rule).
+    map_by_inside: HashMap<Key, u32, KeyHash>,
+    /// Mappings by (protocol, outside endpoint).
+    map_by_outside: HashMap<Key, u32, KeyHash>,
     max_conns: usize,
     timeouts: Timeouts,
     /// Where the next [`Nat::expire`] continues.
@@ -376,6 +453,10 @@ impl Nat {
             free: Vec::new(),
             by_inside: HashMap::with_hasher(KeyHash(seed)),
             by_outside: HashMap::with_hasher(KeyHash(seed.rotate_left(32))),
+            maps: Vec::new(),
+            maps_free: Vec::new(),
+            map_by_inside: HashMap::with_hasher(KeyHash(seed.rotate_left(16))),
+            map_by_outside: HashMap::with_hasher(KeyHash(seed.rotate_left(48))),
             max_conns,
             timeouts,
             sweep_at: 0,
@@ -419,6 +500,78 @@ impl Nat {
             }
             _ => return Err(NatDrop::Unsupported),
         };
+        let idx = self.track_out(&p, inside_port, remote_port, pool, now)?;
+        let outside = self.conns[idx].outside;
+        rewrite(pkt, &p, partial, true, outside);
+        Ok(outside)
+    }
+
+    /// Hairpins a TCP or UDP packet from an inside host (`pkt` starts at the
+    /// IP header) addressed to a live mapping's outside endpoint (RFC 4787
+    /// REQ-9): the source becomes the sender's outside endpoint, as
+    /// [`Nat::outbound`] through `pool` would make it (creating or
+    /// refreshing the sender's flow and mapping), and the destination the
+    /// mapping's inside endpoint; returns `Ok(true)`, and the packet is to be
+    /// routed to the inside host. No filtering applies: the packet comes
+    /// from inside. If the target's flow towards the sender's outside
+    /// endpoint exists, the packet counts as its reply.
+    ///
+    /// Anything else (another protocol, a destination no live mapping
+    /// holds, a fragment or a packet too malformed to read its ports) is
+    /// left untouched: `Ok(false)`. The errors are [`Nat::outbound`]'s for
+    /// a sender's flow that cannot be created; the packet is then unchanged.
+    pub fn hairpin(
+        &mut self,
+        pkt: &mut [u8],
+        partial: bool,
+        pool: &Pool,
+        now: u64,
+    ) -> Result<bool, NatDrop> {
+        let Ok(p) = parse(pkt) else {
+            return Ok(false);
+        };
+        if !matches!(p.proto, PROTO_TCP | PROTO_UDP) {
+            return Ok(false);
+        }
+        let dst = Endpoint {
+            ip: p.dst,
+            port: p.dport,
+        };
+        let Some(m) = self.find_map(false, &map_out_key(p.proto, dst), now) else {
+            return Ok(false);
+        };
+        let target = self.maps[m].inside;
+        let idx = self.track_out(&p, p.sport, p.dport, pool, now)?;
+        let source = self.conns[idx].outside;
+        // The target's flow to the sender, as its replies would find it.
+        if let Some(j) = self.find(false, &Key::new(source, dst, p.proto), now) {
+            self.track_in(j, &p, now);
+        }
+        rewrite(pkt, &p, partial, true, source);
+        rewrite(pkt, &p, partial, false, target);
+        Ok(true)
+    }
+
+    /// Whether a live mapping holds the outside endpoint `outside` for
+    /// protocol `proto` (6 TCP, 17 UDP, 1 ICMP echo with the identifier as
+    /// port): a packet from inside to it is for [`Nat::hairpin`]. Changes
+    /// nothing.
+    pub fn is_mapped(&self, proto: u8, outside: Endpoint, now: u64) -> bool {
+        self.map_by_outside
+            .get(&map_out_key(proto, outside))
+            .is_some_and(|&m| self.maps[m as usize].expires > now)
+    }
+
+    /// Finds or creates the flow of an outbound packet and tracks the packet
+    /// on it; returns the flow's index.
+    fn track_out(
+        &mut self,
+        p: &Parsed,
+        inside_port: u16,
+        remote_port: u16,
+        pool: &Pool,
+        now: u64,
+    ) -> Result<usize, NatDrop> {
         let key = Tuple {
             a: Endpoint {
                 ip: p.src,
@@ -431,24 +584,51 @@ impl Nat {
             proto: p.proto,
         };
         let idx = match self.find(true, &key.key(), now) {
-            // A flow of another rule (the rules changed under it) is
-            // remapped from this rule's pool.
-            Some(i) if pool.contains(self.conns[i].outside.ip) => i,
+            Some(i) if self.usable(i, pool) => i,
+            // A flow of another rule or pool (the rules changed under it)
+            // is remapped from this rule's pool.
             Some(i) => {
                 self.remove(i);
                 self.create(key, pool, now)?
             }
             None => self.create(key, pool, now)?,
         };
-        let t = self.timeouts;
+        if p.proto == PROTO_TCP {
+            tcp_track(&mut self.conns[idx], p.tcp_flags, true);
+        }
+        self.touch(idx, now);
+        Ok(idx)
+    }
+
+    /// Tracks an inbound packet (a reply) on flow `idx`.
+    fn track_in(&mut self, idx: usize, p: &Parsed, now: u64) {
         let c = &mut self.conns[idx];
         if p.proto == PROTO_TCP {
-            tcp_track(c, p.tcp_flags, true);
+            tcp_track(c, p.tcp_flags, false);
+        } else {
+            c.state = State::Established;
         }
-        c.expires = expiry(now, timeout(&t, c));
-        let outside = c.outside;
-        rewrite(pkt, &p, partial, true, outside);
-        Ok(outside)
+        self.touch(idx, now);
+    }
+
+    /// Whether live flow `i` may carry packets through `pool`: same rule,
+    /// and its mapping still the rule's, in the pool.
+    fn usable(&self, i: usize, pool: &Pool) -> bool {
+        let c = &self.conns[i];
+        c.rule == pool.rule && pool.contains(c.outside.ip) && self.maps[c.map as usize].attached
+    }
+
+    /// Restarts flow `idx`'s idle timer for its state, and its mapping's.
+    fn touch(&mut self, idx: usize, now: u64) {
+        let c = &mut self.conns[idx];
+        c.expires = expiry(now, timeout(&self.timeouts, c));
+        let e = c.expires;
+        let m = &mut self.maps[c.map as usize];
+        // A shorter timer lowers the mapping's only when no other flow may
+        // need the longer one.
+        if e > m.expires || m.refs == 1 {
+            m.expires = e;
+        }
     }
 
     /// Translates an inbound IPv4 packet if it is a reply of a tracked flow:
@@ -482,15 +662,8 @@ impl Nat {
         let Some(idx) = self.find(false, &key.key(), now) else {
             return Ok(Inbound::NotTranslated);
         };
-        let t = self.timeouts;
-        let c = &mut self.conns[idx];
-        if p.proto == PROTO_TCP {
-            tcp_track(c, p.tcp_flags, false);
-        } else {
-            c.state = State::Established;
-        }
-        c.expires = expiry(now, timeout(&t, c));
-        let inside = c.inside;
+        self.track_in(idx, &p, now);
+        let inside = self.conns[idx].inside;
         rewrite(pkt, &p, partial, false, inside);
         Ok(Inbound::Translated)
     }
@@ -641,7 +814,10 @@ impl Nat {
                 return Err(NatDrop::TableFull);
             }
         }
-        let outside = self.pick_outside(&key, pool, now)?;
+        let m = self.mapping(&key, pool, now)?;
+        // Held from here, so nothing below can free it.
+        self.maps[m].refs += 1;
+        let outside = self.maps[m].outside;
         let conn = Conn {
             proto: key.proto,
             inside: key.a,
@@ -652,7 +828,16 @@ impl Nat {
             fin_in: false,
             rule: pool.rule,
             expires: 1,
+            map: m as u32,
         };
+        // The reply key is free of live flows: the outside endpoint is this
+        // mapping's alone, and its inside endpoint has no live flow to this
+        // remote. A dead flow (of an earlier owner of the port) may hold it,
+        // or, if the caller's clock went back, one revived with its
+        // unlinked mapping: either goes, so the maps stay consistent.
+        if let Some(j) = self.find(false, &conn.in_key(), now) {
+            self.remove(j);
+        }
         let idx = match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = conn;
@@ -668,11 +853,71 @@ impl Nat {
         Ok(idx)
     }
 
-    /// An outside endpoint no live flow to `key`'s remote endpoint uses.
-    fn pick_outside(&mut self, key: &Tuple, pool: &Pool, now: u64) -> Result<Endpoint, NatDrop> {
+    /// The live mapping in `map_by_inside` (`inside`) or `map_by_outside`
+    /// under `key`; a dead one is unlinked on the way.
+    fn find_map(&mut self, inside: bool, key: &Key, now: u64) -> Option<usize> {
+        let map = if inside {
+            &self.map_by_inside
+        } else {
+            &self.map_by_outside
+        };
+        let m = *map.get(key)? as usize;
+        if self.maps[m].expires <= now {
+            self.unlink_map(m);
+            return None;
+        }
+        Some(m)
+    }
+
+    /// The mapping a new flow `key` through `pool` uses: its inside
+    /// endpoint's, or a new one with a free outside endpoint.
+    fn mapping(&mut self, key: &Tuple, pool: &Pool, now: u64) -> Result<usize, NatDrop> {
+        let in_key = map_in_key(key.proto, key.a, pool.rule);
+        if let Some(m) = self.find_map(true, &in_key, now) {
+            if pool.contains(self.maps[m].outside.ip) {
+                return Ok(m);
+            }
+            // The rule's pool changed under it: its flows keep the old
+            // outside endpoint (still reserved), new ones get a new one.
+            self.map_by_inside.remove(&in_key);
+            self.maps[m].attached = false;
+        }
+        let outside = self.pick_outside(key.proto, key.a, pool, now)?;
+        let mapping = Mapping {
+            proto: key.proto,
+            inside: key.a,
+            outside,
+            rule: pool.rule,
+            refs: 0,
+            expires: expiry(now, 1),
+            attached: true,
+        };
+        let m = match self.maps_free.pop() {
+            Some(i) => {
+                self.maps[i as usize] = mapping;
+                i as usize
+            }
+            None => {
+                self.maps.push(mapping);
+                self.maps.len() - 1
+            }
+        };
+        self.map_by_inside.insert(in_key, m as u32);
+        self.map_by_outside.insert(mapping.out_key(), m as u32);
+        Ok(m)
+    }
+
+    /// An outside endpoint for `inside` no live mapping holds.
+    fn pick_outside(
+        &mut self,
+        proto: u8,
+        inside: Endpoint,
+        pool: &Pool,
+        now: u64,
+    ) -> Result<Endpoint, NatDrop> {
         let span = u64::from(pool.last - pool.first) + 1;
-        let ip = pool.first + (mix(u64::from(key.a.ip)) % span) as u32;
-        let (lo, hi) = if key.proto == PROTO_ICMP {
+        let ip = pool.first + (mix(u64::from(inside.ip)) % span) as u32;
+        let (lo, hi) = if proto == PROTO_ICMP {
             (0u16, u16::MAX)
         } else {
             (
@@ -681,21 +926,34 @@ impl Nat {
             )
         };
         let range = u32::from(hi - lo) + 1;
-        let seed = mix(u64::from(key.a.ip) << 32
-            | u64::from(key.a.port) << 16
-            | u64::from(key.b.port) ^ u64::from(key.b.ip).rotate_left(40));
-        let base = (seed % u64::from(range)) as u32;
-        // The inside port first, then a walk from a hashed start: linear
-        // probing, so flows that collided on one port spread out.
+        let seed = mix(u64::from(inside.ip) << 24 | u64::from(inside.port) << 8 | u64::from(proto));
+        // The inside port first, then ports scattered by hashes of the
+        // endpoint (all of a range no larger than the tries, in turn): not
+        // a walk, which a block of preserved ports (many hosts using the
+        // same ephemeral ports) would hold for longer than the tries last.
         let preferred = (lo..=hi)
-            .contains(&key.a.port)
-            .then(|| u32::from(key.a.port - lo));
-        let walk = (0..MAX_PORT_TRIES.min(range)).map(|k| (base + k) % range);
-        for off in preferred.into_iter().chain(walk) {
-            let port = lo + off as u16;
-            let probe = Key::new(key.b, Endpoint { ip, port }, key.proto);
-            if self.find(false, &probe, now).is_none() {
-                return Ok(Endpoint { ip, port });
+            .contains(&inside.port)
+            .then(|| u32::from(inside.port - lo));
+        let probe = move |k: u32| {
+            if range <= MAX_PORT_TRIES {
+                (seed as u32).wrapping_add(k) % range
+            } else {
+                (mix(seed ^ u64::from(k)) % u64::from(range)) as u32
+            }
+        };
+        for off in preferred
+            .into_iter()
+            .chain((0..MAX_PORT_TRIES.min(range)).map(probe))
+        {
+            let outside = Endpoint {
+                ip,
+                port: lo + off as u16,
+            };
+            if self
+                .find_map(false, &map_out_key(proto, outside), now)
+                .is_none()
+            {
+                return Ok(outside);
             }
         }
         Err(NatDrop::PortsExhausted)
@@ -710,6 +968,26 @@ impl Nat {
         self.by_outside.remove(&c.in_key());
         self.conns[i].expires = 0;
         self.free.push(i as u32);
+        let m = c.map as usize;
+        let mapping = &mut self.maps[m];
+        mapping.refs = mapping.refs.saturating_sub(1);
+        if mapping.refs == 0 {
+            self.unlink_map(m);
+            self.maps_free.push(m as u32);
+        }
+    }
+
+    /// Takes mapping `m` out of the maps (where they still lead to it).
+    fn unlink_map(&mut self, m: usize) {
+        let mapping = &mut self.maps[m];
+        mapping.attached = false;
+        let (in_key, out_key) = (mapping.in_key(), mapping.out_key());
+        if self.map_by_inside.get(&in_key) == Some(&(m as u32)) {
+            self.map_by_inside.remove(&in_key);
+        }
+        if self.map_by_outside.get(&out_key) == Some(&(m as u32)) {
+            self.map_by_outside.remove(&out_key);
+        }
     }
 }
 
@@ -1261,9 +1539,13 @@ mod tests {
             assert_eq!(nat.inbound(&mut r, false, S), Ok(Inbound::Translated));
             assert_eq!(check(&r), (REMOTE, 53, *h, 40000));
         }
-        // The same port to another remote endpoint is reused.
+        // The same inside endpoint to another remote endpoint keeps its
+        // mapping (endpoint-independent), not the now free-looking 40000.
         let mut p = udp([10, 0, 0, 3], 40000, [203, 0, 113, 1], 53, b"x");
-        assert_eq!(nat.outbound(&mut p, false, &pool(), S).unwrap().port, 40000);
+        assert_eq!(
+            nat.outbound(&mut p, false, &pool(), S).unwrap().port,
+            outs[1].port
+        );
     }
 
     #[test]
@@ -1350,21 +1632,35 @@ mod tests {
         assert!(nat.is_empty());
     }
 
+    /// A sender's partial checksum: the folded pseudo-header sum.
+    fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u16 {
+        let mut s = 0u32;
+        for w in [src, dst] {
+            s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+            s += u32::from(u16::from_be_bytes([w[2], w[3]]));
+        }
+        s += u32::from(proto) + u32::from(len);
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    /// Completes a TCP packet's partial checksum, as an egress would.
+    fn complete(p: &mut [u8]) {
+        let mut s = u32::from(be16(p, 36));
+        for c in p[20..].chunks(2) {
+            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        s -= u32::from(be16(p, 36));
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        p[36..38].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    }
+
     #[test]
     fn partial_checksum_gets_the_pseudo_header_only() {
-        // A sender's partial checksum: the folded pseudo-header sum.
-        fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u16 {
-            let mut s = 0u32;
-            for w in [src, dst] {
-                s += u32::from(u16::from_be_bytes([w[0], w[1]]));
-                s += u32::from(u16::from_be_bytes([w[2], w[3]]));
-            }
-            s += u32::from(proto) + u32::from(len);
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            s as u16
-        }
         let mut nat = Nat::default();
         let mut p = tcp(INSIDE, 40000, REMOTE, 80, "A", &[7u8; 100]);
         let len = (p.len() - 20) as u16;
@@ -1372,15 +1668,7 @@ mod tests {
         nat.outbound(&mut p, true, &pool(), S).unwrap();
         assert_eq!(be16(&p, 36), pseudo(OUTSIDE, REMOTE, 6, len));
         // Completing it (as an egress would) gives a valid packet.
-        let mut s = u32::from(be16(&p, 36));
-        for c in p[20..].chunks(2) {
-            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-        s -= u32::from(be16(&p, 36));
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        p[36..38].copy_from_slice(&(!(s as u16)).to_be_bytes());
+        complete(&mut p);
         assert_eq!(check(&p), (OUTSIDE, 40000, REMOTE, 80));
     }
 
@@ -1476,12 +1764,94 @@ mod tests {
                 if rng.chance(5) {
                     nat.expire(now, 50);
                 }
-                assert_eq!(nat.by_inside.len(), nat.by_outside.len());
-                assert_eq!(
-                    nat.by_inside.len(),
-                    nat.conns.iter().filter(|c| c.expires != 0).count()
-                );
+                if rng.chance(4) {
+                    hairpin_some(&mut nat, &mut rng, &pool, now);
+                }
+                check_invariants(&nat, now);
             }
+        }
+    }
+
+    /// Sends a packet from a random inside endpoint to a random live TCP or
+    /// UDP mapping's outside endpoint and checks that it arrives, from the
+    /// sender's outside endpoint, at the mapping's inside endpoint.
+    fn hairpin_some(nat: &mut Nat, rng: &mut Rng, pool: &Pool, now: u64) {
+        let targets: Vec<ConnInfo> = nat.conns(now).filter(|c| c.proto != "icmp").collect();
+        if targets.is_empty() {
+            return;
+        }
+        let t = targets[rng.index(targets.len())];
+        let from = [10, 0, rng.below(2) as u8, 1 + rng.below(20) as u8];
+        let sport = 1000 + rng.below(30) as u16;
+        let to = t.outside.ip.to_be_bytes();
+        let mut p = match t.proto {
+            "tcp" => tcp(from, sport, to, t.outside.port, "A", b"hairpin"),
+            _ => udp(from, sport, to, t.outside.port, b"hairpin"),
+        };
+        let before = p.clone();
+        match nat.hairpin(&mut p, false, pool, now) {
+            Ok(true) => {}
+            Err(NatDrop::TableFull) => return assert_eq!(p, before),
+            other => panic!("{other:?}"),
+        }
+        let (s, sp, d, dp) = check(&p);
+        assert_eq!((u32::from_be_bytes(d), dp), (t.inside.ip, t.inside.port));
+        let sender = nat
+            .conns(now)
+            .find(|c| c.inside == ep(from, sport) && c.remote == t.outside)
+            .unwrap();
+        assert_eq!(sender.outside, ep(s, sp));
+    }
+
+    /// A clock that jumps back and forth (the fuzz target's does) may revive
+    /// flows of mappings already unlinked, but breaks no structure.
+    #[test]
+    fn a_clock_going_back_breaks_nothing() {
+        let mut rng = Rng(0xc10c);
+        let pool = Pool {
+            port_lo: 1024,
+            port_hi: 1031,
+            ..Pool::new(1, [192, 0, 2, 1].into(), [192, 0, 2, 1].into()).unwrap()
+        };
+        let mut nat = Nat::new(40, Timeouts::default());
+        for _ in 0..20_000 {
+            let now = rng.below(2000) * S;
+            let host = [10, 0, 0, 1 + rng.below(4) as u8];
+            let port = 1024 + rng.below(10) as u16;
+            let (remote, rport) = if rng.chance(40) {
+                (OUTSIDE, 1024 + rng.below(10) as u16)
+            } else {
+                ([198, 51, 100, 1 + rng.below(3) as u8], 53)
+            };
+            let flags = ["S", "SA", "A", "R", "AF"][rng.index(5)];
+            let mut p = match rng.below(3) {
+                0 => tcp(host, port, remote, rport, flags, b""),
+                1 => udp(host, port, remote, rport, b"x"),
+                _ => echo(host, remote, false, port),
+            };
+            match rng.below(5) {
+                0 => {
+                    let _ = nat.hairpin(&mut p, rng.chance(50), &pool, now);
+                }
+                1 => {
+                    // A reply from outside, maybe much later.
+                    let o = nat.outbound(&mut p, false, &pool, now);
+                    if let (Ok(o), 17) = (o, p[9]) {
+                        let mut r = udp(remote, rport, o.ip.to_be_bytes(), o.port, b"y");
+                        let _ = nat.inbound(&mut r, false, now + rng.below(400) * S);
+                    }
+                }
+                2 => {
+                    nat.expire(now, rng.index(20));
+                }
+                3 if rng.chance(2) => {
+                    nat.flush_rule(1);
+                }
+                _ => {
+                    let _ = nat.outbound(&mut p, rng.chance(50), &pool, now);
+                }
+            }
+            check_structure(&nat);
         }
     }
 
@@ -1612,6 +1982,423 @@ mod tests {
         // A quote too short to hold ports.
         let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &stranger[..24]);
         assert_eq!(nat.inbound(&mut err, false, S), Ok(Inbound::NotTranslated));
+    }
+
+    fn ep(ip: [u8; 4], port: u16) -> Endpoint {
+        Endpoint {
+            ip: u32::from_be_bytes(ip),
+            port,
+        }
+    }
+
+    /// What holds whatever the clock does: flows, mappings, maps and
+    /// reference counts agree, and the bounds hold.
+    fn check_structure(nat: &Nat) {
+        assert_eq!(nat.by_inside.len(), nat.by_outside.len());
+        let flows: Vec<(usize, &Conn)> = nat
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.expires != 0)
+            .collect();
+        assert_eq!(nat.by_inside.len(), flows.len());
+        assert_eq!(nat.conns.len() - nat.free.len(), flows.len());
+        let mut refs = vec![0usize; nat.maps.len()];
+        for &(i, c) in &flows {
+            assert_eq!(nat.by_inside.get(&c.out_key()), Some(&(i as u32)));
+            assert_eq!(nat.by_outside.get(&c.in_key()), Some(&(i as u32)));
+            let m = &nat.maps[c.map as usize];
+            assert_eq!(
+                (m.proto, m.inside, m.outside, m.rule),
+                (c.proto, c.inside, c.outside, c.rule)
+            );
+            refs[c.map as usize] += 1;
+        }
+        let mut in_use = 0;
+        for (m, mapping) in nat.maps.iter().enumerate() {
+            assert_eq!(mapping.refs as usize, refs[m], "mapping {m}'s count");
+            if refs[m] == 0 {
+                continue;
+            }
+            in_use += 1;
+            if mapping.attached {
+                assert_eq!(nat.map_by_inside.get(&mapping.in_key()), Some(&(m as u32)));
+            }
+        }
+        assert_eq!(nat.maps.len() - nat.maps_free.len(), in_use);
+        assert!(in_use <= flows.len() && flows.len() <= nat.max_conns);
+        for (k, &m) in nat.map_by_inside.iter() {
+            let mapping = &nat.maps[m as usize];
+            assert!(mapping.refs > 0 && mapping.attached && mapping.in_key() == *k);
+        }
+        for (k, &m) in nat.map_by_outside.iter() {
+            let mapping = &nat.maps[m as usize];
+            assert!(mapping.refs > 0 && mapping.out_key() == *k);
+        }
+    }
+
+    /// The table's invariants at `now` for a clock that only goes forward:
+    /// the structure's, and a mapping outlives its flows; no two live
+    /// mappings share an outside endpoint; live flows of one inside
+    /// endpoint and rule share one (REQ-1).
+    fn check_invariants(nat: &Nat, now: u64) {
+        check_structure(nat);
+        let mut eim = std::collections::HashMap::new();
+        for c in nat.conns.iter().filter(|c| c.expires != 0) {
+            let m = &nat.maps[c.map as usize];
+            assert!(m.expires >= c.expires, "a mapping outlives its flows");
+            // Flows of a mapping a changed pool detached keep their old
+            // endpoint until they are seen again; the others share one.
+            if c.expires > now && m.attached {
+                let o = eim.entry((c.proto, c.inside, c.rule)).or_insert(c.outside);
+                assert_eq!(*o, c.outside, "one outside endpoint per inside endpoint");
+            }
+        }
+        let mut outsides = std::collections::HashSet::new();
+        for (m, mapping) in nat.maps.iter().enumerate() {
+            if mapping.refs > 0 && mapping.expires > now {
+                assert!(outsides.insert((mapping.proto, mapping.outside)), "shared");
+                assert_eq!(
+                    nat.map_by_outside.get(&mapping.out_key()),
+                    Some(&(m as u32))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_outside_endpoint_per_inside_endpoint() {
+        const C1: [u8; 4] = [10, 0, 0, 2];
+        const C2: [u8; 4] = [10, 0, 0, 3];
+        const S1: [u8; 4] = [198, 51, 100, 1];
+        const S2: [u8; 4] = [198, 51, 100, 2];
+        for proto in ["udp", "tcp"] {
+            let pkt = |src, sport, dst, dport| match proto {
+                "udp" => udp(src, sport, dst, dport, b"x"),
+                _ => tcp(src, sport, dst, dport, "S", b""),
+            };
+            let mut nat = Nat::default();
+            let mut p = pkt(C1, 40000, S1, 80);
+            let o1 = nat.outbound(&mut p, false, &pool(), S).unwrap();
+            assert_eq!(o1, ep(OUTSIDE, 40000), "port preserved");
+            let mut p = pkt(C2, 40000, S2, 80);
+            let o2 = nat.outbound(&mut p, false, &pool(), S).unwrap();
+            assert_ne!(o2.port, 40000, "40000 is c1's, whatever the remote");
+            let mut p = pkt(C1, 40000, S2, 80);
+            assert_eq!(nat.outbound(&mut p, false, &pool(), S), Ok(o1));
+            assert_eq!(check(&p), (OUTSIDE, 40000, S2, 80));
+            let mut p = pkt(C2, 40000, S1, 443);
+            assert_eq!(nat.outbound(&mut p, false, &pool(), S), Ok(o2));
+            let mut by_inside = std::collections::HashMap::new();
+            for c in nat.conns(S) {
+                by_inside
+                    .entry(c.inside)
+                    .or_insert_with(Vec::new)
+                    .push(c.outside);
+            }
+            assert_eq!(by_inside[&ep(C1, 40000)], [o1, o1]);
+            assert_eq!(by_inside[&ep(C2, 40000)], [o2, o2]);
+            // Replies from S2 reach each its own flow.
+            for (o, inside) in [(o1, C1), (o2, C2)] {
+                let mut r = match proto {
+                    "udp" => udp(S2, 80, OUTSIDE, o.port, b"y"),
+                    _ => tcp(S2, 80, OUTSIDE, o.port, "SA", b""),
+                };
+                assert_eq!(nat.inbound(&mut r, false, S), Ok(Inbound::Translated));
+                assert_eq!(check(&r), (S2, 80, inside, 40000));
+            }
+            check_invariants(&nat, S);
+        }
+    }
+
+    #[test]
+    fn hosts_sharing_a_source_port_or_identifier_get_distinct_ports() {
+        let hosts = [[10, 0, 0, 2], [10, 0, 0, 3], [10, 0, 1, 9]];
+        let mut nat = Nat::default();
+        for proto in 0..3 {
+            let mut outs = Vec::new();
+            for h in hosts {
+                let mut p = match proto {
+                    0 => tcp(h, 4321, REMOTE, 80, "S", b""),
+                    1 => udp(h, 4321, REMOTE, 53, b"x"),
+                    _ => echo(h, REMOTE, false, 4321),
+                };
+                let o = nat.outbound(&mut p, false, &pool(), S).unwrap();
+                assert_eq!(check(&p).1, o.port);
+                outs.push(o);
+            }
+            // The first keeps its port, in each protocol's own space.
+            assert_eq!(outs[0], ep(OUTSIDE, 4321));
+            let distinct: std::collections::HashSet<_> = outs.iter().collect();
+            assert_eq!(distinct.len(), hosts.len(), "proto {proto}: {outs:?}");
+            for (h, o) in hosts.iter().zip(&outs) {
+                let mut r = match proto {
+                    0 => tcp(REMOTE, 80, OUTSIDE, o.port, "SA", b""),
+                    1 => udp(REMOTE, 53, OUTSIDE, o.port, b"y"),
+                    _ => echo(REMOTE, OUTSIDE, true, o.port),
+                };
+                assert_eq!(nat.inbound(&mut r, false, S), Ok(Inbound::Translated));
+                assert_eq!((check(&r).2, check(&r).3), (*h, 4321));
+            }
+        }
+        check_invariants(&nat, S);
+    }
+
+    #[test]
+    fn a_mapping_lives_while_one_of_its_flows_does() {
+        const R1: [u8; 4] = [198, 51, 100, 1];
+        const R2: [u8; 4] = [198, 51, 100, 2];
+        const OTHER: [u8; 4] = [10, 0, 0, 9];
+        let mut nat = Nat::default();
+        let mapped = ep(OUTSIDE, 5000);
+        let mut p = udp(INSIDE, 5000, R1, 53, b"x");
+        assert_eq!(nat.outbound(&mut p, false, &pool(), S), Ok(mapped));
+        let mut p = udp(INSIDE, 5000, R2, 53, b"x");
+        assert_eq!(nat.outbound(&mut p, false, &pool(), 200 * S), Ok(mapped));
+        assert!(nat.is_mapped(17, mapped, 200 * S));
+        assert!(!nat.is_mapped(6, mapped, 200 * S), "per protocol");
+        // The R1 flow dies at 301 s, the R2 one lives to 500 s: the mapping
+        // survives, swept or not, and is still the host's alone.
+        assert!(nat.is_mapped(17, mapped, 400 * S));
+        assert_eq!(nat.expire(400 * S, 100), 1);
+        assert!(nat.is_mapped(17, mapped, 400 * S));
+        let mut p = udp(OTHER, 5000, R1, 53, b"x");
+        let o = nat.outbound(&mut p, false, &pool(), 400 * S).unwrap();
+        assert_ne!(o, mapped);
+        let mut p = udp(INSIDE, 5000, R1, 53, b"x");
+        assert_eq!(nat.outbound(&mut p, false, &pool(), 400 * S), Ok(mapped));
+        check_invariants(&nat, 400 * S);
+        // All its flows dead (R1 again to 700 s): unmapped at once, before
+        // any sweep, and the port is free for another host.
+        assert!(nat.is_mapped(17, mapped, 699 * S));
+        assert!(!nat.is_mapped(17, mapped, 700 * S));
+        check_invariants(&nat, 700 * S);
+        let mut p = udp([10, 0, 0, 10], 5000, R2, 53, b"x");
+        assert_eq!(nat.outbound(&mut p, false, &pool(), 701 * S), Ok(mapped));
+        check_invariants(&nat, 701 * S);
+        // Swept, every mapping slot but the new one's is free.
+        nat.expire(701 * S, 100);
+        check_invariants(&nat, 701 * S);
+        assert_eq!((nat.len(), nat.map_by_inside.len()), (1, 1));
+        assert_eq!(nat.map_by_outside.len(), 1);
+
+        // flush_rule frees the mappings with the flows.
+        assert_eq!(nat.flush_rule(1), 1);
+        assert!(nat.map_by_inside.is_empty() && nat.map_by_outside.is_empty());
+        assert_eq!(nat.maps_free.len(), nat.maps.len());
+        assert!(!nat.is_mapped(17, mapped, 701 * S));
+
+        // A TCP flow closed by RST, alone on its mapping, takes the mapping
+        // with it after the RST's 10 s.
+        let mut syn = tcp(INSIDE, 6000, R1, 80, "S", b"");
+        nat.outbound(&mut syn, false, &pool(), 800 * S).unwrap();
+        let mut rst = tcp(R1, 80, OUTSIDE, 6000, "R", b"");
+        assert_eq!(
+            nat.inbound(&mut rst, false, 801 * S),
+            Ok(Inbound::Translated)
+        );
+        assert!(nat.is_mapped(6, ep(OUTSIDE, 6000), 810 * S));
+        assert!(!nat.is_mapped(6, ep(OUTSIDE, 6000), 811 * S));
+        check_invariants(&nat, 811 * S);
+    }
+
+    #[test]
+    fn filtering_stays_address_and_port_dependent() {
+        const R1: [u8; 4] = [198, 51, 100, 1];
+        const R2: [u8; 4] = [198, 51, 100, 2];
+        let mut nat = Nat::default();
+        let mut p = udp(INSIDE, 5000, R1, 53, b"x");
+        let o = nat.outbound(&mut p, false, &pool(), S).unwrap();
+        assert!(nat.is_mapped(17, o, S));
+        // Mapped, but never sent to R2, nor to R1's port 54.
+        for mut p in [
+            udp(R2, 53, OUTSIDE, o.port, b"knock"),
+            udp(R1, 54, OUTSIDE, o.port, b"knock"),
+        ] {
+            let before = p.clone();
+            assert_eq!(nat.inbound(&mut p, false, S), Ok(Inbound::NotTranslated));
+            assert_eq!(p, before, "untouched");
+        }
+        // Once it has sent to R2, R2's replies come in, on the same port.
+        let mut p = udp(INSIDE, 5000, R2, 53, b"x");
+        assert_eq!(nat.outbound(&mut p, false, &pool(), S), Ok(o));
+        let mut r = udp(R2, 53, OUTSIDE, o.port, b"y");
+        assert_eq!(nat.inbound(&mut r, false, S), Ok(Inbound::Translated));
+        assert_eq!(check(&r), (R2, 53, INSIDE, 5000));
+        check_invariants(&nat, S);
+    }
+
+    #[test]
+    fn hairpinning_reaches_inside_endpoints_through_their_mappings() {
+        const C2: [u8; 4] = [10, 0, 0, 3];
+        let mut nat = Nat::default();
+        // c1's port 4000 is mapped by a flow to a remote (a STUN server).
+        let mut p = udp(INSIDE, 4000, REMOTE, 3478, b"binding");
+        let a = nat.outbound(&mut p, false, &pool(), S).unwrap();
+        assert_eq!(a, ep(OUTSIDE, 4000));
+        assert!(nat.is_mapped(17, a, S));
+
+        // RFC 5780 §4.5: c1 from another port (5000) to its own mapped
+        // address arrives at port 4000 from 5000's mapped address.
+        let mut p = udp(INSIDE, 5000, OUTSIDE, 4000, b"hairpin?");
+        assert_eq!(nat.hairpin(&mut p, false, &pool(), 2 * S), Ok(true));
+        assert_eq!(check(&p), (OUTSIDE, 5000, INSIDE, 4000));
+        assert!(
+            nat.is_mapped(17, ep(OUTSIDE, 5000), 2 * S),
+            "5000 mapped now"
+        );
+
+        // c2 with the same port 4000 gets its own mapping, and reaches c1.
+        let mut p = udp(C2, 4000, OUTSIDE, 4000, b"hello c1");
+        assert_eq!(nat.hairpin(&mut p, false, &pool(), 3 * S), Ok(true));
+        let (src, c2_port, dst, dport) = check(&p);
+        assert_eq!((src, dst, dport), (OUTSIDE, INSIDE, 4000));
+        assert_ne!(c2_port, 4000);
+        assert!(nat.is_mapped(17, ep(OUTSIDE, c2_port), 3 * S));
+        // c1 answers c2's outside endpoint, from its mapped one.
+        let mut p = udp(INSIDE, 4000, OUTSIDE, c2_port, b"hello c2");
+        assert_eq!(nat.hairpin(&mut p, false, &pool(), 4 * S), Ok(true));
+        assert_eq!(check(&p), (OUTSIDE, 4000, C2, 4000));
+        // c2's mapping is the one it uses with remotes too.
+        let mut p = udp(C2, 4000, REMOTE, 3478, b"binding");
+        let o = nat.outbound(&mut p, false, &pool(), 4 * S).unwrap();
+        assert_eq!(o, ep(OUTSIDE, c2_port));
+        // c2's flow to c1 saw c1's answer as its reply.
+        let flow = nat
+            .conns(4 * S)
+            .find(|c| c.inside == ep(C2, 4000) && c.remote == a)
+            .unwrap();
+        assert_eq!(flow.state, State::Established);
+        check_invariants(&nat, 4 * S);
+
+        // TCP, with a partial checksum (pseudo-header sum only).
+        let mut syn = tcp(INSIDE, 443, REMOTE, 80, "S", b"");
+        let t = nat.outbound(&mut syn, false, &pool(), 5 * S).unwrap();
+        let mut p = tcp(C2, 7000, OUTSIDE, t.port, "S", &[9u8; 33]);
+        let full = p.clone();
+        let len = (p.len() - 20) as u16;
+        p[36..38].copy_from_slice(&pseudo(C2, OUTSIDE, 6, len).to_be_bytes());
+        assert_eq!(nat.hairpin(&mut p, true, &pool(), 5 * S), Ok(true));
+        assert_eq!(be16(&p, 36), pseudo(OUTSIDE, INSIDE, 6, len));
+        complete(&mut p);
+        let (src, c2_tcp, dst, dport) = check(&p);
+        assert_eq!((src, dst, dport), (OUTSIDE, INSIDE, 443));
+        // The same packet with a full checksum takes the same way.
+        let mut p = full;
+        assert_eq!(nat.hairpin(&mut p, false, &pool(), 5 * S), Ok(true));
+        assert_eq!(check(&p), (OUTSIDE, c2_tcp, INSIDE, 443));
+        let mut synack = tcp(INSIDE, 443, OUTSIDE, c2_tcp, "SA", b"");
+        assert_eq!(nat.hairpin(&mut synack, false, &pool(), 6 * S), Ok(true));
+        assert_eq!(check(&synack), (OUTSIDE, t.port, C2, 7000));
+        let state = |nat: &Nat, inside| {
+            nat.conns(6 * S)
+                .find(|c| c.inside == inside && c.remote.ip == u32::from_be_bytes(OUTSIDE))
+                .unwrap()
+                .state
+        };
+        assert_eq!(state(&nat, ep(C2, 7000)), State::Established);
+        check_invariants(&nat, 6 * S);
+
+        // Not for hairpinning: untouched.
+        for mut p in [
+            udp(INSIDE, 5000, OUTSIDE, 4001, b"unmapped port"),
+            udp(INSIDE, 5000, REMOTE, 4000, b"not ours"),
+            tcp(INSIDE, 5000, OUTSIDE, 4000, "S", b""), // mapped for UDP only
+            echo(INSIDE, OUTSIDE, false, 4000),
+            udp(INSIDE, 5000, OUTSIDE, 4000, b"x")[..20].to_vec(),
+        ] {
+            let before = p.clone();
+            assert_eq!(nat.hairpin(&mut p, false, &pool(), 7 * S), Ok(false));
+            assert_eq!(p, before);
+        }
+        // A dead mapping is no destination.
+        let mut p = udp(INSIDE, 5000, OUTSIDE, 4000, b"late");
+        assert!(!nat.is_mapped(17, a, 400 * S));
+        assert_eq!(nat.hairpin(&mut p, false, &pool(), 400 * S), Ok(false));
+        check_invariants(&nat, 400 * S);
+    }
+
+    #[test]
+    fn hairpinning_refuses_when_the_sender_cannot_be_mapped() {
+        let mut nat = Nat::new(1, Timeouts::default());
+        let mut p = udp(INSIDE, 4000, REMOTE, 53, b"x");
+        nat.outbound(&mut p, false, &pool(), S).unwrap();
+        let mut p = udp(INSIDE, 5000, OUTSIDE, 4000, b"x");
+        let before = p.clone();
+        assert_eq!(
+            nat.hairpin(&mut p, false, &pool(), S),
+            Err(NatDrop::TableFull)
+        );
+        assert_eq!(p, before);
+
+        let mut tiny = pool();
+        tiny.port_lo = 4000;
+        tiny.port_hi = 4000;
+        let mut nat = Nat::default();
+        let mut p = udp(INSIDE, 4000, REMOTE, 53, b"x");
+        nat.outbound(&mut p, false, &tiny, S).unwrap();
+        let mut p = udp(INSIDE, 5000, OUTSIDE, 4000, b"x");
+        assert_eq!(
+            nat.hairpin(&mut p, false, &tiny, S),
+            Err(NatDrop::PortsExhausted)
+        );
+        check_invariants(&nat, S);
+    }
+
+    #[test]
+    fn limits_hold_per_mapping_and_per_flow() {
+        // Four ports: four inside endpoints, each free to reach any number
+        // of remotes; a fifth endpoint finds no port.
+        let mut tiny = pool();
+        tiny.port_lo = 2000;
+        tiny.port_hi = 2003;
+        let mut nat = Nat::default();
+        for port in 0..4u16 {
+            for r in 1..=3u8 {
+                let mut p = udp(INSIDE, 5000 + port, [198, 51, 100, r], 53, b"x");
+                nat.outbound(&mut p, false, &tiny, S).unwrap();
+            }
+        }
+        assert_eq!((nat.len(), nat.map_by_outside.len()), (12, 4));
+        let mut p = udp(INSIDE, 6000, REMOTE, 53, b"x");
+        let before = p.clone();
+        assert_eq!(
+            nat.outbound(&mut p, false, &tiny, S),
+            Err(NatDrop::PortsExhausted)
+        );
+        assert_eq!(p, before);
+        check_invariants(&nat, S);
+
+        // The flow limit holds even for an endpoint already mapped.
+        let mut nat = Nat::new(2, Timeouts::default());
+        for r in 1..=2u8 {
+            let mut p = udp(INSIDE, 5000, [198, 51, 100, r], 53, b"x");
+            nat.outbound(&mut p, false, &pool(), S).unwrap();
+        }
+        let mut p = udp(INSIDE, 5000, [198, 51, 100, 3], 53, b"x");
+        assert_eq!(
+            nat.outbound(&mut p, false, &pool(), S),
+            Err(NatDrop::TableFull)
+        );
+        check_invariants(&nat, S);
+    }
+
+    #[test]
+    fn a_changed_pool_remaps_and_keeps_the_old_port_reserved() {
+        let mut nat = Nat::default();
+        let mut p = udp(INSIDE, 5000, REMOTE, 53, b"x");
+        let old = nat.outbound(&mut p, false, &pool(), S).unwrap();
+        let moved = Pool::new(1, [192, 0, 2, 77].into(), [192, 0, 2, 77].into()).unwrap();
+        let mut p = udp(INSIDE, 5000, [203, 0, 113, 5], 53, b"x");
+        let new = nat.outbound(&mut p, false, &moved, S).unwrap();
+        assert_eq!(new, ep([192, 0, 2, 77], 5000));
+        assert!(nat.is_mapped(17, old, S), "still the old flow's");
+        check_invariants(&nat, S);
+        // The old flow, seen again through the changed rule, moves too.
+        let mut p = udp(INSIDE, 5000, REMOTE, 53, b"x");
+        assert_eq!(nat.outbound(&mut p, false, &moved, S), Ok(new));
+        assert!(!nat.is_mapped(17, old, S), "freed with its last flow");
+        check_invariants(&nat, S);
     }
 
     #[test]
