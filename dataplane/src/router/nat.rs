@@ -7,23 +7,51 @@
 //! keyed by their ports, ICMP echo by its identifier (RFC 5508 §3.1), like
 //! Linux's conntrack and `MASQUERADE`.
 //!
+//! # Mappings and filtering (RFC 4787)
+//!
+//! - **Endpoint-independent mapping** (REQ-1). A *mapping* binds an inside
+//!   endpoint (protocol, address, port; for ICMP echo the identifier) to one
+//!   outside endpoint, per SNAT rule. Every flow from that inside endpoint
+//!   through the rule uses it, whatever the remote endpoint, as long as any
+//!   of them lives; an outside (protocol, address, port) belongs to at most
+//!   one inside endpoint at a time. The outside address is chosen from the
+//!   pool by a hash of the inside address, so one host keeps one outside
+//!   address ("paired", REQ-2). The outside port is the inside one when that
+//!   is free (port preservation, as Linux does), else the first free one
+//!   from a hash-derived start in the pool's port range, trying at most
+//!   [`MAX_PORT_TRIES`] ports so a crowded pool cannot make one packet loop
+//!   over 64 k ports. ICMP identifiers are treated like ports over their
+//!   whole 16-bit range. So a pool address carries up to one mapping per
+//!   port and protocol (about 64 k inside endpoints), each with any number
+//!   of flows.
+//! - **Address- and port-dependent filtering** (REQ-8). A packet from
+//!   outside is translated only if it is a reply of a flow: it comes from
+//!   a remote endpoint the inside endpoint sent to. Being mapped is not
+//!   enough.
+//! - **Hairpinning** (REQ-9). An inside host may reach another inside
+//!   endpoint, or itself from another port, through its outside endpoint:
+//!   [`Nat::hairpin`] gives the packet the sender's outside source (its
+//!   mapping, created if need be) and the target's inside destination, so
+//!   each side sees the other's outside endpoint, as a remote would.
+//!   Hairpinned packets come from inside and are not filtered.
+//! - **Lifetime.** A mapping lives while at least one of its flows lives: it
+//!   counts the flows that refer to it and is freed with the last (expiry,
+//!   [`Nat::flush_rule`], remapping); its expiry is the latest of its flows'.
+//!   A flow whose timer is shortened (FIN, RST) lowers its mapping's expiry
+//!   only when it is the mapping's only flow; among several, the mapping
+//!   may outlive its flows until the sweep removes them.
+//!
 //! # The table
 //!
 //! Flows live in a slab (`Vec<Conn>` with a free list), found through two
 //! hash maps of small keys: the inside tuple (protocol, inside address and
 //! port, remote address and port) for outbound packets, and the tuple a reply
-//! carries (protocol, remote, outside) for inbound ones. A packet of a known
-//! flow costs one map lookup and a rewrite.
+//! carries (protocol, remote, outside) for inbound ones. Mappings live in a
+//! second slab, found by (protocol, inside endpoint, rule) when a flow is
+//! created and by (protocol, outside endpoint) when an outside port is
+//! chosen or a packet is hairpinned; a flow holds its mapping's index. A
+//! packet of a known flow costs one map lookup and a rewrite.
 //!
-//! - **Mapping.** The outside address is chosen from the pool by a hash of
-//!   the inside address, so one host keeps one outside address ("paired",
-//!   RFC 4787 REQ-2). The outside port is the inside one when that is free for
-//!   this remote endpoint (as Linux does), else the first free one from a
-//!   hash-derived start in the pool's port range, trying at most
-//!   [`MAX_PORT_TRIES`] ports so a crowded pool cannot make one packet loop
-//!   over 64 k ports. A port is reused for different remote endpoints, so a
-//!   pool address carries up to 64 k flows per remote endpoint, not in total.
-//!   ICMP identifiers are treated like ports over their whole 16-bit range.
 //! - **Timeouts** (time is an argument, nanoseconds of the caller's clock):
 //!   TCP established 7440 s (RFC 5382 REQ-5: at least 2 h 4 min), TCP
 //!   opening and closing 240 s (REQ-5's 4 minutes), after an RST 10 s; UDP
@@ -31,11 +59,14 @@
 //!   REQ-1). An expired flow is dead at once, whether or not a sweep removed
 //!   it: a lookup that finds one removes it. [`Nat::expire`] sweeps a bounded
 //!   slice of the slab per call, so the caller's timer keeps the table clean
-//!   without a long pause.
-//! - **Bounds.** At most `max_conns` flows (default [`DEFAULT_MAX_CONNS`]);
-//!   a new flow beyond that, or one for which no port is free, is refused
-//!   with a reason the caller counts as a drop. Memory is about 110 bytes a
-//!   flow (slab entry plus two map entries at the maps' load).
+//!   without a long pause. A mapping found dead is unlinked from its maps at
+//!   once; its slot is reused once its dead flows are gone.
+//! - **Bounds.** At most `max_conns` flows (default [`DEFAULT_MAX_CONNS`]),
+//!   and at most as many mappings, since each has a flow; a new flow beyond
+//!   that, or one for which no port is free, is refused with a reason the
+//!   caller counts as a drop. Memory is about 125 bytes a flow and 115 a
+//!   mapping (slab entry plus two map entries at the maps' load), so at
+//!   most about 240 bytes a flow when every flow has its own mapping.
 //!
 //! # Checksums
 //!
@@ -319,6 +350,8 @@ struct Conn {
     rule: u32,
     /// Clock reading at which it dies if idle; 0 marks a free slab slot.
     expires: u64,
+    /// Its mapping's slab index.
+    map: u32,
 }
 
 impl Conn {
@@ -331,6 +364,44 @@ impl Conn {
     }
 }
 
+/// An endpoint-independent mapping: the outside endpoint every flow of one
+/// inside endpoint through one rule uses.
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    proto: u8,
+    inside: Endpoint,
+    outside: Endpoint,
+    rule: u32,
+    /// Flows in the table that use it, dead ones not yet removed included;
+    /// 0 marks a free slab slot.
+    refs: u32,
+    /// Clock reading at which it dies: at least every one of its flows'.
+    expires: u64,
+    /// Still the one new flows of its inside endpoint and rule get (false
+    /// once the rule's pool no longer holds its address, or it died).
+    attached: bool,
+}
+
+impl Mapping {
+    fn in_key(&self) -> Key {
+        map_in_key(self.proto, self.inside, self.rule)
+    }
+
+    fn out_key(&self) -> Key {
+        map_out_key(self.proto, self.outside)
+    }
+}
+
+/// The key of the mapping of an inside endpoint through a rule.
+fn map_in_key(proto: u8, inside: Endpoint, rule: u32) -> Key {
+    Key::new(inside, Endpoint { ip: rule, port: 0 }, proto)
+}
+
+/// The key of the mapping holding an outside endpoint.
+fn map_out_key(proto: u8, outside: Endpoint) -> Key {
+    Key::new(outside, Endpoint { ip: 0, port: 0 }, proto)
+}
+
 /// The SNAT flow table.
 #[derive(Debug)]
 pub struct Nat {
@@ -338,6 +409,12 @@ pub struct Nat {
     free: Vec<u32>,
     by_inside: HashMap<Key, u32, KeyHash>,
     by_outside: HashMap<Key, u32, KeyHash>,
+    maps: Vec<Mapping>,
+    maps_free: Vec<u32>,
+    /// Attached mappings by (protocol, inside endpoint, rule).
+    map_by_inside: HashMap<Key, u32, KeyHash>,
+    /// Mappings by (protocol, outside endpoint).
+    map_by_outside: HashMap<Key, u32, KeyHash>,
     max_conns: usize,
     timeouts: Timeouts,
     /// Where the next [`Nat::expire`] continues.
@@ -376,6 +453,10 @@ impl Nat {
             free: Vec::new(),
             by_inside: HashMap::with_hasher(KeyHash(seed)),
             by_outside: HashMap::with_hasher(KeyHash(seed.rotate_left(32))),
+            maps: Vec::new(),
+            maps_free: Vec::new(),
+            map_by_inside: HashMap::with_hasher(KeyHash(seed.rotate_left(16))),
+            map_by_outside: HashMap::with_hasher(KeyHash(seed.rotate_left(48))),
             max_conns,
             timeouts,
             sweep_at: 0,
@@ -419,6 +500,78 @@ impl Nat {
             }
             _ => return Err(NatDrop::Unsupported),
         };
+        let idx = self.track_out(&p, inside_port, remote_port, pool, now)?;
+        let outside = self.conns[idx].outside;
+        rewrite(pkt, &p, partial, true, outside);
+        Ok(outside)
+    }
+
+    /// Hairpins a TCP or UDP packet from an inside host (`pkt` starts at the
+    /// IP header) addressed to a live mapping's outside endpoint (RFC 4787
+    /// REQ-9): the source becomes the sender's outside endpoint, as
+    /// [`Nat::outbound`] through `pool` would make it (creating or
+    /// refreshing the sender's flow and mapping), and the destination the
+    /// mapping's inside endpoint; returns `Ok(true)`, and the packet is to be
+    /// routed to the inside host. No filtering applies: the packet comes
+    /// from inside. If the target's flow towards the sender's outside
+    /// endpoint exists, the packet counts as its reply.
+    ///
+    /// Anything else (another protocol, a destination no live mapping
+    /// holds, a fragment or a packet too malformed to read its ports) is
+    /// left untouched: `Ok(false)`. The errors are [`Nat::outbound`]'s for
+    /// a sender's flow that cannot be created; the packet is then unchanged.
+    pub fn hairpin(
+        &mut self,
+        pkt: &mut [u8],
+        partial: bool,
+        pool: &Pool,
+        now: u64,
+    ) -> Result<bool, NatDrop> {
+        let Ok(p) = parse(pkt) else {
+            return Ok(false);
+        };
+        if !matches!(p.proto, PROTO_TCP | PROTO_UDP) {
+            return Ok(false);
+        }
+        let dst = Endpoint {
+            ip: p.dst,
+            port: p.dport,
+        };
+        let Some(m) = self.find_map(false, &map_out_key(p.proto, dst), now) else {
+            return Ok(false);
+        };
+        let target = self.maps[m].inside;
+        let idx = self.track_out(&p, p.sport, p.dport, pool, now)?;
+        let source = self.conns[idx].outside;
+        // The target's flow to the sender, as its replies would find it.
+        if let Some(j) = self.find(false, &Key::new(source, dst, p.proto), now) {
+            self.track_in(j, &p, now);
+        }
+        rewrite(pkt, &p, partial, true, source);
+        rewrite(pkt, &p, partial, false, target);
+        Ok(true)
+    }
+
+    /// Whether a live mapping holds the outside endpoint `outside` for
+    /// protocol `proto` (6 TCP, 17 UDP, 1 ICMP echo with the identifier as
+    /// port): a packet from inside to it is for [`Nat::hairpin`]. Changes
+    /// nothing.
+    pub fn is_mapped(&self, proto: u8, outside: Endpoint, now: u64) -> bool {
+        self.map_by_outside
+            .get(&map_out_key(proto, outside))
+            .is_some_and(|&m| self.maps[m as usize].expires > now)
+    }
+
+    /// Finds or creates the flow of an outbound packet and tracks the packet
+    /// on it; returns the flow's index.
+    fn track_out(
+        &mut self,
+        p: &Parsed,
+        inside_port: u16,
+        remote_port: u16,
+        pool: &Pool,
+        now: u64,
+    ) -> Result<usize, NatDrop> {
         let key = Tuple {
             a: Endpoint {
                 ip: p.src,
@@ -431,24 +584,51 @@ impl Nat {
             proto: p.proto,
         };
         let idx = match self.find(true, &key.key(), now) {
-            // A flow of another rule (the rules changed under it) is
-            // remapped from this rule's pool.
-            Some(i) if pool.contains(self.conns[i].outside.ip) => i,
+            Some(i) if self.usable(i, pool) => i,
+            // A flow of another rule or pool (the rules changed under it)
+            // is remapped from this rule's pool.
             Some(i) => {
                 self.remove(i);
                 self.create(key, pool, now)?
             }
             None => self.create(key, pool, now)?,
         };
-        let t = self.timeouts;
+        if p.proto == PROTO_TCP {
+            tcp_track(&mut self.conns[idx], p.tcp_flags, true);
+        }
+        self.touch(idx, now);
+        Ok(idx)
+    }
+
+    /// Tracks an inbound packet (a reply) on flow `idx`.
+    fn track_in(&mut self, idx: usize, p: &Parsed, now: u64) {
         let c = &mut self.conns[idx];
         if p.proto == PROTO_TCP {
-            tcp_track(c, p.tcp_flags, true);
+            tcp_track(c, p.tcp_flags, false);
+        } else {
+            c.state = State::Established;
         }
-        c.expires = expiry(now, timeout(&t, c));
-        let outside = c.outside;
-        rewrite(pkt, &p, partial, true, outside);
-        Ok(outside)
+        self.touch(idx, now);
+    }
+
+    /// Whether live flow `i` may carry packets through `pool`: same rule,
+    /// and its mapping still the rule's, in the pool.
+    fn usable(&self, i: usize, pool: &Pool) -> bool {
+        let c = &self.conns[i];
+        c.rule == pool.rule && pool.contains(c.outside.ip) && self.maps[c.map as usize].attached
+    }
+
+    /// Restarts flow `idx`'s idle timer for its state, and its mapping's.
+    fn touch(&mut self, idx: usize, now: u64) {
+        let c = &mut self.conns[idx];
+        c.expires = expiry(now, timeout(&self.timeouts, c));
+        let e = c.expires;
+        let m = &mut self.maps[c.map as usize];
+        // A shorter timer lowers the mapping's only when no other flow may
+        // need the longer one.
+        if e > m.expires || m.refs == 1 {
+            m.expires = e;
+        }
     }
 
     /// Translates an inbound IPv4 packet if it is a reply of a tracked flow:
@@ -482,15 +662,8 @@ impl Nat {
         let Some(idx) = self.find(false, &key.key(), now) else {
             return Ok(Inbound::NotTranslated);
         };
-        let t = self.timeouts;
-        let c = &mut self.conns[idx];
-        if p.proto == PROTO_TCP {
-            tcp_track(c, p.tcp_flags, false);
-        } else {
-            c.state = State::Established;
-        }
-        c.expires = expiry(now, timeout(&t, c));
-        let inside = c.inside;
+        self.track_in(idx, &p, now);
+        let inside = self.conns[idx].inside;
         rewrite(pkt, &p, partial, false, inside);
         Ok(Inbound::Translated)
     }
@@ -641,7 +814,10 @@ impl Nat {
                 return Err(NatDrop::TableFull);
             }
         }
-        let outside = self.pick_outside(&key, pool, now)?;
+        let m = self.mapping(&key, pool, now)?;
+        // Held from here, so nothing below can free it.
+        self.maps[m].refs += 1;
+        let outside = self.maps[m].outside;
         let conn = Conn {
             proto: key.proto,
             inside: key.a,
@@ -652,7 +828,16 @@ impl Nat {
             fin_in: false,
             rule: pool.rule,
             expires: 1,
+            map: m as u32,
         };
+        // The reply key is free of live flows: the outside endpoint is this
+        // mapping's alone, and its inside endpoint has no live flow to this
+        // remote. A dead flow (of an earlier owner of the port) may hold it,
+        // or, if the caller's clock went back, one revived with its
+        // unlinked mapping: either goes, so the maps stay consistent.
+        if let Some(j) = self.find(false, &conn.in_key(), now) {
+            self.remove(j);
+        }
         let idx = match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = conn;
@@ -668,11 +853,71 @@ impl Nat {
         Ok(idx)
     }
 
-    /// An outside endpoint no live flow to `key`'s remote endpoint uses.
-    fn pick_outside(&mut self, key: &Tuple, pool: &Pool, now: u64) -> Result<Endpoint, NatDrop> {
+    /// The live mapping in `map_by_inside` (`inside`) or `map_by_outside`
+    /// under `key`; a dead one is unlinked on the way.
+    fn find_map(&mut self, inside: bool, key: &Key, now: u64) -> Option<usize> {
+        let map = if inside {
+            &self.map_by_inside
+        } else {
+            &self.map_by_outside
+        };
+        let m = *map.get(key)? as usize;
+        if self.maps[m].expires <= now {
+            self.unlink_map(m);
+            return None;
+        }
+        Some(m)
+    }
+
+    /// The mapping a new flow `key` through `pool` uses: its inside
+    /// endpoint's, or a new one with a free outside endpoint.
+    fn mapping(&mut self, key: &Tuple, pool: &Pool, now: u64) -> Result<usize, NatDrop> {
+        let in_key = map_in_key(key.proto, key.a, pool.rule);
+        if let Some(m) = self.find_map(true, &in_key, now) {
+            if pool.contains(self.maps[m].outside.ip) {
+                return Ok(m);
+            }
+            // The rule's pool changed under it: its flows keep the old
+            // outside endpoint (still reserved), new ones get a new one.
+            self.map_by_inside.remove(&in_key);
+            self.maps[m].attached = false;
+        }
+        let outside = self.pick_outside(key.proto, key.a, pool, now)?;
+        let mapping = Mapping {
+            proto: key.proto,
+            inside: key.a,
+            outside,
+            rule: pool.rule,
+            refs: 0,
+            expires: expiry(now, 1),
+            attached: true,
+        };
+        let m = match self.maps_free.pop() {
+            Some(i) => {
+                self.maps[i as usize] = mapping;
+                i as usize
+            }
+            None => {
+                self.maps.push(mapping);
+                self.maps.len() - 1
+            }
+        };
+        self.map_by_inside.insert(in_key, m as u32);
+        self.map_by_outside.insert(mapping.out_key(), m as u32);
+        Ok(m)
+    }
+
+    /// An outside endpoint for `inside` no live mapping holds.
+    fn pick_outside(
+        &mut self,
+        proto: u8,
+        inside: Endpoint,
+        pool: &Pool,
+        now: u64,
+    ) -> Result<Endpoint, NatDrop> {
         let span = u64::from(pool.last - pool.first) + 1;
-        let ip = pool.first + (mix(u64::from(key.a.ip)) % span) as u32;
-        let (lo, hi) = if key.proto == PROTO_ICMP {
+        let ip = pool.first + (mix(u64::from(inside.ip)) % span) as u32;
+        let (lo, hi) = if proto == PROTO_ICMP {
             (0u16, u16::MAX)
         } else {
             (
@@ -681,21 +926,34 @@ impl Nat {
             )
         };
         let range = u32::from(hi - lo) + 1;
-        let seed = mix(u64::from(key.a.ip) << 32
-            | u64::from(key.a.port) << 16
-            | u64::from(key.b.port) ^ u64::from(key.b.ip).rotate_left(40));
-        let base = (seed % u64::from(range)) as u32;
-        // The inside port first, then a walk from a hashed start: linear
-        // probing, so flows that collided on one port spread out.
+        let seed = mix(u64::from(inside.ip) << 24 | u64::from(inside.port) << 8 | u64::from(proto));
+        // The inside port first, then ports scattered by hashes of the
+        // endpoint (all of a range no larger than the tries, in turn): not
+        // a walk, which a block of preserved ports (many hosts using the
+        // same ephemeral ports) would hold for longer than the tries last.
         let preferred = (lo..=hi)
-            .contains(&key.a.port)
-            .then(|| u32::from(key.a.port - lo));
-        let walk = (0..MAX_PORT_TRIES.min(range)).map(|k| (base + k) % range);
-        for off in preferred.into_iter().chain(walk) {
-            let port = lo + off as u16;
-            let probe = Key::new(key.b, Endpoint { ip, port }, key.proto);
-            if self.find(false, &probe, now).is_none() {
-                return Ok(Endpoint { ip, port });
+            .contains(&inside.port)
+            .then(|| u32::from(inside.port - lo));
+        let probe = move |k: u32| {
+            if range <= MAX_PORT_TRIES {
+                (seed as u32).wrapping_add(k) % range
+            } else {
+                (mix(seed ^ u64::from(k)) % u64::from(range)) as u32
+            }
+        };
+        for off in preferred
+            .into_iter()
+            .chain((0..MAX_PORT_TRIES.min(range)).map(probe))
+        {
+            let outside = Endpoint {
+                ip,
+                port: lo + off as u16,
+            };
+            if self
+                .find_map(false, &map_out_key(proto, outside), now)
+                .is_none()
+            {
+                return Ok(outside);
             }
         }
         Err(NatDrop::PortsExhausted)
@@ -710,6 +968,26 @@ impl Nat {
         self.by_outside.remove(&c.in_key());
         self.conns[i].expires = 0;
         self.free.push(i as u32);
+        let m = c.map as usize;
+        let mapping = &mut self.maps[m];
+        mapping.refs = mapping.refs.saturating_sub(1);
+        if mapping.refs == 0 {
+            self.unlink_map(m);
+            self.maps_free.push(m as u32);
+        }
+    }
+
+    /// Takes mapping `m` out of the maps (where they still lead to it).
+    fn unlink_map(&mut self, m: usize) {
+        let mapping = &mut self.maps[m];
+        mapping.attached = false;
+        let (in_key, out_key) = (mapping.in_key(), mapping.out_key());
+        if self.map_by_inside.get(&in_key) == Some(&(m as u32)) {
+            self.map_by_inside.remove(&in_key);
+        }
+        if self.map_by_outside.get(&out_key) == Some(&(m as u32)) {
+            self.map_by_outside.remove(&out_key);
+        }
     }
 }
 
@@ -1002,639 +1280,4 @@ impl Delta {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_rng::Rng;
-    use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
-
-    const S: u64 = NS_PER_S;
-    const INSIDE: [u8; 4] = [10, 0, 0, 2];
-    const REMOTE: [u8; 4] = [198, 51, 100, 7];
-    const OUTSIDE: [u8; 4] = [192, 0, 2, 1];
-
-    fn pool() -> Pool {
-        Pool::new(1, OUTSIDE.into(), OUTSIDE.into()).unwrap()
-    }
-
-    fn tcp(
-        src: [u8; 4],
-        sport: u16,
-        dst: [u8; 4],
-        dport: u16,
-        flags: &str,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1000, 65535);
-        for f in flags.chars() {
-            b = match f {
-                'S' => b.syn(),
-                'A' => b.ack(1),
-                'F' => b.fin(),
-                'R' => b.rst(),
-                'P' => b.psh(),
-                _ => b,
-            };
-        }
-        let mut v = Vec::new();
-        b.write(&mut v, payload).unwrap();
-        v
-    }
-
-    fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        PacketBuilder::ipv4(src, dst, 64)
-            .udp(sport, dport)
-            .write(&mut v, payload)
-            .unwrap();
-        v
-    }
-
-    fn echo(src: [u8; 4], dst: [u8; 4], reply: bool, id: u16) -> Vec<u8> {
-        let mut v = Vec::new();
-        let b = PacketBuilder::ipv4(src, dst, 64);
-        let b = if reply {
-            b.icmpv4_echo_reply(id, 1)
-        } else {
-            b.icmpv4_echo_request(id, 1)
-        };
-        b.write(&mut v, b"ping").unwrap();
-        v
-    }
-
-    /// Checks every checksum in `pkt` from scratch and returns (src, sport,
-    /// dst, dport) with ICMP's identifier as both ports.
-    fn check(pkt: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
-        let s = SlicedPacket::from_ip(pkt).unwrap();
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
-            panic!("not ipv4")
-        };
-        let h = ip.header().to_header();
-        assert_eq!(h.header_checksum, h.calc_header_checksum(), "ip checksum");
-        let (src, dst) = (h.source, h.destination);
-        let payload = ip.payload().payload;
-        match s.transport.unwrap() {
-            TransportSlice::Tcp(t) => {
-                let th = t.to_header();
-                assert_eq!(
-                    th.checksum,
-                    th.calc_checksum_ipv4(&h, t.payload()).unwrap(),
-                    "tcp checksum"
-                );
-                (src, th.source_port, dst, th.destination_port)
-            }
-            TransportSlice::Udp(u) => {
-                let uh = u.to_header();
-                if uh.checksum != 0 {
-                    assert_eq!(
-                        uh.checksum,
-                        uh.calc_checksum_ipv4(&h, u.payload()).unwrap(),
-                        "udp checksum"
-                    );
-                }
-                (src, uh.source_port, dst, uh.destination_port)
-            }
-            TransportSlice::Icmpv4(i) => {
-                let ih = i.header();
-                assert_eq!(
-                    ih.checksum,
-                    ih.icmp_type.calc_checksum(i.payload()),
-                    "icmp checksum"
-                );
-                let id = match ih.icmp_type {
-                    Icmpv4Type::EchoRequest(IcmpEchoHeader { id, .. })
-                    | Icmpv4Type::EchoReply(IcmpEchoHeader { id, .. }) => id,
-                    other => panic!("unexpected {other:?}"),
-                };
-                let _ = payload;
-                (src, id, dst, id)
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn tcp_flow_out_and_back() {
-        let mut nat = Nat::default();
-        let mut syn = tcp(INSIDE, 40000, REMOTE, 80, "S", b"");
-        let out = nat.outbound(&mut syn, false, &pool(), 10 * S).unwrap();
-        assert_eq!(
-            out,
-            Endpoint {
-                ip: u32::from_be_bytes(OUTSIDE),
-                port: 40000
-            },
-            "keeps the port"
-        );
-        assert_eq!(check(&syn), (OUTSIDE, 40000, REMOTE, 80));
-
-        let mut synack = tcp(REMOTE, 80, OUTSIDE, 40000, "SA", b"");
-        assert_eq!(
-            nat.inbound(&mut synack, false, 11 * S),
-            Ok(Inbound::Translated)
-        );
-        assert_eq!(check(&synack), (REMOTE, 80, INSIDE, 40000));
-
-        let info: Vec<_> = nat.conns(11 * S).collect();
-        assert_eq!(info.len(), 1);
-        assert_eq!(info[0].proto, "tcp");
-        assert_eq!(info[0].state, State::Established);
-        assert_eq!(info[0].expires_s, 7440);
-        assert_eq!(info[0].inside.to_string(), "10.0.0.2:40000");
-        assert_eq!(info[0].outside.to_string(), "192.0.2.1:40000");
-        assert_eq!(info[0].remote.to_string(), "198.51.100.7:80");
-
-        // Data both ways, then FIN both ways.
-        let mut data = tcp(INSIDE, 40000, REMOTE, 80, "AP", b"GET / HTTP/1.0\r\n\r\n");
-        nat.outbound(&mut data, false, &pool(), 12 * S).unwrap();
-        assert_eq!(check(&data), (OUTSIDE, 40000, REMOTE, 80));
-        let mut fin = tcp(INSIDE, 40000, REMOTE, 80, "AF", b"");
-        nat.outbound(&mut fin, false, &pool(), 13 * S).unwrap();
-        assert_eq!(nat.conns(13 * S).next().unwrap().state, State::FinWait);
-        let mut fin2 = tcp(REMOTE, 80, OUTSIDE, 40000, "AF", b"odd");
-        assert_eq!(
-            nat.inbound(&mut fin2, false, 14 * S),
-            Ok(Inbound::Translated)
-        );
-        assert_eq!(check(&fin2), (REMOTE, 80, INSIDE, 40000));
-        let c = nat.conns(14 * S).next().unwrap();
-        assert_eq!((c.state, c.expires_s), (State::TimeWait, 240));
-        assert!(nat.conns(14 * S + 240 * S).next().is_none(), "expired");
-    }
-
-    #[test]
-    fn udp_and_icmp_flows() {
-        let mut nat = Nat::default();
-        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"query?");
-        nat.outbound(&mut q, false, &pool(), S).unwrap();
-        assert_eq!(check(&q), (OUTSIDE, 5353, REMOTE, 53));
-        let mut a = udp(REMOTE, 53, OUTSIDE, 5353, b"answer!");
-        assert_eq!(nat.inbound(&mut a, false, 2 * S), Ok(Inbound::Translated));
-        assert_eq!(check(&a), (REMOTE, 53, INSIDE, 5353));
-
-        let mut ping = echo(INSIDE, REMOTE, false, 77);
-        nat.outbound(&mut ping, false, &pool(), 3 * S).unwrap();
-        assert_eq!(check(&ping), (OUTSIDE, 77, REMOTE, 77));
-        let mut pong = echo(REMOTE, OUTSIDE, true, 77);
-        assert_eq!(
-            nat.inbound(&mut pong, false, 4 * S),
-            Ok(Inbound::Translated)
-        );
-        assert_eq!(check(&pong), (REMOTE, 77, INSIDE, 77));
-
-        let mut by_proto: Vec<_> = nat.conns(4 * S).map(|c| (c.proto, c.expires_s)).collect();
-        by_proto.sort();
-        assert_eq!(by_proto, [("icmp", 60), ("udp", 298)]);
-
-        // A reply after the timeout finds nothing.
-        let mut late = udp(REMOTE, 53, OUTSIDE, 5353, b"late");
-        let before = late.clone();
-        assert_eq!(
-            nat.inbound(&mut late, false, 2 * S + 300 * S),
-            Ok(Inbound::NotTranslated)
-        );
-        assert_eq!(late, before, "untouched");
-        assert_eq!(
-            nat.len(),
-            1,
-            "the expired UDP flow was removed by the lookup"
-        );
-        assert_eq!(
-            nat.conns(302 * S).count(),
-            0,
-            "the ICMP one is dead, not yet swept"
-        );
-    }
-
-    #[test]
-    fn udp_without_checksum_stays_without() {
-        let mut nat = Nat::default();
-        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"query?");
-        q[20 + 6] = 0;
-        q[20 + 7] = 0;
-        nat.outbound(&mut q, false, &pool(), S).unwrap();
-        assert_eq!(&q[26..28], &[0, 0]);
-        assert_eq!(check(&q), (OUTSIDE, 5353, REMOTE, 53));
-    }
-
-    #[test]
-    fn unsolicited_inbound_is_untouched() {
-        let mut nat = Nat::default();
-        for mut p in [
-            tcp(REMOTE, 80, OUTSIDE, 40000, "S", b""),
-            echo(REMOTE, OUTSIDE, false, 1),
-            udp(REMOTE, 1, OUTSIDE, 2, b""),
-        ] {
-            let before = p.clone();
-            assert_eq!(nat.inbound(&mut p, false, S), Ok(Inbound::NotTranslated));
-            assert_eq!(p, before);
-        }
-        // A reply from another remote endpoint than the flow's is not the
-        // flow's (address- and port-dependent filtering).
-        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"q");
-        nat.outbound(&mut q, false, &pool(), S).unwrap();
-        let mut other = udp(REMOTE, 54, OUTSIDE, 5353, b"a");
-        assert_eq!(
-            nat.inbound(&mut other, false, S),
-            Ok(Inbound::NotTranslated)
-        );
-        let mut other = udp([203, 0, 113, 9], 53, OUTSIDE, 5353, b"a");
-        assert_eq!(
-            nat.inbound(&mut other, false, S),
-            Ok(Inbound::NotTranslated)
-        );
-    }
-
-    #[test]
-    fn port_collisions_get_other_ports_and_replies_find_their_flow() {
-        let mut nat = Nat::default();
-        // Two inside hosts use the same source port to the same remote.
-        let hosts = [[10, 0, 0, 2], [10, 0, 0, 3], [10, 0, 0, 4]];
-        let mut outs = Vec::new();
-        for h in hosts {
-            let mut p = udp(h, 40000, REMOTE, 53, b"x");
-            outs.push(nat.outbound(&mut p, false, &pool(), S).unwrap());
-        }
-        assert_eq!(outs[0].port, 40000);
-        assert!(outs[1].port != 40000 && outs[2].port != 40000 && outs[1].port != outs[2].port);
-        for (h, o) in hosts.iter().zip(&outs) {
-            let mut r = udp(REMOTE, 53, OUTSIDE, o.port, b"y");
-            assert_eq!(nat.inbound(&mut r, false, S), Ok(Inbound::Translated));
-            assert_eq!(check(&r), (REMOTE, 53, *h, 40000));
-        }
-        // The same port to another remote endpoint is reused.
-        let mut p = udp([10, 0, 0, 3], 40000, [203, 0, 113, 1], 53, b"x");
-        assert_eq!(nat.outbound(&mut p, false, &pool(), S).unwrap().port, 40000);
-    }
-
-    #[test]
-    fn pool_of_addresses_keeps_a_host_on_one_address() {
-        let pool = Pool::new(1, [192, 0, 2, 10].into(), [192, 0, 2, 13].into()).unwrap();
-        let mut nat = Nat::default();
-        let mut seen = std::collections::HashSet::new();
-        for host in 1..=40u8 {
-            let mut first = None;
-            for port in [1000u16, 2000, 3000] {
-                let mut p = udp([10, 0, 1, host], port, REMOTE, 53, b"x");
-                let o = nat.outbound(&mut p, false, &pool, S).unwrap();
-                assert!(pool.contains(o.ip));
-                assert_eq!(*first.get_or_insert(o.ip), o.ip, "one address per host");
-            }
-            seen.insert(first.unwrap());
-        }
-        assert!(seen.len() > 1, "hosts spread over the pool");
-    }
-
-    #[test]
-    fn limits_refuse_new_flows_and_count() {
-        let mut nat = Nat::new(2, Timeouts::default());
-        for port in [1, 2] {
-            let mut p = udp(INSIDE, port, REMOTE, 53, b"x");
-            nat.outbound(&mut p, false, &pool(), S).unwrap();
-        }
-        let mut p = udp(INSIDE, 3, REMOTE, 53, b"x");
-        let before = p.clone();
-        assert_eq!(
-            nat.outbound(&mut p, false, &pool(), S),
-            Err(NatDrop::TableFull)
-        );
-        assert_eq!(p, before);
-        // Known flows still pass; after expiry there is room again.
-        let mut p1 = udp(INSIDE, 1, REMOTE, 53, b"x");
-        assert!(nat.outbound(&mut p1, false, &pool(), 2 * S).is_ok());
-        assert!(nat.outbound(&mut p, false, &pool(), 302 * S).is_ok());
-
-        // A pool of four ports, all taken for this remote endpoint.
-        let mut tiny = pool();
-        tiny.port_lo = 2000;
-        tiny.port_hi = 2003;
-        let mut nat = Nat::default();
-        for port in 0..4u16 {
-            let mut p = udp(INSIDE, 5000 + port, REMOTE, 53, b"x");
-            let o = nat.outbound(&mut p, false, &tiny, S).unwrap();
-            assert!((2000..=2003).contains(&o.port));
-        }
-        let mut p = udp(INSIDE, 6000, REMOTE, 53, b"x");
-        assert_eq!(
-            nat.outbound(&mut p, false, &tiny, S),
-            Err(NatDrop::PortsExhausted)
-        );
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_translate() {
-        let mut nat = Nat::default();
-        let mut frag = udp(INSIDE, 1, REMOTE, 2, b"x");
-        frag[6] = 0x20; // MF
-        assert_eq!(
-            nat.outbound(&mut frag, false, &pool(), S),
-            Err(NatDrop::Fragment)
-        );
-        let mut gre = udp(INSIDE, 1, REMOTE, 2, b"x");
-        gre[9] = 47;
-        assert_eq!(
-            nat.outbound(&mut gre, false, &pool(), S),
-            Err(NatDrop::Unsupported)
-        );
-        let mut reply = echo(INSIDE, REMOTE, true, 5);
-        assert_eq!(
-            nat.outbound(&mut reply, false, &pool(), S),
-            Err(NatDrop::Unsupported)
-        );
-        let mut short = tcp(INSIDE, 1, REMOTE, 2, "S", b"");
-        short.truncate(30);
-        short[2..4].copy_from_slice(&30u16.to_be_bytes());
-        assert_eq!(
-            nat.outbound(&mut short, false, &pool(), S),
-            Err(NatDrop::Malformed)
-        );
-        assert!(nat.is_empty());
-    }
-
-    #[test]
-    fn partial_checksum_gets_the_pseudo_header_only() {
-        // A sender's partial checksum: the folded pseudo-header sum.
-        fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u16 {
-            let mut s = 0u32;
-            for w in [src, dst] {
-                s += u32::from(u16::from_be_bytes([w[0], w[1]]));
-                s += u32::from(u16::from_be_bytes([w[2], w[3]]));
-            }
-            s += u32::from(proto) + u32::from(len);
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            s as u16
-        }
-        let mut nat = Nat::default();
-        let mut p = tcp(INSIDE, 40000, REMOTE, 80, "A", &[7u8; 100]);
-        let len = (p.len() - 20) as u16;
-        p[36..38].copy_from_slice(&pseudo(INSIDE, REMOTE, 6, len).to_be_bytes());
-        nat.outbound(&mut p, true, &pool(), S).unwrap();
-        assert_eq!(be16(&p, 36), pseudo(OUTSIDE, REMOTE, 6, len));
-        // Completing it (as an egress would) gives a valid packet.
-        let mut s = u32::from(be16(&p, 36));
-        for c in p[20..].chunks(2) {
-            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-        s -= u32::from(be16(&p, 36));
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        p[36..38].copy_from_slice(&(!(s as u16)).to_be_bytes());
-        assert_eq!(check(&p), (OUTSIDE, 40000, REMOTE, 80));
-    }
-
-    #[test]
-    fn rst_closes_quickly_and_syn_reopens() {
-        let mut nat = Nat::default();
-        let mut syn = tcp(INSIDE, 1234, REMOTE, 80, "S", b"");
-        nat.outbound(&mut syn, false, &pool(), S).unwrap();
-        let mut rst = tcp(REMOTE, 80, OUTSIDE, 1234, "RA", b"");
-        nat.inbound(&mut rst, false, S).unwrap();
-        let c = nat.conns(S).next().unwrap();
-        assert_eq!((c.state, c.expires_s), (State::Closed, 10));
-        let mut syn = tcp(INSIDE, 1234, REMOTE, 80, "S", b"");
-        nat.outbound(&mut syn, false, &pool(), 2 * S).unwrap();
-        let c = nat.conns(2 * S).next().unwrap();
-        assert_eq!((c.state, c.expires_s), (State::SynSent, 240));
-    }
-
-    #[test]
-    fn expire_sweeps_in_bounded_steps_and_flush_rule() {
-        let mut nat = Nat::default();
-        for port in 0..1000u16 {
-            let mut p = udp(INSIDE, 10000 + port, REMOTE, 53, b"x");
-            nat.outbound(&mut p, false, &pool(), S).unwrap();
-        }
-        let other = Pool { rule: 2, ..pool() };
-        for port in 0..10u16 {
-            let mut p = udp(INSIDE, 30000 + port, REMOTE, 53, b"x");
-            nat.outbound(&mut p, false, &other, 1000 * S).unwrap();
-        }
-        assert_eq!(nat.len(), 1010);
-        assert_eq!(nat.expire(400 * S, 100), 100);
-        let mut total = 100;
-        for _ in 0..20 {
-            total += nat.expire(400 * S, 100);
-        }
-        assert_eq!(total, 1000);
-        assert_eq!(nat.len(), 10);
-        assert_eq!(nat.flush_rule(2), 10);
-        assert!(nat.is_empty());
-    }
-
-    /// Random traffic of many flows, both ways: every translated packet's
-    /// checksums verify from scratch, every reply maps back to the flow's
-    /// inside endpoint, and the maps and slab stay consistent.
-    #[test]
-    fn random_flows_round_trip() {
-        for seed in 1..=4u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut nat = Nat::new(500, Timeouts::default());
-            let pool = Pool::new(1, [192, 0, 2, 1].into(), [192, 0, 2, 2].into()).unwrap();
-            let mut now = S;
-            for _ in 0..3000 {
-                now += rng.below(2 * S);
-                let inside = [10, 0, rng.below(2) as u8, 1 + rng.below(20) as u8];
-                let remote = [198, 51, 100, 1 + rng.below(3) as u8];
-                let sport = 1000 + rng.below(30) as u16;
-                let dport = [53u16, 80, 443][rng.index(3)];
-                let payload = vec![rng.next() as u8; rng.index(40)];
-                let mut p = match rng.below(3) {
-                    0 => tcp(
-                        inside,
-                        sport,
-                        remote,
-                        dport,
-                        ["S", "A", "AP", "AF"][rng.index(4)],
-                        &payload,
-                    ),
-                    1 => udp(inside, sport, remote, dport, &payload),
-                    _ => echo(inside, remote, false, sport),
-                };
-                let icmp = p[9] == 1;
-                let o = match nat.outbound(&mut p, false, &pool, now) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        assert_eq!(e, NatDrop::TableFull);
-                        continue;
-                    }
-                };
-                let (s, sp, d, dp) = check(&p);
-                assert_eq!((u32::from_be_bytes(s), sp), (o.ip, o.port));
-                assert_eq!((d, dp), (remote, if icmp { o.port } else { dport }));
-                let mut r = match p[9] {
-                    6 => tcp(remote, dport, s, sp, "A", &payload),
-                    17 => udp(remote, dport, s, sp, &payload),
-                    _ => echo(remote, s, true, sp),
-                };
-                assert_eq!(nat.inbound(&mut r, false, now), Ok(Inbound::Translated));
-                assert_eq!(
-                    check(&r),
-                    (remote, if icmp { sport } else { dport }, inside, sport)
-                );
-                if rng.chance(5) {
-                    nat.expire(now, 50);
-                }
-                assert_eq!(nat.by_inside.len(), nat.by_outside.len());
-                assert_eq!(
-                    nat.by_inside.len(),
-                    nat.conns.iter().filter(|c| c.expires != 0).count()
-                );
-            }
-        }
-    }
-
-    /// An ICMP error from `from` to `to` quoting `quote`, checksums valid.
-    fn icmp_error(from: [u8; 4], to: [u8; 4], t: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        PacketBuilder::ipv4(from, to, 64)
-            .icmpv4(t)
-            .write(&mut v, quote)
-            .unwrap();
-        v
-    }
-
-    /// Checks the outer IP and ICMP checksums of an error; returns its
-    /// addresses and the quote.
-    fn check_error(pkt: &[u8]) -> ([u8; 4], [u8; 4], Vec<u8>) {
-        let s = SlicedPacket::from_ip(pkt).unwrap();
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
-            panic!("not ipv4")
-        };
-        let h = ip.header().to_header();
-        assert_eq!(h.header_checksum, h.calc_header_checksum(), "ip checksum");
-        let Some(TransportSlice::Icmpv4(i)) = s.transport else {
-            panic!("not icmp")
-        };
-        let ih = i.header();
-        assert_eq!(
-            ih.checksum,
-            ih.icmp_type.calc_checksum(i.payload()),
-            "icmp checksum"
-        );
-        (h.source, h.destination, i.payload().to_vec())
-    }
-
-    fn frag_needed() -> Icmpv4Type {
-        Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
-        )
-    }
-
-    #[test]
-    fn icmp_errors_about_a_flow_are_translated_back() {
-        const ROUTER: [u8; 4] = [203, 0, 113, 1];
-        let mut nat = Nat::default();
-        // UDP: a whole quote, so its UDP checksum can be checked too.
-        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"query?");
-        nat.outbound(&mut q, false, &pool(), S).unwrap();
-        let mut err = icmp_error(ROUTER, OUTSIDE, frag_needed(), &q);
-        assert_eq!(nat.inbound(&mut err, false, 2 * S), Ok(Inbound::Translated));
-        let (src, dst, quote) = check_error(&err);
-        assert_eq!((src, dst), (ROUTER, INSIDE));
-        assert_eq!(
-            check(&quote),
-            (INSIDE, 5353, REMOTE, 53),
-            "the quote is the packet as sent"
-        );
-
-        // ICMP echo: traceroute's time exceeded about our ping.
-        let mut ping = echo([10, 0, 0, 3], REMOTE, false, 77);
-        // Take port 77 first so the ping's identifier must change.
-        let mut other = echo(INSIDE, REMOTE, false, 77);
-        nat.outbound(&mut other, false, &pool(), S).unwrap();
-        let o = nat.outbound(&mut ping, false, &pool(), S).unwrap();
-        assert_ne!(o.port, 77);
-        let ttl =
-            Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit);
-        let mut err = icmp_error(ROUTER, OUTSIDE, ttl, &ping);
-        assert_eq!(nat.inbound(&mut err, false, 2 * S), Ok(Inbound::Translated));
-        let (_, dst, quote) = check_error(&err);
-        assert_eq!(dst, [10, 0, 0, 3]);
-        assert_eq!(check(&quote), ([10, 0, 0, 3], 77, REMOTE, 77));
-
-        // TCP, quoted with only the 8 bytes RFC 792 asks for: no checksum
-        // in the quote, ports and the quoted IP header still right.
-        let mut syn = tcp(INSIDE, 40000, REMOTE, 80, "S", b"");
-        nat.outbound(&mut syn, false, &pool(), S).unwrap();
-        let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &syn[..28]);
-        assert_eq!(nat.inbound(&mut err, false, 2 * S), Ok(Inbound::Translated));
-        let (_, dst, quote) = check_error(&err);
-        assert_eq!(dst, INSIDE);
-        let qh = etherparse::Ipv4Header::from_slice(&quote).unwrap().0;
-        assert_eq!(qh.header_checksum, qh.calc_header_checksum());
-        assert_eq!((qh.source, qh.destination), (INSIDE, REMOTE));
-        assert_eq!(be16(&quote, 20), 40000);
-        assert_eq!(
-            nat.conns(2 * S).find(|c| c.proto == "tcp").unwrap().state,
-            State::SynSent,
-            "an error is no reply"
-        );
-    }
-
-    #[test]
-    fn an_inside_hosts_error_about_a_reply_goes_out_translated() {
-        let mut nat = Nat::default();
-        let mut q = udp(INSIDE, 5353, REMOTE, 53, b"q");
-        nat.outbound(&mut q, false, &pool(), S).unwrap();
-        let mut late = udp(REMOTE, 53, OUTSIDE, 5353, b"late answer");
-        nat.inbound(&mut late, false, S).unwrap();
-        // The socket is gone: port unreachable about the reply it got.
-        let unreach =
-            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
-        let mut err = icmp_error(INSIDE, REMOTE, unreach, &late);
-        let o = nat.outbound(&mut err, false, &pool(), 2 * S).unwrap();
-        assert_eq!(o.ip, u32::from_be_bytes(OUTSIDE));
-        let (src, dst, quote) = check_error(&err);
-        assert_eq!((src, dst), (OUTSIDE, REMOTE));
-        assert_eq!(check(&quote), (REMOTE, 53, OUTSIDE, 5353));
-    }
-
-    #[test]
-    fn icmp_errors_about_no_flow_are_not_translated() {
-        let mut nat = Nat::default();
-        let stranger = udp(OUTSIDE, 999, REMOTE, 53, b"?");
-        let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &stranger);
-        let before = err.clone();
-        assert_eq!(nat.inbound(&mut err, false, S), Ok(Inbound::NotTranslated));
-        assert_eq!(err, before);
-        let stranger = udp(REMOTE, 53, INSIDE, 999, b"?");
-        let unreach =
-            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port);
-        let mut err = icmp_error(INSIDE, REMOTE, unreach, &stranger);
-        let before = err.clone();
-        assert_eq!(
-            nat.outbound(&mut err, false, &pool(), S),
-            Err(NatDrop::NoFlow)
-        );
-        assert_eq!(err, before);
-        // A quote too short to hold ports.
-        let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &stranger[..24]);
-        assert_eq!(nat.inbound(&mut err, false, S), Ok(Inbound::NotTranslated));
-    }
-
-    #[test]
-    fn delta_matches_full_recompute() {
-        let mut rng = Rng(7);
-        for _ in 0..10_000 {
-            let words: Vec<u16> = (0..8).map(|_| rng.next() as u16).collect();
-            let sum = |w: &[u16]| {
-                let mut s: u32 = w.iter().map(|&x| u32::from(x)).sum();
-                while s > 0xffff {
-                    s = (s & 0xffff) + (s >> 16);
-                }
-                !(s as u16)
-            };
-            let before = sum(&words);
-            let mut after = words.clone();
-            let i = rng.index(8);
-            after[i] = rng.next() as u16;
-            let d = Delta::default().replace16(words[i], after[i]);
-            let inc = !d.apply(!before);
-            // Ones'-complement has two zeros; compare as sums.
-            let full = sum(&after);
-            assert!(inc == full || (inc, full) == (0, 0xffff) || (inc, full) == (0xffff, 0));
-        }
-    }
-}
+mod tests;
