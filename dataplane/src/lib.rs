@@ -20,8 +20,8 @@ pub mod port;
 pub mod router;
 pub mod stats;
 pub mod sys;
-pub mod wire;
 #[cfg(test)]
 mod test_rng;
+pub mod wire;
 
 pub use mac::MacAddr;

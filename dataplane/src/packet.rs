@@ -469,7 +469,9 @@ mod tests {
 
     #[test]
     fn strip_tag_in_place() {
-        let mut eth = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00];
+        let mut eth = vec![
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00,
+        ];
         eth.extend_from_slice(&[0xcc; 46]);
         let mut f = Frame::from_bytes(&eth);
         f.set_vnet(&VnetHdr {

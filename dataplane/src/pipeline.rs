@@ -317,7 +317,17 @@ fn emit_orig(
     } = plan;
     for k in 0..orig.sent.len() {
         let (slot, rif) = orig.sent[k];
-        to_rif(fab, rif, &orig.frames, slot, now, stats, txq_orig, txq, dirty);
+        to_rif(
+            fab,
+            rif,
+            &orig.frames,
+            slot,
+            now,
+            stats,
+            txq_orig,
+            txq,
+            dirty,
+        );
     }
     for &(rif, r) in &orig.drops {
         if let Some(pid) = fab.router.rif(rif).map(|r| r.pid) {

@@ -100,8 +100,9 @@ drop_reasons! {
     /// Router: for the router itself, but neither ICMP echo nor a reply of a
     /// NAT flow.
     LocalUnsupported => "local_unsupported",
-    /// Router: an Ethernet type the router does not route (IPv6, ...).
-    NotIpv4 => "not_ipv4",
+    /// Router: an Ethernet type the router does not route (IPv6, ...): not
+    /// IPv4 or ARP.
+    NotIpv4 => "not_ip",
     /// Router: an ICMP error the rate limit suppressed (icmp_ratelimit).
     IcmpRateLimited => "icmp_rate_limited",
     /// SNAT: the flow table is full; new flows are refused.

@@ -344,7 +344,9 @@ impl EngineHandle {
         pcfg.netns = cfg.netns.clone();
         let (io, created, mac, mtu, ifname) = match cfg.kind {
             crate::config::RifType::Bridge => {
-                let mac = cfg.mac.unwrap_or_else(|| crate::router::rif::stable_mac(&cfg.name));
+                let mac = cfg
+                    .mac
+                    .unwrap_or_else(|| crate::router::rif::stable_mac(&cfg.name));
                 (
                     AnyPort::Internal(crate::port::internal::InternalPort::new()),
                     false,

@@ -434,7 +434,15 @@ impl Tables {
             Request::NatShow => {
                 let now = self.now_ns();
                 let mut rows: Vec<_> = self.router.nat.conns(now).collect();
-                rows.sort_by_key(|c| (c.proto, c.inside.ip, c.inside.port, c.remote.ip, c.remote.port));
+                rows.sort_by_key(|c| {
+                    (
+                        c.proto,
+                        c.inside.ip,
+                        c.inside.port,
+                        c.remote.ip,
+                        c.remote.port,
+                    )
+                });
                 Ok(Value::Array(
                     rows.iter()
                         .map(|c| {
@@ -847,7 +855,9 @@ impl Tables {
             RifKind::Svi { bridge, vlan } => {
                 self.attach[pid as usize] = Attach::Svi { bridge, rif: id };
                 let now = self.now_ns();
-                let b = self.bridges[bridge].as_mut().expect("index from bridge_idx");
+                let b = self.bridges[bridge]
+                    .as_mut()
+                    .expect("index from bridge_idx");
                 b.add_port(pid, crate::bridge::Member::internal(vlan));
                 b.set_port_up(pid, true, now);
                 if let Err(e) = b.fdb.add_static(vlan, mac, pid) {

@@ -208,7 +208,11 @@ impl Router {
             if r.addr.addr == addr.addr {
                 return Err(format!("address {} is already on {}", addr.addr, r.name));
             }
-            if addr.len < 32 && r.addr.len < 32 && r.addr.network() == addr.network() && r.addr.len == addr.len {
+            if addr.len < 32
+                && r.addr.len < 32
+                && r.addr.network() == addr.network()
+                && r.addr.len == addr.len
+            {
                 return Err(format!(
                     "subnet {}/{} is already on {} (one interface per subnet)",
                     addr.network(),
@@ -245,7 +249,8 @@ impl Router {
     /// flows. Returns it.
     pub fn del_rif(&mut self, id: RifId) -> Option<Rif> {
         let r = self.rifs.get_mut(usize::from(id))?.take()?;
-        self.statics.retain(|(_, c)| c.dev.as_deref() != Some(r.name.as_str()));
+        self.statics
+            .retain(|(_, c)| c.dev.as_deref() != Some(r.name.as_str()));
         self.neigh.flush_rif(id);
         if let Some(i) = self.snat.iter().position(|s| s.out == id) {
             let rule = self.snat.remove(i);
@@ -327,18 +332,26 @@ impl Router {
             ));
         }
         self.resolve_static(&c)?;
-        if let Some((id, r)) = self.rifs().find(|(_, r)| {
-            r.addr.len < 32 && r.addr.network() == p.addr() && r.addr.len == p.len()
-        }) {
+        if let Some((id, r)) = self
+            .rifs()
+            .find(|(_, r)| r.addr.len < 32 && r.addr.network() == p.addr() && r.addr.len == p.len())
+        {
             let _ = id;
-            return Err(format!("{}/{} is connected through {}", p.addr(), p.len(), r.name));
+            return Err(format!(
+                "{}/{} is connected through {}",
+                p.addr(),
+                p.len(),
+                r.name
+            ));
         }
         let old = self.statics.clone();
         match self.statics.iter_mut().find(|(q, _)| *q == p) {
             Some(slot) => slot.1 = c,
             None => {
                 if self.statics.len() >= MAX_STATIC_ROUTES {
-                    return Err(format!("too many static routes (limit {MAX_STATIC_ROUTES})"));
+                    return Err(format!(
+                        "too many static routes (limit {MAX_STATIC_ROUTES})"
+                    ));
                 }
                 self.statics.push((p, c));
             }
@@ -402,7 +415,10 @@ impl Router {
         let out = self
             .rif_by_name(&c.out)
             .ok_or_else(|| format!("no router interface named '{}'", c.out))?;
-        let addr = self.rif(out).map(|r| r.addr.addr).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let addr = self
+            .rif(out)
+            .map(|r| r.addr.addr)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let (first, last) = c.to_range()?.unwrap_or((addr, addr));
         for s in &self.snat {
             if s.out != out && u32::from(first) <= s.pool.last && s.pool.first <= u32::from(last) {
@@ -414,7 +430,8 @@ impl Router {
         }
         let rule = self.next_rule;
         self.next_rule = self.next_rule.wrapping_add(1).max(1);
-        let pool = Pool::new(rule, first, last).ok_or("--to: the last address is below the first")?;
+        let pool =
+            Pool::new(rule, first, last).ok_or("--to: the last address is below the first")?;
         if let Some(i) = self.snat.iter().position(|s| s.out == out) {
             let old = self.snat.remove(i);
             self.nat.flush_rule(old.pool.rule);
@@ -453,7 +470,11 @@ impl Router {
         Some(if s.pool.first == s.pool.last {
             Ipv4Addr::from(s.pool.first).to_string()
         } else {
-            format!("{}-{}", Ipv4Addr::from(s.pool.first), Ipv4Addr::from(s.pool.last))
+            format!(
+                "{}-{}",
+                Ipv4Addr::from(s.pool.first),
+                Ipv4Addr::from(s.pool.last)
+            )
         })
     }
 
@@ -534,9 +555,13 @@ impl Router {
                 .any(|s| s.out == rif && (s.pool.first..=s.pool.last).contains(&target));
         let sender = u32::from(a.sender_ip);
         if a.sender_ip != my_ip && sender != 0 && r.addr.contains(a.sender_ip) {
-            let waiting = self
-                .neigh
-                .learn(rif, sender, a.sender_mac, for_us || a.op == arp::OP_REPLY, now);
+            let waiting = self.neigh.learn(
+                rif,
+                sender,
+                a.sender_mac,
+                for_us || a.op == arp::OP_REPLY,
+                now,
+            );
             for p in waiting {
                 let Some(slot) = o.take() else {
                     o.drop_on(rif, DropReason::ArpQueueFull);
@@ -607,6 +632,11 @@ impl Router {
         {
             return Verdict::Drop(DropReason::MartianAddress);
         }
+        // Our own or an SNAT address as a source can only be a spoof (and
+        // would match hairpin flows, whose remote is such an address).
+        if self.local(src).is_some() || self.rule_for_dst(src).is_some() {
+            return Verdict::Drop(DropReason::MartianAddress);
+        }
         if self.rif(rif).and_then(Rif::broadcast) == Some(dst) {
             // Directed broadcast to the ingress subnet: for hosts, not us.
             return Verdict::Drop(DropReason::MartianAddress);
@@ -627,7 +657,14 @@ impl Router {
             let pkt = &mut f.data_mut()[L3..];
             let hairpin = from_inside
                 && matches!(proto, ipv4::PROTO_TCP | ipv4::PROTO_UDP)
-                && self.nat.is_mapped(proto, Endpoint { ip: dst, port: dport }, now);
+                && self.nat.is_mapped(
+                    proto,
+                    Endpoint {
+                        ip: dst,
+                        port: dport,
+                    },
+                    now,
+                );
             let r = if hairpin {
                 self.nat.hairpin(pkt, partial, &pool, now)
             } else {
@@ -651,16 +688,38 @@ impl Router {
         } else {
             dst
         };
-        let quote_src: &[u8] = if saved_len > 0 { &saved[..saved_len] } else { &[] };
+        let quote_src: &[u8] = if saved_len > 0 {
+            &saved[..saved_len]
+        } else {
+            &[]
+        };
 
         // RFC 1812 §5.3.1: a packet whose TTL would reach 0 is not
         // forwarded; the sender hears time exceeded.
         if ttl <= 1 {
-            self.error_for(rif, f, quote_src, icmpw::TIME_EXCEEDED, icmpw::CODE_TTL_EXCEEDED, 0, now, o);
+            self.error_for(
+                rif,
+                f,
+                quote_src,
+                icmpw::TIME_EXCEEDED,
+                icmpw::CODE_TTL_EXCEEDED,
+                0,
+                now,
+                o,
+            );
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         let Some(nh) = self.routes.lookup(dst) else {
-            self.error_for(rif, f, quote_src, icmpw::DEST_UNREACHABLE, icmpw::CODE_NET_UNREACHABLE, 0, now, o);
+            self.error_for(
+                rif,
+                f,
+                quote_src,
+                icmpw::DEST_UNREACHABLE,
+                icmpw::CODE_NET_UNREACHABLE,
+                0,
+                now,
+                o,
+            );
             return Verdict::Drop(DropReason::NoRoute);
         };
         let Some(out) = self.rif(nh.rif) else {
@@ -700,7 +759,10 @@ impl Router {
                 let matches = rule.src.is_none_or(|p| p.contains(Ipv4Addr::from(src)));
                 if matches && !from_us {
                     let pool = rule.pool;
-                    if let Err(e) = self.nat.outbound(&mut f.data_mut()[L3..], partial, &pool, now) {
+                    if let Err(e) = self
+                        .nat
+                        .outbound(&mut f.data_mut()[L3..], partial, &pool, now)
+                    {
                         return Verdict::Drop(nat_drop(e));
                     }
                 }
@@ -710,12 +772,12 @@ impl Router {
             ip.decrement_ttl();
         }
         let hop = if nh.gw != 0 { nh.gw } else { dst };
-        self.to_next_hop(rif, nh.rif, hop, f, now, o)
+        self.via_next_hop(rif, nh.rif, hop, f, now, o)
     }
 
     /// Writes the link header toward `hop` on `out` if known; otherwise
     /// queues a copy while ARP runs. `from`: the interface drops count on.
-    fn to_next_hop(
+    fn via_next_hop(
         &mut self,
         from: RifId,
         out: RifId,
@@ -760,7 +822,16 @@ impl Router {
                 }
             }
             Lookup::Failed => {
-                self.error_for(from, f, &[], icmpw::DEST_UNREACHABLE, icmpw::CODE_HOST_UNREACHABLE, 0, now, o);
+                self.error_for(
+                    from,
+                    f,
+                    &[],
+                    icmpw::DEST_UNREACHABLE,
+                    icmpw::CODE_HOST_UNREACHABLE,
+                    0,
+                    now,
+                    o,
+                );
                 Verdict::Drop(DropReason::ArpUnresolved)
             }
             Lookup::Full => Verdict::Drop(DropReason::NeighTableFull),
@@ -804,10 +875,19 @@ impl Router {
             };
             let hop = if nh.gw != 0 { nh.gw } else { dst };
             f.set_vnet(&VnetHdr::default());
-            return self.to_next_hop(rif, nh.rif, hop, f, now, o);
+            return self.via_next_hop(rif, nh.rif, hop, f, now, o);
         }
         if proto == ipv4::PROTO_UDP && !frag {
-            self.error_for(rif, f, &[], icmpw::DEST_UNREACHABLE, icmpw::CODE_PORT_UNREACHABLE, 0, now, o);
+            self.error_for(
+                rif,
+                f,
+                &[],
+                icmpw::DEST_UNREACHABLE,
+                icmpw::CODE_PORT_UNREACHABLE,
+                0,
+                now,
+                o,
+            );
         }
         Verdict::Drop(DropReason::LocalUnsupported)
     }
@@ -906,7 +986,7 @@ impl Router {
         let hop = if nh.gw != 0 { nh.gw } else { src };
         // Route it like any packet of ours; the slot is the frame.
         let mut fr = std::mem::take(&mut o.frames[slot]);
-        match self.to_next_hop(rif, nh.rif, hop, &mut fr, now, o) {
+        match self.via_next_hop(rif, nh.rif, hop, &mut fr, now, o) {
             Verdict::Forward(out) => o.sent.push((slot as u16, out)),
             Verdict::Consumed => {}
             Verdict::Drop(r) => o.drop_on(rif, r),

@@ -463,6 +463,17 @@ impl Nat {
         }
     }
 
+    /// The most flows tracked at once.
+    pub fn max_conns(&self) -> usize {
+        self.max_conns
+    }
+
+    /// Changes the limit (`set-router --nat-max-flows`). Flows beyond a
+    /// lowered limit stay until they end; new ones wait for room.
+    pub fn set_max_conns(&mut self, n: usize) {
+        self.max_conns = n.max(1);
+    }
+
     /// Tracked flows, expired ones not yet swept included.
     pub fn len(&self) -> usize {
         self.by_inside.len()

@@ -94,7 +94,11 @@ pub enum Event {
     /// Send an ARP request for `ip` on `rif`.
     Probe { rif: u16, ip: u32 },
     /// `ip` on `rif` did not answer; these packets were waiting for it.
-    Unreachable { rif: u16, ip: u32, queued: Vec<Pending> },
+    Unreachable {
+        rif: u16,
+        ip: u32,
+        queued: Vec<Pending>,
+    },
 }
 
 /// One row of `arp-show`.
@@ -262,11 +266,7 @@ impl Neigh {
                         e.confirmed = now;
                         let q = std::mem::take(&mut e.queue);
                         queued_freed += q.iter().map(|p| p.frame.len()).sum::<usize>();
-                        events.push(Event::Unreachable {
-                            rif,
-                            ip,
-                            queued: q,
-                        });
+                        events.push(Event::Unreachable { rif, ip, queued: q });
                     } else {
                         e.probes += 1;
                         e.last_probe = now;
@@ -301,8 +301,7 @@ impl Neigh {
             .iter()
             .map(|(&(rif, ip), e)| {
                 let mut state = e.state;
-                if state == NeighState::Reachable
-                    && now.saturating_sub(e.confirmed) >= REACHABLE_NS
+                if state == NeighState::Reachable && now.saturating_sub(e.confirmed) >= REACHABLE_NS
                 {
                     state = NeighState::Stale;
                 }
@@ -377,7 +376,10 @@ mod tests {
         for _ in 0..5 {
             assert!(n.enqueue(1, 7, pkt(100), &mut dropped));
         }
-        assert!(dropped, "the queue holds {QUEUE_PER_NEIGH}, oldest go first");
+        assert!(
+            dropped,
+            "the queue holds {QUEUE_PER_NEIGH}, oldest go first"
+        );
         assert_eq!(n.queued_bytes(), 300);
         let q = n.learn(1, 7, MAC, false, 2);
         assert_eq!(q.len(), QUEUE_PER_NEIGH);
@@ -411,7 +413,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(probes, MAX_PROBES as usize, "one request at once, then one a second");
+        assert_eq!(
+            probes, MAX_PROBES as usize,
+            "one request at once, then one a second"
+        );
         assert_eq!(unreachable, Some((3 * S, 1)));
         assert_eq!(n.lookup(1, 7, t + 1), Lookup::Failed);
         assert_eq!(n.queued_bytes(), 0);
@@ -424,8 +429,20 @@ mod tests {
         let mut n = Neigh::new(16);
         n.learn(1, 7, MAC, true, 0);
         let t = REACHABLE_NS + 1;
-        assert_eq!(n.lookup(1, 7, t), Lookup::Known { mac: MAC, probe: true });
-        assert_eq!(n.lookup(1, 7, t + 1), Lookup::Known { mac: MAC, probe: false });
+        assert_eq!(
+            n.lookup(1, 7, t),
+            Lookup::Known {
+                mac: MAC,
+                probe: true
+            }
+        );
+        assert_eq!(
+            n.lookup(1, 7, t + 1),
+            Lookup::Known {
+                mac: MAC,
+                probe: false
+            }
+        );
         assert_eq!(n.entries(t)[0].state, NeighState::Stale);
         let mut ev = Vec::new();
         for k in 1..=MAX_PROBES as u64 {
@@ -444,7 +461,10 @@ mod tests {
         n.learn(1, 1, MAC, true, 0);
         n.learn(1, 2, MAC, true, 0);
         assert_eq!(n.lookup(1, 3, 1), Lookup::Full, "both fresh: no room");
-        assert_eq!(n.lookup(1, 3, REACHABLE_NS + 1), Lookup::Resolving { probe: true });
+        assert_eq!(
+            n.lookup(1, 3, REACHABLE_NS + 1),
+            Lookup::Resolving { probe: true }
+        );
         assert_eq!(n.len(), 2);
         n.flush_rif(1);
         assert!(n.is_empty());
@@ -459,6 +479,9 @@ mod tests {
         n.lookup(1, 2, 0);
         assert!(n.enqueue(1, 1, pkt(big), &mut d));
         assert!(!n.enqueue(1, 2, pkt(big), &mut d));
-        assert!(!n.enqueue(1, 99, pkt(10), &mut d), "no entry, nothing queued");
+        assert!(
+            !n.enqueue(1, 99, pkt(10), &mut d),
+            "no entry, nothing queued"
+        );
     }
 }

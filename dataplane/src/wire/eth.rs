@@ -68,12 +68,20 @@ mod tests {
     #[test]
     fn untagged_and_tagged() {
         let mut f = [0u8; 60];
-        emit(&mut f, MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, 1]), ETHERTYPE_ARP);
+        emit(
+            &mut f,
+            MacAddr::BROADCAST,
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            ETHERTYPE_ARP,
+        );
         let l2 = L2::parse(&f).unwrap();
         assert_eq!((l2.tci, l2.ethertype, l2.l3), (None, ETHERTYPE_ARP, 14));
         f[12..18].copy_from_slice(&[0x81, 0x00, 0x20, 0x0a, 0x08, 0x00]);
         let l2 = L2::parse(&f).unwrap();
-        assert_eq!((l2.tci, l2.ethertype, l2.l3), (Some(0x200a), ETHERTYPE_IPV4, 18));
+        assert_eq!(
+            (l2.tci, l2.ethertype, l2.l3),
+            (Some(0x200a), ETHERTYPE_IPV4, 18)
+        );
         assert!(L2::parse(&f[..13]).is_none());
         assert!(L2::parse(&f[..16]).is_none(), "a tag cut short");
     }

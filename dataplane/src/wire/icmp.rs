@@ -24,7 +24,10 @@ pub const MAX_ERROR_DATAGRAM: usize = 576;
 
 /// An error type (as opposed to a query): never answered with an error.
 pub fn is_error(t: u8) -> bool {
-    matches!(t, DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM | 4 | 5)
+    matches!(
+        t,
+        DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM | 4 | 5
+    )
 }
 
 /// Writes an ICMP error of `typ`/`code` with `rest` in the second word

@@ -209,8 +209,14 @@ mod tests {
     #[test]
     fn rejects_bad_lengths() {
         let p = with_csum();
-        assert_eq!(Ipv4::new_checked(&p[..19]).unwrap_err(), WireError::Truncated);
-        assert_eq!(Ipv4::new_checked(&p[..27]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Ipv4::new_checked(&p[..19]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Ipv4::new_checked(&p[..27]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut b = p;
         b[0] = 0x44;
         assert_eq!(Ipv4::new_checked(&b[..]).unwrap_err(), WireError::Malformed);
