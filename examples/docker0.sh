@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The Docker default network in userspace: "containers" c1 and c2 (network
+# namespaces) on bridge brin behind gateway rif gw (10.88.1.1/24), an uplink
+# bridge brout with rif up (10.88.2.1/24) toward an "outside" namespace srv
+# (10.88.2.2) that has no route back to 10.88.1.0/24: only masquerade (SNAT
+# to up's address) lets replies find their way, as with docker0 and
+# iptables MASQUERADE. Shows ping, TCP and UDP through the router, the NAT
+# table, ARP, routes, and the router's counters, then tears everything down.
+#   sudo examples/docker0.sh          # run, check, tear down
+#   sudo examples/docker0.sh --keep   # leave it running until Ctrl-C
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "error: run as root (it creates network namespaces)" >&2; exit 1; }
+keep=0; [ "${1:-}" = "--keep" ] && keep=1
+command -v ping >/dev/null || { apt-get update -qq && apt-get install -y -qq iputils-ping iproute2 >/dev/null; }
+command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
+bin=${VSWITCH_BIN:-target/release}
+[ -n "${VSWITCH_BIN:-}" ] || cargo build --release -q -p vswitch-control
+sock=/tmp/vsd-$$.sock
+ctl() { "$bin/vswitchctl" --socket "$sock" "$@"; }
+ns="vsd-sw vsd-c1 vsd-c2 vsd-srv"
+dpid=
+cleanup() {
+  [ -n "$dpid" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null || true
+  for n in $ns; do ip netns del "$n" 2>/dev/null || true; done
+  rm -f "$sock"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for n in $ns; do ip netns add "$n"; done
+ip netns exec vsd-sw "$bin/vswitchd" --socket "$sock" --log-level warn &
+dpid=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+[ -S "$sock" ] || { echo "error: vswitchd did not start" >&2; exit 1; }
+
+# The switch: two bridges, a TAP per namespace, a router interface on each
+# bridge, and masquerade out of the uplink.
+ctl add-br brin
+ctl add-br brout
+ctl add-port brin c1 --type tap --netns vsd-c1 --ifname eth0
+ctl add-port brin c2 --type tap --netns vsd-c2 --ifname eth0
+ctl add-port brout srv --type tap --netns vsd-srv --ifname eth0
+ctl add-rif gw --br brin --addr 10.88.1.1/24
+ctl add-rif up --br brout --addr 10.88.2.1/24
+ctl add-snat --out up
+
+# The hosts: containers with a default route via the gateway; the outside
+# server knows only its own subnet.
+ip -n vsd-c1 addr add 10.88.1.2/24 dev eth0
+ip -n vsd-c2 addr add 10.88.1.3/24 dev eth0
+ip -n vsd-srv addr add 10.88.2.2/24 dev eth0
+for c in c1 c2; do ip -n vsd-$c route add default via 10.88.1.1; done
+
+ok=1
+check() { if "$@" >/dev/null 2>&1; then echo "ok:     ${desc}"; else echo "FAILED: ${desc}"; ok=0; fi; }
+desc="c1 pings the gateway"; check ip netns exec vsd-c1 ping -c 2 -i 0.2 -W 2 10.88.1.1
+desc="c1 pings the outside server"; check ip netns exec vsd-c1 ping -c 2 -i 0.2 -W 2 10.88.2.2
+desc="c2 pings the outside server"; check ip netns exec vsd-c2 ping -c 2 -i 0.2 -W 2 10.88.2.2
+
+# TCP: the server prints the address it sees (the SNAT address, not c1's).
+ip netns exec vsd-srv python3 -c '
+import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.88.2.2", 8080)); s.listen(1); s.settimeout(10)
+c, a = s.accept(); c.sendall(("you are %s\n" % a[0]).encode()); c.close()' &
+spid=$!
+sleep 0.5
+seen=$(ip netns exec vsd-c1 python3 -c '
+import socket; s = socket.create_connection(("10.88.2.2", 8080), timeout=5); print(s.recv(100).decode().strip())' || true)
+wait $spid || true
+echo "c1 -> srv over TCP: server says \"$seen\""
+desc="the server sees the SNAT address 10.88.2.1"; check test "$seen" = "you are 10.88.2.1"
+
+# UDP: a one-datagram echo.
+ip netns exec vsd-srv python3 -c '
+import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("10.88.2.2", 5353)); s.settimeout(10)
+d, a = s.recvfrom(100); s.sendto(d, a)' &
+spid=$!
+sleep 0.5
+desc="c2 <-> srv over UDP"; check ip netns exec vsd-c2 python3 -c '
+import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b"hi", ("10.88.2.2", 5353)); assert s.recvfrom(100)[0] == b"hi"'
+wait $spid || true
+
+echo; echo "== vswitchctl show"; ctl show
+echo; echo "== vswitchctl route-show"; ctl route-show
+echo; echo "== vswitchctl arp-show"; ctl arp-show
+echo; echo "== vswitchctl nat-show"; ctl nat-show
+echo; echo "== vswitchctl stats gw"; ctl stats gw
+if [ "$keep" = 1 ]; then
+  echo; echo "Running. Try: ip netns exec vsd-c1 ping 10.88.2.2   |   $bin/vswitchctl --socket $sock nat-show"
+  echo "Ctrl-C to stop and clean up."
+  wait "$dpid"
+fi
+[ "$ok" = 1 ] && echo "all checks passed" || { echo "some checks FAILED"; exit 1; }
