@@ -1426,7 +1426,8 @@ def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(
-        description="Side-by-side benchmark: Linux kernel bridge vs vswitch (TAP and AF_PACKET ports).")
+        description="Side-by-side benchmark: Linux kernel bridge and router vs vswitch "
+                    "(TAP, AF_PACKET and VXLAN ports; routed with SNAT).")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
     ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3 test (default 5)")
     ap.add_argument("--only", default="", help="comma list of tests: " + ",".join(t.name for t in TESTS))
@@ -1546,9 +1547,13 @@ def main(argv):
         if not shutil.which("perf"):
             sys.exit("--perf needs perf (apt install linux-perf)")
         os.makedirs(opts.perf, exist_ok=True)
-    missing = [t for t in ("ip", "iperf3", "ping", "ss", "sysctl") if not shutil.which(t)]
+    tools = ["ip", "iperf3", "ping", "ss", "sysctl"]
+    if any(s.setup is setup_kernel_router for s in scenarios):
+        tools.append("nft")
+    missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        sys.exit("missing tools: %s (install iproute2, iperf3, iputils-ping, procps)" % ", ".join(missing))
+        sys.exit("missing tools: %s (install iproute2, iperf3, iputils-ping, procps, nftables)"
+                 % ", ".join(missing))
     if any(s.kind == "vswitch" for s in scenarios):
         bins = [os.path.join(opts.bin_dir, b) for b in ("vswitchd", "vswitchctl")]
         absent = [b for b in bins if not os.access(b, os.X_OK)]
