@@ -1476,8 +1476,12 @@ def has_router_commands(bin_dir):
     """Whether this vswitchctl knows the router's commands (the routed rows
     need add-rif and add-snat)."""
     ctl = os.path.join(bin_dir, "vswitchctl")
-    return all(run([ctl, cmd, "--help"], check=False, timeout=10).returncode == 0
-               for cmd in ("add-rif", "add-snat"))
+    cmds = ("add-rif", "add-snat")
+    listing = run([ctl, "--help"], check=False, timeout=10)
+    text = (listing.stdout or "") + (listing.stderr or "")
+    if all(re.search(r"(?m)^\s*%s\b" % c, text) for c in cmds):
+        return True
+    return all(run([ctl, c, "--help"], check=False, timeout=10).returncode == 0 for c in cmds)
 
 
 def pick(items, spec, what, groups=None):

@@ -82,6 +82,28 @@ class Routed(unittest.TestCase):
         with self.assertRaises(SystemExit):
             names("router")
 
+    def test_router_command_probe(self):
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp()
+        try:
+            ctl = os.path.join(d, "vswitchctl")
+
+            def fake(script):
+                with open(ctl, "w") as f:
+                    f.write("#!/bin/sh\n" + script)
+                os.chmod(ctl, 0o755)
+            fake('echo "Commands:\n  add-br  Add a bridge\n  add-port  Attach"\n'
+                 '[ "$1" = --help ] && exit 0; exit 2\n')
+            self.assertFalse(netbench.has_router_commands(d), "an L2-only vswitchctl")
+            fake('echo "Commands:\n  add-br  Add a bridge\n  add-rif  Router interface\n'
+                 '  add-snat  Source NAT"\n')
+            self.assertTrue(netbench.has_router_commands(d), "listed in --help")
+            fake('[ "$2" = --help ] && exit 0; exit 2\n')
+            self.assertTrue(netbench.has_router_commands(d), "not listed, but add-rif --help works")
+        finally:
+            shutil.rmtree(d)
+
     def test_routed_targets(self):
         ts = [t for t in netbench.TESTS if t.name in ("tcp1", "tcp4", "udp64", "rtt")]
         sc = [s for s in netbench.SCENARIOS if s.name in ("kernel-router", "vs-rtap", "vs-rafp")]
