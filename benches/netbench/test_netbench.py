@@ -93,10 +93,10 @@ class Routed(unittest.TestCase):
                 with open(ctl, "w") as f:
                     f.write("#!/bin/sh\n" + script)
                 os.chmod(ctl, 0o755)
-            fake('echo "Commands:\n  add-br  Add a bridge\n  add-port  Attach"\n'
+            fake('printf "Commands:\n  add-br  Add a bridge\n  add-port  Attach"\n'
                  '[ "$1" = --help ] && exit 0; exit 2\n')
             self.assertFalse(netbench.has_router_commands(d), "an L2-only vswitchctl")
-            fake('echo "Commands:\n  add-br  Add a bridge\n  add-rif  Router interface\n'
+            fake('printf "Commands:\n  add-br  Add a bridge\n  add-rif  Router interface\n'
                  '  add-snat  Source NAT"\n')
             self.assertTrue(netbench.has_router_commands(d), "listed in --help")
             fake('[ "$2" = --help ] && exit 0; exit 2\n')
