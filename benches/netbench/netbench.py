@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Side-by-side network benchmark: Linux kernel bridge vs vswitch.
+"""Side-by-side network benchmark: Linux kernel bridge and router vs vswitch.
 
 Builds the same two-host topology several ways (kernel bridge, vswitch with TAP
-ports, vswitch with AF_PACKET ports), measures TCP throughput, 64-byte UDP
+ports, vswitch with AF_PACKET ports, VXLAN, and routed with SNAT: a kernel
+router namespace vs vswitch's router), measures TCP throughput, 64-byte UDP
 frame rate, round-trip latency and the switch's CPU cost, alternating the
 scenarios round by round so that drift cancels, and reports medians and
 vswitch/kernel ratios.
 
 Everything runs inside network namespaces this script creates (addresses in
-10.201.0.0/16, no routes out), everything is bounded in time, and everything
+10.201.0.0/16 and 10.202.0.0/16, no routes out), everything is bounded in time, and everything
 created is removed again on exit, on error and on Ctrl-C.
 
 Run as root:  sudo python3 benches/netbench/netbench.py [--rounds 3] [--duration 5]
@@ -147,8 +148,8 @@ class CpuWindow:
 # Namespace / link helpers
 # --------------------------------------------------------------------------
 
-def host_addr(ns, ifname, ip):
-    run(nsexec(ns, "ip", "addr", "add", "%s/%d" % (ip, PREFIX_LEN), "dev", ifname))
+def host_addr(ns, ifname, ip, prefix_len=PREFIX_LEN):
+    run(nsexec(ns, "ip", "addr", "add", "%s/%d" % (ip, prefix_len), "dev", ifname))
     run(nsexec(ns, "ip", "link", "set", ifname, "up"))
 
 
@@ -174,9 +175,9 @@ def wait_reachable(src_ns, dst_ip, timeout=10.0):
 # --------------------------------------------------------------------------
 # Scenarios.  Each scenario builds the topology
 #     H1 (eth0 10.201.0.1)  <-- switch -->  H2 (eth0 10.201.0.2)
-# and returns an Env.  To add a row (e.g. VXLAN: kernel vxlan vs vswitch VTEP,
-# or routed + SNAT), write a setup function that returns an Env with
-# h1/h2 namespaces and addresses, and append a Scenario to SCENARIOS with
+# (the routed ones: H1 10.202.1.2 <-- router+SNAT --> H2 10.202.2.2)
+# in the Env it is given.  To add a row, write a setup function that fills the
+# Env's h1/h2 namespaces and addresses, and append a Scenario to SCENARIOS with
 # `baseline` naming the kernel scenario it is compared against.
 # --------------------------------------------------------------------------
 
@@ -281,16 +282,19 @@ def stop_vswitchd(env):
 
 
 def vswitch_taps(env, opts, hosts):
-    """vswitchd with bridge br0 and a TAP port for each (port, host
-    namespace) pair in `hosts`, its kernel side eth0 in that namespace."""
+    """vswitchd and a TAP port for each (port, host namespace) pair in
+    `hosts`, its kernel side eth0 in that namespace; the ports are on bridge
+    br0, or on the bridge a third element names (port, host namespace, bridge)."""
     for n in (env.sw, env.h1, env.h2):
         env.ns(n)
     start_vswitchd(env, opts)
-    vswitchctl(env, opts, "add-br", "br0")
-    for port, host_ns in hosts:
+    bridges = [h[2] if len(h) > 2 else "br0" for h in hosts]
+    for br in dict.fromkeys(bridges):
+        vswitchctl(env, opts, "add-br", br)
+    for (port, host_ns, *_), br in zip(hosts, bridges):
         # TAP device names live in the daemon's namespace first; it moves the
         # kernel side into host_ns and renames it eth0.
-        vswitchctl(env, opts, "add-port", "br0", port, "--type", "tap",
+        vswitchctl(env, opts, "add-port", br, port, "--type", "tap",
                    "--netns", host_ns, "--ifname", "eth0")
         env.tap_hosts.append(host_ns)
         if opts.no_offload:
@@ -304,17 +308,24 @@ def setup_vswitch_tap(env, opts):
     env.notes.append("vswitchd in a switch namespace, TAP ports moved into the host namespaces")
 
 
-def setup_vswitch_afpacket(env, opts):
+def vswitch_afpackets(env, opts, ports):
+    """vswitchd and a veth per (bridge, switch interface, host namespace) in
+    `ports`, the switch end attached to that bridge as an AF_PACKET port."""
     for n in (env.sw, env.h1, env.h2):
         env.ns(n)
     start_vswitchd(env, opts)
-    vswitchctl(env, opts, "add-br", "br0")
-    for sw_if, host_ns in (("p1", env.h1), ("p2", env.h2)):
+    for br in dict.fromkeys(br for br, _, _ in ports):
+        vswitchctl(env, opts, "add-br", br)
+    for br, sw_if, host_ns in ports:
         veth_into(env.sw, sw_if, host_ns)
         if opts.no_offload:
             set_offloads(env.sw, sw_if, False)
             set_offloads(host_ns, "eth0", False)
-        vswitchctl(env, opts, "add-port", "br0", sw_if, "--type", "afpacket", "--ifname", sw_if)
+        vswitchctl(env, opts, "add-port", br, sw_if, "--type", "afpacket", "--ifname", sw_if)
+
+
+def setup_vswitch_afpacket(env, opts):
+    vswitch_afpackets(env, opts, (("br0", "p1", env.h1), ("br0", "p2", env.h2)))
     host_addr(env.h1, "eth0", env.h1_ip)
     host_addr(env.h2, "eth0", env.h2_ip)
     env.notes.append("vswitchd in a switch namespace, AF_PACKET ports on veth ends")
@@ -379,6 +390,73 @@ def setup_vswitch_vtep(env, opts):
     env.notes.append("H1 on a vswitchd TAP port, a vswitchd VXLAN port; H2 a kernel VTEP")
 
 
+# Routed rows: H1 in an inside subnet, H2 in an outside one, a router between
+# them that masquerades (SNAT to its outside address) what leaves toward H2.
+# H1's default route points at the router; H2 knows only its own subnet, so
+# the replies come back only through the SNAT.  The router is a namespace
+# with ip_forward and an nftables masquerade rule (kernel-router), or vswitchd
+# with two bridges, a router interface on each and SNAT on the outside one
+# (vs-rtap: TAP ports, vs-rafp: AF_PACKET ports).
+RT_IN_GW = "10.202.1.1"      # router, inside
+RT_IN_H1 = "10.202.1.2"      # H1
+RT_OUT_GW = "10.202.2.1"     # router, outside (the masquerade address)
+RT_OUT_H2 = "10.202.2.2"     # H2
+RT_PREFIX_LEN = 24
+
+
+def routed_hosts(env, opts):
+    """H1 inside with its default route via the router, H2 outside with only
+    its connected subnet (no route back to the inside)."""
+    env.h1_ip, env.h2_ip = RT_IN_H1, RT_OUT_H2
+    host_addr(env.h1, "eth0", env.h1_ip, RT_PREFIX_LEN)
+    run(nsexec(env.h1, "ip", "route", "add", "default", "via", RT_IN_GW, "dev", "eth0"))
+    host_addr(env.h2, "eth0", env.h2_ip, RT_PREFIX_LEN)
+
+
+def setup_kernel_router(env, opts):
+    for n in (env.sw, env.h1, env.h2):
+        env.ns(n)
+    rt = env.sw
+    for rt_if, host_ns, addr in (("in0", env.h1, RT_IN_GW), ("out0", env.h2, RT_OUT_GW)):
+        veth_into(rt, rt_if, host_ns)
+        run(nsexec(rt, "ip", "addr", "add", "%s/%d" % (addr, RT_PREFIX_LEN), "dev", rt_if))
+        if opts.no_offload:
+            set_offloads(rt, rt_if, False)
+            set_offloads(host_ns, "eth0", False)
+    run(nsexec(rt, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"))
+    run(nsexec(rt, "nft", "add", "table", "ip", "nb"))
+    run(nsexec(rt, "nft", "add", "chain", "ip", "nb", "post",
+               "{ type nat hook postrouting priority 100 ; }"))
+    run(nsexec(rt, "nft", "add", "rule", "ip", "nb", "post", "oifname", "out0", "masquerade"))
+    routed_hosts(env, opts)
+    env.notes.append("router namespace between veth pairs: ip_forward=1, nftables masquerade "
+                     "on its outside interface; H2 has no route back to H1's subnet")
+
+
+def vswitch_router(env, opts):
+    """The router's half of vs-rtap/vs-rafp, once the ports are on brin/brout."""
+    vswitchctl(env, opts, "add-rif", "gw", "--br", "brin",
+               "--addr", "%s/%d" % (RT_IN_GW, RT_PREFIX_LEN))
+    vswitchctl(env, opts, "add-rif", "up", "--br", "brout",
+               "--addr", "%s/%d" % (RT_OUT_GW, RT_PREFIX_LEN))
+    vswitchctl(env, opts, "add-snat", "--out", "up")
+    routed_hosts(env, opts)
+
+
+def setup_vswitch_router_tap(env, opts):
+    vswitch_taps(env, opts, (("h1", env.h1, "brin"), ("h2", env.h2, "brout")))
+    vswitch_router(env, opts)
+    env.notes.append("vswitchd routes between bridges brin and brout (router interfaces gw and "
+                     "up, SNAT out of up); TAP ports moved into the host namespaces")
+
+
+def setup_vswitch_router_afpacket(env, opts):
+    vswitch_afpackets(env, opts, (("brin", "p1", env.h1), ("brout", "p2", env.h2)))
+    vswitch_router(env, opts)
+    env.notes.append("vswitchd routes between bridges brin and brout (router interfaces gw and "
+                     "up, SNAT out of up); AF_PACKET ports on veth ends")
+
+
 def teardown_common(env):
     try:
         had_daemon = env.daemon is not None
@@ -420,6 +498,10 @@ CPU_KERNEL = ("system busy CPU from /proc/stat (user+nice+system+irq+softirq) ov
               "measurement interval, minus the CPU (rusage utime+stime) of the traffic "
               "endpoints (iperf3 client and server); the bridge runs in softirq context "
               "and is not attributable to a process")
+CPU_KERNEL_ROUTER = ("system busy CPU from /proc/stat (user+nice+system+irq+softirq) over the "
+                     "measurement interval, minus the CPU (rusage utime+stime) of the traffic "
+                     "endpoints (iperf3 client and server); forwarding and NAT run in softirq "
+                     "context and are not attributable to a process")
 CPU_DAEMON = ("vswitchd's utime+stime from /proc/PID/stat (all threads) over the "
               "measurement interval")
 
@@ -436,9 +518,19 @@ SCENARIOS = [
              "kernel", None, CPU_KERNEL),
     Scenario("vs-vtep", "vswitch VTEP", setup_vswitch_vtep, teardown_common,
              "vswitch", "kvxlan", CPU_DAEMON),
-    # Future rows, e.g.:
-    # Scenario("krouted", "kernel routed+SNAT", ...), Scenario("vs-routed", "vswitch routed+SNAT", ...)
+    Scenario("kernel-router", "kernel router+SNAT", setup_kernel_router, teardown_common,
+             "kernel", None, CPU_KERNEL_ROUTER),
+    Scenario("vs-rtap", "vswitch router TAP", setup_vswitch_router_tap, teardown_common,
+             "vswitch", "kernel-router", CPU_DAEMON),
+    Scenario("vs-rafp", "vswitch router AF_PACKET", setup_vswitch_router_afpacket, teardown_common,
+             "vswitch", "kernel-router", CPU_DAEMON),
 ]
+
+# Names that stand for several scenarios in --scenarios.
+SCENARIO_GROUPS = {
+    "l2": ["direct", "kernel", "vs-tap", "vs-afp", "kvxlan", "vs-vtep"],
+    "routed": ["kernel-router", "vs-rtap", "vs-rafp"],
+}
 
 
 # --------------------------------------------------------------------------
@@ -848,7 +940,7 @@ METRICS = [
     ("udp64", "sys_minus_endpoints_per_mfps", "UDP 64B non-endpoint CPU per Mframe/s", "cores/(Mframe/s)", 1, "lower"),
 ]
 
-# The performance issue's targets for the L2 scenarios, each judged on the
+# The performance issue's targets for the L2 and routed scenarios, each judged on the
 # medians of this run: (id, text, scenario, test, key, how, threshold).
 # how: "ratio>=" / "ratio<=" compare the scenario's median with its baseline's;
 # "<" compares the scenario's own median; "ratio>=ratio:TEST" compares the
@@ -864,6 +956,10 @@ TARGETS = [
     ("rtt-afp", "RTT median <= 1.3x kernel bridge (AF_PACKET)", "vs-afp", "rtt", "rtt_median_us", "ratio<=", 1.3),
     ("p99-tap", "RTT p99 <= 2x kernel bridge (TAP)", "vs-tap", "rtt", "rtt_p99_us", "ratio<=", 2.0),
     ("p99-afp", "RTT p99 <= 2x kernel bridge (AF_PACKET)", "vs-afp", "rtt", "rtt_p99_us", "ratio<=", 2.0),
+    ("tcp1-rtap", "routed TCP 1 stream >= 0.8x kernel router (TAP)", "vs-rtap", "tcp1", "gbps",
+     "ratio>=", 0.8),
+    ("tcp1-rafp", "routed TCP 1 stream >= 0.8x kernel router (AF_PACKET)", "vs-rafp", "tcp1", "gbps",
+     "ratio>=", 0.8),
 ]
 
 
@@ -1230,7 +1326,8 @@ def svg_chart(agg, scenarios, path):
             bars.append((s, ratio(v, b), v))
         if any(r is not None for _, r, _ in bars):
             groups.append((m, bars))
-    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860",
+              "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
     W_bar, gap, left, top, height = 22, 28, 60, 90, 260
     nb = len(scenarios)
     gw = nb * W_bar + gap
@@ -1241,7 +1338,7 @@ def svg_chart(agg, scenarios, path):
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
            'font-family="sans-serif" font-size="11">' % (width, top + height + 230),
            '<rect width="100%" height="100%" fill="white"/>',
-           '<text x="%d" y="20" font-size="14" font-weight="bold">vswitch vs Linux kernel bridge '
+           '<text x="%d" y="20" font-size="14" font-weight="bold">vswitch vs the Linux kernel '
            '(normalized: kernel = 1.0)</text>' % left,
            '<text x="%d" y="38" fill="#555">%s</text>' % (left, esc(
                "medians over rounds; each bar = scenario / its kernel baseline; "
@@ -1329,12 +1426,16 @@ def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(
-        description="Side-by-side benchmark: Linux kernel bridge vs vswitch (TAP and AF_PACKET ports).")
+        description="Side-by-side benchmark: Linux kernel bridge and router vs vswitch "
+                    "(TAP, AF_PACKET and VXLAN ports; routed with SNAT).")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
     ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3 test (default 5)")
     ap.add_argument("--only", default="", help="comma list of tests: " + ",".join(t.name for t in TESTS))
     ap.add_argument("--scenarios", default="",
-                    help="comma list of scenarios: " + ",".join(s.name for s in SCENARIOS) + " (default all)")
+                    help="comma list of scenarios: " + ",".join(s.name for s in SCENARIOS)
+                    + " (default all); the groups " + ", ".join(
+                        "%s (%s)" % (g, ",".join(m)) for g, m in SCENARIO_GROUPS.items())
+                    + " stand for their members")
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the table")
     ap.add_argument("--svg", metavar="FILE", help="write a bar chart (normalized to kernel = 1.0)")
     ap.add_argument("--from-json", metavar="FILE",
@@ -1363,6 +1464,7 @@ def parse_args(argv):
                     help="how long to wait for h1 to reach h2 after setup (s)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log every command")
     opts = ap.parse_args(argv)
+    opts.skipped = None          # scenarios left out of the default set, and why
     if opts.rounds < 1 or not (1 <= opts.duration <= 600):
         ap.error("--rounds must be >= 1 and --duration within 1..600")
     if not (1 <= opts.ping_count <= 100000) or not (0.002 <= opts.ping_interval <= 1):
@@ -1370,14 +1472,34 @@ def parse_args(argv):
     return opts
 
 
-def pick(items, spec, what):
+def has_router_commands(bin_dir):
+    """Whether this vswitchctl knows the router's commands (the routed rows
+    need add-rif and add-snat)."""
+    ctl = os.path.join(bin_dir, "vswitchctl")
+    cmds = ("add-rif", "add-snat")
+    listing = run([ctl, "--help"], check=False, timeout=10)
+    text = (listing.stdout or "") + (listing.stderr or "")
+    if all(re.search(r"(?m)^\s*%s\b" % c, text) for c in cmds):
+        return True
+    return all(run([ctl, c, "--help"], check=False, timeout=10).returncode == 0 for c in cmds)
+
+
+def pick(items, spec, what, groups=None):
+    """The items a comma list names (a group name stands for its members),
+    in canonical order; all of them for an empty list."""
     if not spec:
         return list(items)
-    names = [x.strip() for x in spec.split(",") if x.strip()]
+    groups = groups or {}
+    names = []
+    for x in spec.split(","):
+        x = x.strip()
+        if x:
+            names += groups.get(x, [x])
     by = {i.name: i for i in items}
     bad = [n for n in names if n not in by]
     if bad:
-        sys.exit("unknown %s: %s (choose from %s)" % (what, ",".join(bad), ",".join(by)))
+        sys.exit("unknown %s: %s (choose from %s)"
+                 % (what, ",".join(bad), ",".join(list(by) + list(groups))))
     return [i for i in items if i.name in names]    # keep canonical order
 
 
@@ -1403,6 +1525,8 @@ def render_saved(opts):
         print_background(doc["idle"], scenarios)
     print_steal(agg, scenarios, tests)
     print_host(doc.get("host"))
+    if doc.get("skipped"):
+        print("Skipped: " + doc["skipped"] + ".")
     if opts.svg:
         svg_chart(agg, scenarios, opts.svg)
     return 0
@@ -1414,7 +1538,7 @@ def main(argv):
     if opts.from_json:
         return render_saved(opts)
     tests = pick(TESTS, opts.only, "test")
-    scenarios = pick(SCENARIOS, opts.scenarios, "scenario")
+    scenarios = pick(SCENARIOS, opts.scenarios, "scenario", SCENARIO_GROUPS)
     if opts.no_reference and not opts.scenarios:
         scenarios = [s for s in scenarios if s.kind != "reference"]
     # a compared scenario needs its baseline in the run to get a ratio; that is fine
@@ -1427,18 +1551,34 @@ def main(argv):
         if not shutil.which("perf"):
             sys.exit("--perf needs perf (apt install linux-perf)")
         os.makedirs(opts.perf, exist_ok=True)
-    missing = [t for t in ("ip", "iperf3", "ping", "ss", "sysctl") if not shutil.which(t)]
+    tools = ["ip", "iperf3", "ping", "ss", "sysctl"]
+    if any(s.setup is setup_kernel_router for s in scenarios):
+        tools.append("nft")
+    missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        sys.exit("missing tools: %s (install iproute2, iperf3, iputils-ping, procps)" % ", ".join(missing))
+        sys.exit("missing tools: %s (install iproute2, iperf3, iputils-ping, procps, nftables)"
+                 % ", ".join(missing))
     if any(s.kind == "vswitch" for s in scenarios):
         bins = [os.path.join(opts.bin_dir, b) for b in ("vswitchd", "vswitchctl")]
         absent = [b for b in bins if not os.access(b, os.X_OK)]
         if absent:
             sys.exit("vswitch binaries not found: %s\n"
                      "Build them first:\n    cd %s && cargo build --release -p vswitch-control\n"
-                     "or point --bin-dir at them, or run the kernel bridge alone with --scenarios kernel."
+                     "or point --bin-dir at them, or run the kernel rows alone with "
+                     "--scenarios kernel,kvxlan,kernel-router."
                      % (", ".join(absent), REPO_ROOT))
     opts.bin_dir = os.path.abspath(opts.bin_dir)
+    routed = [s for s in scenarios if s.kind == "vswitch" and s.name in SCENARIO_GROUPS["routed"]]
+    if routed and not has_router_commands(opts.bin_dir):
+        names = ",".join(s.name for s in routed)
+        if opts.scenarios:
+            sys.exit("%s/vswitchctl has no router commands (add-rif, add-snat), which %s need; "
+                     "build a vswitch with the router or leave them out of --scenarios"
+                     % (opts.bin_dir, names))
+        opts.skipped = ("%s (%s/vswitchctl has no router commands: add-rif, add-snat)"
+                        % (names, opts.bin_dir))
+        log("warning: skipping " + opts.skipped)
+        scenarios = [s for s in scenarios if s not in routed]
 
     benchlib.interrupt_on_signals()
 
@@ -1458,6 +1598,8 @@ def main(argv):
     if opts.json:
         doc = json_doc(agg, results, notes, errors, scenarios, tests, opts, started)
         doc["idle"] = background
+        if opts.skipped:
+            doc["skipped"] = opts.skipped
         json.dump(doc, sys.stdout, indent=2)
         print()
     else:
@@ -1467,6 +1609,8 @@ def main(argv):
         print_background(background, scenarios)
         print_steal(agg, scenarios, tests)
         print_host(host_info())
+        if opts.skipped:
+            print("Skipped: " + opts.skipped + ".")
         if errors:
             print("\n%d error(s):" % len(errors))
             for e in errors:

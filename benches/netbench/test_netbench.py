@@ -53,6 +53,187 @@ class Targets(unittest.TestCase):
         self.assertIsNone(r["tcp1-tap"]["value"])
 
 
+class Routed(unittest.TestCase):
+    """The routed rows: their place in SCENARIOS, their targets, --scenarios
+    groups, and the commands their setups issue (checked offline against the
+    contract's Router section, with run() and the namespaces faked)."""
+
+    def test_scenarios_and_baselines(self):
+        by = {s.name: s for s in netbench.SCENARIOS}
+        self.assertEqual(by["kernel-router"].kind, "kernel")
+        self.assertIsNone(by["kernel-router"].baseline)
+        for name in ("vs-rtap", "vs-rafp"):
+            self.assertEqual(by[name].kind, "vswitch")
+            self.assertEqual(by[name].baseline, "kernel-router")
+        for s in netbench.SCENARIOS:
+            if s.baseline:
+                self.assertEqual(by[s.baseline].kind, "kernel", s.name)
+        grouped = [n for g in netbench.SCENARIO_GROUPS.values() for n in g]
+        self.assertEqual(sorted(grouped), sorted(by), "every scenario in exactly one group")
+
+    def test_pick_expands_groups_in_canonical_order(self):
+        pick = netbench.pick
+        names = lambda spec: [s.name for s in pick(netbench.SCENARIOS, spec, "scenario",
+                                                   netbench.SCENARIO_GROUPS)]
+        self.assertEqual(names("vs-rafp,kernel-router,vs-rtap"), ["kernel-router", "vs-rtap", "vs-rafp"])
+        self.assertEqual(names("routed"), ["kernel-router", "vs-rtap", "vs-rafp"])
+        self.assertEqual(names("kernel,routed"), ["kernel", "kernel-router", "vs-rtap", "vs-rafp"])
+        self.assertEqual(len(names("")), len(netbench.SCENARIOS), "default: every scenario")
+        with self.assertRaises(SystemExit):
+            names("router")
+
+    def test_router_command_probe(self):
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp()
+        try:
+            ctl = os.path.join(d, "vswitchctl")
+
+            def fake(script):
+                with open(ctl, "w") as f:
+                    f.write("#!/bin/sh\n" + script)
+                os.chmod(ctl, 0o755)
+            fake('printf "Commands:\n  add-br  Add a bridge\n  add-port  Attach"\n'
+                 '[ "$1" = --help ] && exit 0; exit 2\n')
+            self.assertFalse(netbench.has_router_commands(d), "an L2-only vswitchctl")
+            fake('printf "Commands:\n  add-br  Add a bridge\n  add-rif  Router interface\n'
+                 '  add-snat  Source NAT"\n')
+            self.assertTrue(netbench.has_router_commands(d), "listed in --help")
+            fake('[ "$2" = --help ] && exit 0; exit 2\n')
+            self.assertTrue(netbench.has_router_commands(d), "not listed, but add-rif --help works")
+        finally:
+            shutil.rmtree(d)
+
+    def test_routed_targets(self):
+        ts = [t for t in netbench.TESTS if t.name in ("tcp1", "tcp4", "udp64", "rtt")]
+        sc = [s for s in netbench.SCENARIOS if s.name in ("kernel-router", "vs-rtap", "vs-rafp")]
+        r = {x["id"]: x for x in netbench.judge_targets(agg_of({
+            "kernel-router": {("tcp1", "gbps"): 10.0},
+            "vs-rtap": {("tcp1", "gbps"): 8.5},
+            "vs-rafp": {("tcp1", "gbps"): 7.5},
+        }), sc, ts)}
+        self.assertEqual(set(r), {"tcp1-rtap", "tcp1-rafp"}, "no L2 target without its scenarios")
+        self.assertTrue(r["tcp1-rtap"]["met"])
+        self.assertAlmostEqual(r["tcp1-rtap"]["value"], 0.85)
+        self.assertEqual(r["tcp1-rtap"]["text"], "routed TCP 1 stream >= 0.8x kernel router (TAP)")
+        self.assertFalse(r["tcp1-rafp"]["met"], "0.75x < 0.8x")
+        self.assertEqual(r["tcp1-rafp"]["limit"], 0.8)
+        # the L2 bridge is not the routed rows' baseline
+        r = netbench.judge_targets(agg_of({"kernel": {("tcp1", "gbps"): 10.0},
+                                           "vs-rtap": {("tcp1", "gbps"): 9.0}}),
+                                   [s for s in netbench.SCENARIOS if s.name in ("kernel", "vs-rtap")],
+                                   ts)
+        self.assertIsNone({x["id"]: x for x in r}["tcp1-rtap"]["value"])
+
+    def setup_commands(self, name):
+        """The commands scenario `name`'s setup runs, with nothing executed."""
+        import argparse
+        calls = []
+
+        class Done:
+            returncode = 0
+            stdout = stderr = ""
+
+        def fake_run(cmd, **kw):
+            calls.append(list(cmd))
+            return Done()
+
+        def fake_start(env, opts):
+            env.socket = "/tmp/test.sock"
+            calls.append(["START vswitchd", env.sw])
+
+        saved = (netbench.run, netbench.add_netns, netbench.start_vswitchd)
+        netbench.run = fake_run
+        netbench.add_netns = lambda n: calls.append(["NETNS", n])
+        netbench.start_vswitchd = fake_start
+        try:
+            sc = next(s for s in netbench.SCENARIOS if s.name == name)
+            env = netbench.Env(name)
+            sc.setup(env, argparse.Namespace(no_offload=False, bin_dir="/bin-dir"))
+        finally:
+            netbench.run, netbench.add_netns, netbench.start_vswitchd = saved
+        return env, calls
+
+    @staticmethod
+    def in_ns(calls, ns):
+        return [c[4:] for c in calls if c[:4] == ["ip", "netns", "exec", ns]]
+
+    @staticmethod
+    def ctl(calls):
+        return [c[3:] for c in calls if c[0] == "/bin-dir/vswitchctl"]
+
+    def check_hosts(self, env, calls):
+        self.assertEqual((env.h1_ip, env.h2_ip), ("10.202.1.2", "10.202.2.2"))
+        h1, h2 = self.in_ns(calls, env.h1), self.in_ns(calls, env.h2)
+        self.assertIn(["ip", "addr", "add", "10.202.1.2/24", "dev", "eth0"], h1)
+        self.assertIn(["ip", "route", "add", "default", "via", "10.202.1.1", "dev", "eth0"], h1)
+        self.assertIn(["ip", "addr", "add", "10.202.2.2/24", "dev", "eth0"], h2)
+        self.assertFalse([c for c in h2 if c[:2] == ["ip", "route"]], "H2: connected subnet only")
+        every = [" ".join(c) for c in calls]
+        self.assertFalse([c for c in calls if c[:2] == ["ip", "route"]], "no route outside the namespaces")
+        for c in every:
+            for a in c.split():
+                if a[:1].isdigit() and "." in a and not a.startswith("10."):
+                    self.fail("address outside 10.0.0.0/8: " + c)
+
+    def test_kernel_router_setup(self):
+        env, calls = self.setup_commands("kernel-router")
+        self.check_hosts(env, calls)
+        rt = self.in_ns(calls, env.sw)
+        self.assertIn(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], rt)
+        self.assertIn(["ip", "addr", "add", "10.202.1.1/24", "dev", "in0"], rt)
+        self.assertIn(["ip", "addr", "add", "10.202.2.1/24", "dev", "out0"], rt)
+        self.assertIn(["nft", "add", "rule", "ip", "nb", "post", "oifname", "out0", "masquerade"], rt)
+        self.assertIn(["nft", "add", "chain", "ip", "nb", "post",
+                       "{ type nat hook postrouting priority 100 ; }"], rt)
+        self.assertEqual([c[1] for c in calls if c[0] == "NETNS"], [env.sw, env.h1, env.h2])
+        self.assertEqual(env.namespaces, [env.sw, env.h1, env.h2], "teardown removes all three")
+
+    def check_vswitch_router(self, ctl):
+        i = ctl.index(["add-rif", "gw", "--br", "brin", "--addr", "10.202.1.1/24"])
+        j = ctl.index(["add-rif", "up", "--br", "brout", "--addr", "10.202.2.1/24"])
+        k = ctl.index(["add-snat", "--out", "up"])
+        self.assertLess(ctl.index(["add-br", "brin"]), i)
+        self.assertLess(ctl.index(["add-br", "brout"]), j)
+        self.assertLess(j, k)
+
+    def test_vswitch_router_tap_setup(self):
+        env, calls = self.setup_commands("vs-rtap")
+        self.check_hosts(env, calls)
+        ctl = self.ctl(calls)
+        self.check_vswitch_router(ctl)
+        self.assertIn(["add-port", "brin", "h1", "--type", "tap", "--netns", env.h1, "--ifname", "eth0"], ctl)
+        self.assertIn(["add-port", "brout", "h2", "--type", "tap", "--netns", env.h2, "--ifname", "eth0"], ctl)
+        self.assertLess(max(ctl.index(c) for c in ctl if c[0] == "add-port"),
+                        ctl.index(["add-rif", "gw", "--br", "brin", "--addr", "10.202.1.1/24"]))
+        self.assertEqual(env.tap_hosts, [env.h1, env.h2])
+        self.assertEqual(env.namespaces, [env.sw, env.h1, env.h2])
+
+    def test_vswitch_router_afpacket_setup(self):
+        env, calls = self.setup_commands("vs-rafp")
+        self.check_hosts(env, calls)
+        ctl = self.ctl(calls)
+        self.check_vswitch_router(ctl)
+        self.assertIn(["add-port", "brin", "p1", "--type", "afpacket", "--ifname", "p1"], ctl)
+        self.assertIn(["add-port", "brout", "p2", "--type", "afpacket", "--ifname", "p2"], ctl)
+        sw = self.in_ns(calls, env.sw)
+        self.assertIn(["ip", "link", "add", "p1", "type", "veth", "peer", "name", "eth0", "netns", env.h1], sw)
+        self.assertIn(["ip", "link", "add", "p2", "type", "veth", "peer", "name", "eth0", "netns", env.h2], sw)
+        self.assertFalse([c for c in sw if c[:3] == ["ip", "addr", "add"]],
+                         "the switch namespace's kernel has no address: only vswitchd routes")
+
+    def test_l2_setups_unchanged(self):
+        env, calls = self.setup_commands("vs-tap")
+        self.assertEqual(self.ctl(calls)[:3], [["add-br", "br0"],
+                         ["add-port", "br0", "h1", "--type", "tap", "--netns", env.h1, "--ifname", "eth0"],
+                         ["add-port", "br0", "h2", "--type", "tap", "--netns", env.h2, "--ifname", "eth0"]])
+        env, calls = self.setup_commands("vs-afp")
+        self.assertEqual(self.ctl(calls), [["add-br", "br0"],
+                         ["add-port", "br0", "p1", "--type", "afpacket", "--ifname", "p1"],
+                         ["add-port", "br0", "p2", "--type", "afpacket", "--ifname", "p2"]])
+        self.assertEqual((env.h1_ip, env.h2_ip), ("10.201.0.1", "10.201.0.2"))
+
+
 class Profile(unittest.TestCase):
     REPORT = """
     50.00%  [kernel.kallsyms]  [k] rep_movs_alternative
@@ -110,6 +291,31 @@ class FromJson(unittest.TestCase):
         self.assertIn("WARNING: the hypervisor took CPU", text)
         self.assertIn("Host: 2 CPUs (Test CPU), kernel 6.1-test, /dev/vhost-net absent, "
                       "cpuidle driver none.", text)
+
+
+    def test_saved_routed_run(self):
+        import json
+        import subprocess
+        import tempfile
+        gb = lambda v: {"tcp1": {"gbps": {"median": v, "rounds": [v]}}}
+        doc = {"config": {"rounds": 1, "duration_s": 2, "tests": ["tcp1"],
+                          "scenarios": ["kernel-router", "vs-rtap", "vs-rafp"]},
+               "results": {"kernel-router": gb(9.0), "vs-rtap": gb(8.1), "vs-rafp": gb(6.3)},
+               "skipped": "nothing (test)"}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(doc, f)
+        cp = subprocess.run([sys.executable, netbench.__file__, "--from-json", f.name],
+                            capture_output=True, text=True, timeout=60)
+        os.unlink(f.name)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        text = cp.stdout
+        self.assertIn("vs-rtap/kernel-router", text)
+        self.assertIn("vs-rafp/kernel-router", text)
+        self.assertRegex(text, r"TCP 1 stream throughput.*9\.00\s+8\.10\s+0\.90x\s+6\.30\s+0\.70x")
+        self.assertRegex(text, r"routed TCP 1 stream >= 0\.8x kernel router \(TAP\)\s+0\.90x\s+met")
+        self.assertRegex(text, r"routed TCP 1 stream >= 0\.8x kernel router \(AF_PACKET\)\s+0\.70x\s+NOT met")
+        self.assertIn("kernel router+SNAT: system busy CPU", text)
+        self.assertIn("Skipped: nothing (test).", text)
 
 
 if __name__ == "__main__":
