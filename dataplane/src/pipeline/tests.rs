@@ -452,10 +452,18 @@ fn ttl_expiry_and_no_route_answered_with_icmp() {
     assert_eq!(l.drops(3, DropReason::NoRoute), 1);
 }
 
-#[test]
-fn unresolved_next_hop_gets_host_unreachable() {
+fn host_unreachable_case(snat: bool) {
     let mut l = Lab::resolved();
     let gw = l.mac("gw");
+    if snat {
+        l.router
+            .add_snat(SnatConfig {
+                out: "up".into(),
+                to: None,
+                src: None,
+            })
+            .unwrap();
+    }
     l.router
         .add_route(RouteConfig {
             prefix: cidr("10.0.50.0/24"),
@@ -463,7 +471,8 @@ fn unresolved_next_hop_gets_host_unreachable() {
             dev: None,
         })
         .unwrap();
-    let out = l.rx(1, &[udp(C1, gw, C1_IP, [10, 0, 50, 1], 64, 5000, 53)]);
+    let sent = udp(C1, gw, C1_IP, [10, 0, 50, 1], 64, 5000, 53);
+    let out = l.rx(1, std::slice::from_ref(&sent));
     assert_eq!(out.len(), 1, "one ARP request");
     let mut requests = 1;
     let mut unreachable = 0;
@@ -472,10 +481,17 @@ fn unresolved_next_hop_gets_host_unreachable() {
         for (p, f) in l.tick() {
             if f[12..14] == [0x08, 0x06] {
                 assert_eq!(p, 4);
+                let a = crate::wire::arp::Arp::parse(&f[14..]).unwrap();
+                assert_eq!(
+                    a.target_ip,
+                    Ipv4Addr::new(10, 0, 2, 99),
+                    "never ARPs for itself"
+                );
                 requests += 1;
             } else {
                 assert_eq!(p, 1);
-                let (_, _, _, t) = ip_of(&f);
+                let (_, dst, ip, t) = ip_of(&f);
+                assert_eq!((dst, ip.source, ip.destination), (C1, GW_IP, C1_IP));
                 let Some(TransportSlice::Icmpv4(icmp)) = t else {
                     panic!()
                 };
@@ -485,12 +501,33 @@ fn unresolved_next_hop_gets_host_unreachable() {
                         etherparse::icmpv4::DestUnreachableHeader::Host
                     )
                 ));
+                assert_eq!(crate::wire::checksum(icmp.slice()), 0);
+                // The quote shows c1's packet as c1 sent it (addresses
+                // and ports translated back), TTL decremented.
+                let q = &icmp.slice()[8..];
+                assert_eq!(&q[12..16], &C1_IP);
+                assert_eq!(&q[16..20], &[10, 0, 50, 1]);
+                assert_eq!(&q[20..22], &5000u16.to_be_bytes());
                 unreachable += 1;
             }
         }
     }
     assert_eq!((requests, unreachable), (3, 1));
-    assert_eq!(l.drops(5, DropReason::ArpUnresolved), 1);
+    assert_eq!(
+        l.drops(3, DropReason::ArpUnresolved),
+        1,
+        "counted where it arrived"
+    );
+}
+
+#[test]
+fn unresolved_next_hop_gets_host_unreachable() {
+    host_unreachable_case(false);
+}
+
+#[test]
+fn host_unreachable_reaches_the_inside_host_through_snat() {
+    host_unreachable_case(true);
 }
 
 #[test]

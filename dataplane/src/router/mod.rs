@@ -110,6 +110,15 @@ impl Orig {
     }
 }
 
+/// What [`Router::resolve`] found.
+enum Hop {
+    /// Destination and source MAC for the link header.
+    Mac(MacAddr, MacAddr),
+    /// Queued while ARP runs.
+    Queued,
+    Drop(DropReason),
+}
+
 /// Where a route sends packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextHop {
@@ -786,21 +795,47 @@ impl Router {
         now: u64,
         o: &mut Orig,
     ) -> Verdict {
+        match self.resolve(from, out, hop, f.data(), f.vnet(), now, o) {
+            Hop::Mac(dst, src) => {
+                eth::emit(f.data_mut(), dst, src, eth::ETHERTYPE_IPV4);
+                Verdict::Forward(out)
+            }
+            Hop::Queued => Verdict::Consumed,
+            Hop::Drop(r) => Verdict::Drop(r),
+        }
+    }
+
+    /// The link addresses toward `hop` on `out` (a TUN takes any); or the
+    /// frame (`frame`, `vnet`) is queued while ARP runs, or dropped: host
+    /// unreachable when the neighbour did not answer.
+    #[allow(clippy::too_many_arguments)]
+    fn resolve(
+        &mut self,
+        from: RifId,
+        out: RifId,
+        hop: u32,
+        frame: &[u8],
+        vnet: VnetHdr,
+        now: u64,
+        o: &mut Orig,
+    ) -> Hop {
         let Some(r) = self.rif(out) else {
-            return Verdict::Drop(DropReason::NoRoute);
+            return Hop::Drop(DropReason::NoRoute);
         };
         let my_mac = r.mac;
         if r.kind == RifKind::Tun {
-            eth::emit(f.data_mut(), my_mac, my_mac, eth::ETHERTYPE_IPV4);
-            return Verdict::Forward(out);
+            return Hop::Mac(my_mac, my_mac);
+        }
+        if self.local(hop).is_some() {
+            // Never ARP for ourselves.
+            return Hop::Drop(DropReason::MartianAddress);
         }
         match self.neigh.lookup(out, hop, now) {
             Lookup::Known { mac, probe } => {
                 if probe {
                     self.arp_request(out, hop, o);
                 }
-                eth::emit(f.data_mut(), mac, my_mac, eth::ETHERTYPE_IPV4);
-                Verdict::Forward(out)
+                Hop::Mac(mac, my_mac)
             }
             Lookup::Resolving { probe } => {
                 if probe {
@@ -808,33 +843,35 @@ impl Router {
                 }
                 let mut dropped_oldest = false;
                 let p = Pending {
-                    frame: f.data().to_vec(),
-                    vnet: f.vnet(),
+                    frame: frame.to_vec(),
+                    vnet,
+                    from,
                 };
                 let queued = self.neigh.enqueue(out, hop, p, &mut dropped_oldest);
                 if dropped_oldest {
                     o.drop_on(from, DropReason::ArpQueueFull);
                 }
                 if queued {
-                    Verdict::Consumed
+                    Hop::Queued
                 } else {
-                    Verdict::Drop(DropReason::ArpQueueFull)
+                    Hop::Drop(DropReason::ArpQueueFull)
                 }
             }
             Lookup::Failed => {
-                self.error_for(
-                    from,
-                    f,
-                    &[],
-                    icmpw::DEST_UNREACHABLE,
-                    icmpw::CODE_HOST_UNREACHABLE,
-                    0,
-                    now,
-                    o,
-                );
-                Verdict::Drop(DropReason::ArpUnresolved)
+                if let Some(pkt) = frame.get(eth::HEADER_LEN..) {
+                    self.icmp_error(
+                        from,
+                        pkt,
+                        icmpw::DEST_UNREACHABLE,
+                        icmpw::CODE_HOST_UNREACHABLE,
+                        0,
+                        now,
+                        o,
+                    );
+                }
+                Hop::Drop(DropReason::ArpUnresolved)
             }
-            Lookup::Full => Verdict::Drop(DropReason::NeighTableFull),
+            Lookup::Full => Hop::Drop(DropReason::NeighTableFull),
         }
     }
 
@@ -943,20 +980,6 @@ impl Router {
         if pkt[9] == ipv4::PROTO_ICMP && pkt.get(ihl).is_some_and(|&t| icmpw::is_error(t)) {
             return;
         }
-        let Some(nh) = self.routes.lookup(src) else {
-            return;
-        };
-        let Some(from) = self.rif(nh.rif).map(|r| r.addr.addr) else {
-            return;
-        };
-        if !self.icmp.allow(src, now) {
-            o.drop_on(rif, DropReason::IcmpRateLimited);
-            return;
-        }
-        let Some(slot) = o.take() else {
-            o.drop_on(rif, DropReason::IcmpRateLimited);
-            return;
-        };
         let total = u16::from_be_bytes([pkt[2], pkt[3]]) as usize;
         let qlen = pkt
             .len()
@@ -966,7 +989,7 @@ impl Router {
         let ip_len = ipv4::MIN_HEADER + icmpw::HEADER_LEN + qlen;
         self.ident = self.ident.wrapping_add(1);
         ipv4::Repr {
-            src: from,
+            src: Ipv4Addr::from(src),
             dst: Ipv4Addr::from(src),
             protocol: ipv4::PROTO_ICMP,
             ttl: LOCAL_TTL,
@@ -982,16 +1005,50 @@ impl Router {
             rest,
             &pkt[..qlen],
         );
-        o.frames[slot].set_from_bytes(&b[..eth::HEADER_LEN + ip_len]);
-        let hop = if nh.gw != 0 { nh.gw } else { src };
-        // Route it like any packet of ours; the slot is the frame.
-        let mut fr = std::mem::take(&mut o.frames[slot]);
-        match self.via_next_hop(rif, nh.rif, hop, &mut fr, now, o) {
-            Verdict::Forward(out) => o.sent.push((slot as u16, out)),
-            Verdict::Consumed => {}
-            Verdict::Drop(r) => o.drop_on(rif, r),
+        let ip = eth::HEADER_LEN..eth::HEADER_LEN + ip_len;
+        let mut to = src;
+        if self.rule_for_dst(src).is_some() {
+            // The packet was already source-NATed: the error goes to the
+            // outside address and the NAT takes it (and its quote) back to
+            // the inside host, as an error from outside would be (RFC 5508
+            // §4.2).
+            match self.nat.inbound(&mut b[ip.clone()], false, now) {
+                Ok(Inbound::Translated) => {}
+                _ => return,
+            }
+            to = u32::from_be_bytes([b[30], b[31], b[32], b[33]]);
         }
-        o.frames[slot] = fr;
+        let Some(nh) = self.routes.lookup(to) else {
+            return;
+        };
+        let Some(from) = self.rif(nh.rif).map(|r| r.addr.addr) else {
+            return;
+        };
+        // Our address on the way back is the source (as Linux chooses it).
+        b[eth::HEADER_LEN + 12..eth::HEADER_LEN + 16].copy_from_slice(&from.octets());
+        b[eth::HEADER_LEN + 10..eth::HEADER_LEN + 12].copy_from_slice(&[0, 0]);
+        let c = crate::wire::checksum(&b[eth::HEADER_LEN..eth::HEADER_LEN + ipv4::MIN_HEADER]);
+        b[eth::HEADER_LEN + 10..eth::HEADER_LEN + 12].copy_from_slice(&c.to_be_bytes());
+        if !self.icmp.allow(to, now) {
+            o.drop_on(rif, DropReason::IcmpRateLimited);
+            return;
+        }
+        let hop = if nh.gw != 0 { nh.gw } else { to };
+        let frame = &b[..eth::HEADER_LEN + ip_len];
+        match self.resolve(rif, nh.rif, hop, frame, VnetHdr::default(), now, o) {
+            Hop::Mac(dst, src_mac) => {
+                let Some(slot) = o.take() else {
+                    o.drop_on(rif, DropReason::IcmpRateLimited);
+                    return;
+                };
+                let fr = &mut o.frames[slot];
+                fr.set_from_bytes(frame);
+                eth::emit(fr.data_mut(), dst, src_mac, eth::ETHERTYPE_IPV4);
+                o.sent.push((slot as u16, nh.rif));
+            }
+            Hop::Queued => {}
+            Hop::Drop(r) => o.drop_on(rif, r),
+        }
     }
 
     fn arp_request(&mut self, rif: RifId, ip: u32, o: &mut Orig) {
@@ -1019,12 +1076,12 @@ impl Router {
         for e in events.drain(..) {
             match e {
                 neigh::Event::Probe { rif, ip } => self.arp_request(rif, ip, o),
-                neigh::Event::Unreachable { rif, queued, .. } => {
+                neigh::Event::Unreachable { queued, .. } => {
                     for p in queued {
-                        o.drop_on(rif, DropReason::ArpUnresolved);
+                        o.drop_on(p.from, DropReason::ArpUnresolved);
                         if let Some(pkt) = p.frame.get(eth::HEADER_LEN..) {
                             self.icmp_error(
-                                rif,
+                                p.from,
                                 pkt,
                                 icmpw::DEST_UNREACHABLE,
                                 icmpw::CODE_HOST_UNREACHABLE,

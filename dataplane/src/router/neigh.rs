@@ -60,6 +60,8 @@ impl NeighState {
 pub struct Pending {
     pub frame: Vec<u8>,
     pub vnet: VnetHdr,
+    /// The interface it arrived on (where a drop is counted).
+    pub from: u16,
 }
 
 #[derive(Debug)]
@@ -364,6 +366,7 @@ mod tests {
         Pending {
             frame: vec![0; n],
             vnet: VnetHdr::default(),
+            from: 0,
         }
     }
 
