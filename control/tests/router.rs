@@ -810,6 +810,37 @@ fn router_inter_vlan() {
         out.contains("ttl=64"),
         "same-VLAN reply should have TTL 64: {out}"
     );
+
+    // Host unreachable without SNAT on the way: a static route via a
+    // next hop in VLAN 20 that never answers ARP.
+    let far = net(&lab, 50);
+    lab.ctl_ok(&[
+        "add-route",
+        &format!("{far}.0/24"),
+        "via",
+        &format!("{n20}.99"),
+    ]);
+    let unresolved = |lab: &Lab| {
+        drop_count(lab, "r10", "arp_unresolved") + drop_count(lab, "r20", "arp_unresolved")
+    };
+    let au0 = unresolved(&lab);
+    let t0 = Instant::now();
+    let mut last = String::new();
+    let got = wait_until(Duration::from_secs(7), || {
+        last = ping_text(
+            &lab,
+            &hosts[0].ns,
+            &["-c", "1", "-W", "1", &format!("{far}.1")],
+        );
+        last.contains("Destination Host Unreachable")
+    });
+    assert!(
+        got && last.contains(&format!("From {n10}.1")),
+        "no host unreachable within {:?}: {last}\n{}",
+        t0.elapsed(),
+        diag(&lab)
+    );
+    assert!(unresolved(&lab) > au0, "{}", diag(&lab));
 }
 
 /// A TUN router interface in a namespace: connected, `dev` and `via`
@@ -1132,6 +1163,10 @@ fn router_malformed_flood() {
         diag(&lab)
     );
     let rss1 = rss_kib(pid);
+    eprintln!(
+        "flood: {sent} frames sent, {} counted malformed on gw; VmRSS {rss0} -> {rss1} KiB",
+        m1 - m0
+    );
     assert!(
         rss1 < rss0 + 64 * 1024,
         "vswitchd RSS grew from {rss0} KiB to {rss1} KiB"
@@ -1220,6 +1255,7 @@ fn router_nat_behaviour_rfc5780() {
         String::from_utf8_lossy(&o.stderr)
     );
     let _ = terminate(&mut turn.child, Duration::from_secs(3));
+    eprintln!("turnutils_natdiscovery -m -f -H {}:\n{text}", srv.ip);
     let ctx = || {
         format!(
             "turnutils_natdiscovery output:\n{text}\n--- turnserver log ---\n{}\n{}",
