@@ -15,6 +15,8 @@ command -v python3 >/dev/null || need+=(python3)
 # datapath as an independent peer switch.
 command -v tshark >/dev/null || need+=(tshark)
 command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
+# The router tests check the NAT against coturn's RFC 5780 discovery client.
+command -v turnutils_natdiscovery >/dev/null || need+=(coturn)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq
