@@ -723,7 +723,6 @@ fn router_icmp_errors_and_routes() {
 /// host hears host unreachable from its gateway after the ARP retries
 /// (~3 s), and the drop counts on the interface the packet arrived on.
 #[test]
-#[ignore = "daemon bug: the host unreachable for a packet already SNATed goes to the SNAT address, not the inside host (see the report)"]
 fn router_host_unreachable_snat() {
     let mut lab = Lab::with_daemon();
     let d = docker_config(&mut lab);
