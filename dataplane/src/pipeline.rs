@@ -271,6 +271,16 @@ fn router_batch(
     stats: &mut [PortStats],
     plan: &mut Plan,
 ) {
+    // Start the batch's NAT cache misses together, then route.
+    for &(idx, pid, owned) in &plan.to_router {
+        if let (true, Some(rif), Some(f)) = (
+            owned,
+            fab.attach[pid as usize].rif(),
+            frames.get(usize::from(idx)),
+        ) {
+            fab.router.prefetch(rif, f.data());
+        }
+    }
     for k in 0..plan.to_router.len() {
         let (idx, pid, owned) = plan.to_router[k];
         let Some(rif) = fab.attach[pid as usize].rif() else {

@@ -507,6 +507,30 @@ impl Router {
             .position(|s| (s.pool.first..=s.pool.last).contains(&ip))
     }
 
+    /// Starts loading the NAT state a frame for the router will touch
+    /// (see [`Nat::prefetch`]); the pipeline calls it for a whole batch
+    /// before [`Router::receive`] so the batch's cache misses overlap.
+    /// Nothing without SNAT rules.
+    #[inline]
+    pub fn prefetch(&self, rif: RifId, frame: &[u8]) {
+        if self.snat.is_empty() {
+            return;
+        }
+        let Some(l2) = L2::parse(frame) else { return };
+        let Some(pkt) = frame.get(l2.l3..) else {
+            return;
+        };
+        if l2.ethertype != eth::ETHERTYPE_IPV4 || pkt.len() < ipv4::MIN_HEADER {
+            return;
+        }
+        let dst = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);
+        // Toward an outside address from its rule's interface: a reply.
+        let inbound = self
+            .rule_for_dst(dst)
+            .is_some_and(|i| self.snat[i].out == rif);
+        self.nat.prefetch(pkt, !inbound);
+    }
+
     /// Handles a frame that arrived on interface `rif`. `owned`: the frame
     /// goes nowhere else, so it may be rewritten (a unicast to the
     /// interface's MAC, or anything from a TUN); otherwise (a broadcast the

@@ -402,6 +402,20 @@ fn map_out_key(proto: u8, outside: Endpoint) -> Key {
     Key::new(outside, Endpoint { ip: 0, port: 0 }, proto)
 }
 
+/// A hint to load the cache line at `p` (PREFETCHT0); nothing off x86-64.
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is only a hint: it neither faults nor changes
+    // memory for any address, and `p` points into a live slab anyway.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The SNAT flow table.
 #[derive(Debug)]
 pub struct Nat {
@@ -561,6 +575,61 @@ impl Nat {
         rewrite(pkt, &p, partial, true, source);
         rewrite(pkt, &p, partial, false, target);
         Ok(true)
+    }
+
+    /// Starts loading what translating `pkt` (an IPv4 packet) will read:
+    /// its flow's slab entry and mapping, found through the map of the
+    /// given direction (`outbound`: an inside host's packet). Changes
+    /// nothing and returns at once; a router calls it for a whole batch
+    /// before translating any, so the batch's cache misses overlap (a
+    /// flow table of 100 000 flows does not fit in cache; each packet
+    /// would otherwise wait for four misses in a row). Best effort:
+    /// unknown flows and packets it cannot read are skipped.
+    pub fn prefetch(&self, pkt: &[u8], outbound: bool) {
+        let Ok(p) = parse(pkt) else { return };
+        let key = match (p.proto, outbound) {
+            // Outbound (inside, remote) and inbound (remote, outside) are
+            // both (source, destination).
+            (PROTO_TCP | PROTO_UDP, _) => Key::new(
+                Endpoint {
+                    ip: p.src,
+                    port: p.sport,
+                },
+                Endpoint {
+                    ip: p.dst,
+                    port: p.dport,
+                },
+                p.proto,
+            ),
+            (PROTO_ICMP, true) if p.icmp_type == ICMP_ECHO_REQUEST => Key::new(
+                Endpoint {
+                    ip: p.src,
+                    port: p.sport,
+                },
+                Endpoint { ip: p.dst, port: 0 },
+                p.proto,
+            ),
+            (PROTO_ICMP, false) if p.icmp_type == ICMP_ECHO_REPLY => Key::new(
+                Endpoint { ip: p.src, port: 0 },
+                Endpoint {
+                    ip: p.dst,
+                    port: p.sport,
+                },
+                p.proto,
+            ),
+            _ => return,
+        };
+        let map = if outbound {
+            &self.by_inside
+        } else {
+            &self.by_outside
+        };
+        if let Some(c) = map.get(&key).and_then(|&i| self.conns.get(i as usize)) {
+            prefetch_line(std::ptr::from_ref(c).cast());
+            if let Some(m) = self.maps.get(c.map as usize) {
+                prefetch_line(std::ptr::from_ref(m).cast());
+            }
+        }
     }
 
     /// Whether a live mapping holds the outside endpoint `outside` for
