@@ -709,3 +709,41 @@ fn garbage_at_the_router_is_counted_never_fatal() {
     let out = l.rx(1, &[ping(C1, gw, C1_IP, GW_IP, 64, 1)]);
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn tcp_to_the_router_is_reset() {
+    let mut l = Lab::resolved();
+    let gw = l.mac("gw");
+    let mut syn = Vec::new();
+    PacketBuilder::ethernet2(C1.0, gw.0)
+        .ipv4(C1_IP, GW_IP, 64)
+        .tcp(40000, 22, 1000, 64240)
+        .syn()
+        .write(&mut syn, &[])
+        .unwrap();
+    let out = l.rx(1, &[syn]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    let (_, dst, ip, t) = ip_of(&out[0].1);
+    assert_eq!((dst, ip.source, ip.destination), (C1, GW_IP, C1_IP));
+    let Some(TransportSlice::Tcp(tcp)) = t else {
+        panic!()
+    };
+    assert!(tcp.rst() && tcp.ack() && !tcp.syn());
+    assert_eq!((tcp.source_port(), tcp.destination_port()), (22, 40000));
+    assert_eq!(
+        (tcp.sequence_number(), tcp.acknowledgment_number()),
+        (0, 1001)
+    );
+    let sum = tcp.calc_checksum_ipv4(ip.source, ip.destination).unwrap();
+    assert_eq!(sum, tcp.checksum(), "TCP checksum");
+    assert_eq!(l.drops(3, DropReason::LocalUnsupported), 1);
+    // A reset is never answered.
+    let mut rst = Vec::new();
+    PacketBuilder::ethernet2(C1.0, gw.0)
+        .ipv4(C1_IP, GW_IP, 64)
+        .tcp(40000, 22, 1000, 0)
+        .rst()
+        .write(&mut rst, &[])
+        .unwrap();
+    assert!(l.rx(1, &[rst]).is_empty());
+}

@@ -22,7 +22,7 @@
 //! incremental checksum update; the next hop resolved (queued while ARP
 //! runs; host unreachable if it never answers); the Ethernet header
 //! rewritten. Packets for the router's own addresses: ICMP echo is
-//! answered, UDP gets port unreachable, the rest is dropped.
+//! answered, UDP gets port unreachable, TCP a reset, the rest is dropped.
 
 pub mod icmp;
 pub mod nat;
@@ -950,6 +950,11 @@ impl Router {
                 o,
             );
         }
+        if proto == ipv4::PROTO_TCP && !frag {
+            if let Some(pkt) = f.data().get(L3..) {
+                self.tcp_reset(rif, pkt, now, o);
+            }
+        }
         Verdict::Drop(DropReason::LocalUnsupported)
     }
 
@@ -1057,8 +1062,21 @@ impl Router {
             o.drop_on(rif, DropReason::IcmpRateLimited);
             return;
         }
+        self.send_local(rif, nh, to, &b[..eth::HEADER_LEN + ip_len], now, o);
+    }
+
+    /// Sends a packet the router made (`frame`: a link header to fill, then
+    /// the IPv4 packet to `to`) along route `nh`; drops count on `rif`.
+    fn send_local(
+        &mut self,
+        rif: RifId,
+        nh: NextHop,
+        to: u32,
+        frame: &[u8],
+        now: u64,
+        o: &mut Orig,
+    ) {
         let hop = if nh.gw != 0 { nh.gw } else { to };
-        let frame = &b[..eth::HEADER_LEN + ip_len];
         match self.resolve(rif, nh.rif, hop, frame, VnetHdr::default(), now, o) {
             Hop::Mac(dst, src_mac) => {
                 let Some(slot) = o.take() else {
@@ -1073,6 +1091,68 @@ impl Router {
             Hop::Queued => {}
             Hop::Drop(r) => o.drop_on(rif, r),
         }
+    }
+
+    /// Answers a TCP segment to one of our addresses with a reset, as a
+    /// host with no listener does (RFC 9293 §3.10.7.1): never to a reset;
+    /// to a segment with ACK, `<SEQ=SEG.ACK><CTL=RST>`; otherwise
+    /// `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`.
+    fn tcp_reset(&mut self, rif: RifId, pkt: &[u8], now: u64, o: &mut Orig) {
+        let Ok(ip) = Ipv4::new_checked(pkt) else {
+            return;
+        };
+        let t = ip.payload();
+        if t.len() < 20 {
+            return;
+        }
+        let flags = t[13];
+        if flags & 0x04 != 0 {
+            return;
+        }
+        let off = usize::from(t[12] >> 4) * 4;
+        let seg_len = t.len().saturating_sub(off) as u32
+            + u32::from(flags & 0x02 != 0)
+            + u32::from(flags & 0x01 != 0);
+        let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        let ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+        let (rseq, rack, rflags) = if flags & 0x10 != 0 {
+            (ack, 0, 0x04)
+        } else {
+            (0, seq.wrapping_add(seg_len), 0x14)
+        };
+        let (src, dst) = (ip.dst(), ip.src());
+        let to = u32::from(dst);
+        let Some(nh) = self.routes.lookup(to) else {
+            return;
+        };
+        let mut b = [0u8; eth::HEADER_LEN + 40];
+        self.ident = self.ident.wrapping_add(1);
+        ipv4::Repr {
+            src,
+            dst,
+            protocol: ipv4::PROTO_TCP,
+            ttl: LOCAL_TTL,
+            payload_len: 20,
+            ident: self.ident,
+            dont_frag: true,
+        }
+        .emit(&mut b[eth::HEADER_LEN..]);
+        let th = &mut b[eth::HEADER_LEN + 20..];
+        th[0..2].copy_from_slice(&t[2..4]);
+        th[2..4].copy_from_slice(&t[0..2]);
+        th[4..8].copy_from_slice(&rseq.to_be_bytes());
+        th[8..12].copy_from_slice(&rack.to_be_bytes());
+        th[12] = 5 << 4;
+        th[13] = rflags;
+        let mut pseudo = [0u8; 32];
+        pseudo[0..4].copy_from_slice(&src.octets());
+        pseudo[4..8].copy_from_slice(&dst.octets());
+        pseudo[9] = ipv4::PROTO_TCP;
+        pseudo[11] = 20;
+        pseudo[12..32].copy_from_slice(&th[..20]);
+        let c = crate::wire::checksum(&pseudo);
+        th[16..18].copy_from_slice(&c.to_be_bytes());
+        self.send_local(rif, nh, to, &b, now, o);
     }
 
     fn arp_request(&mut self, rif: RifId, ip: u32, o: &mut Orig) {
