@@ -610,6 +610,83 @@ port = "v1"
     }
 
     #[test]
+    fn router_roundtrip_and_checks() {
+        let text = r#"
+[router]
+nat_max_flows = 1000
+
+[[rif]]
+name = "gw"
+bridge = "brin"
+vlan = 10
+addr = "10.0.1.1/24"
+
+[[rif]]
+name = "vpn"
+type = "tun"
+netns = "vpn"
+ifname = "tun0"
+addr = "10.0.8.1/24"
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "10.0.1.254"
+
+[[route]]
+prefix = "10.9.0.0/16"
+dev = "vpn"
+
+[[snat]]
+out = "gw"
+to = "192.0.2.1-192.0.2.4"
+src = "10.0.8.0/24"
+"#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.router.nat_max_flows, 1000);
+        assert_eq!(c.rifs[0].kind, RifType::Bridge);
+        assert_eq!(c.rifs[1].kind, RifType::Tun);
+        assert_eq!(c.rifs[1].ifname(), "tun0");
+        c.rifs.iter().for_each(|r| r.check().unwrap());
+        assert_eq!(c.routes[1].dev.as_deref(), Some("vpn"));
+        assert_eq!(
+            c.snat[0].to_range().unwrap(),
+            Some(([192, 0, 2, 1].into(), [192, 0, 2, 4].into()))
+        );
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        // A default router section is not written.
+        assert!(!Config::default().to_toml().contains("[router]"));
+
+        let e = Config::from_toml("[[rif]]\nname = \"x\"\naddr = \"10.0.0.300/24\"\n").unwrap_err();
+        assert!(
+            e.contains("line 3") && e.contains("invalid IPv4 prefix"),
+            "{e}"
+        );
+        let mut r = c.rifs[0].clone();
+        r.netns = Some("ns".into());
+        assert!(r.check().unwrap_err().contains("--type tun"));
+        let mut r = c.rifs[1].clone();
+        r.vlan = Some(5);
+        assert!(r.check().is_err());
+        r = c.rifs[0].clone();
+        r.addr = "224.0.0.1/24".parse().unwrap();
+        assert!(r.check().is_err());
+        r.addr = "10.0.0.1/31".parse().unwrap();
+        assert!(
+            r.check().is_err(),
+            "/31 has no host addresses for a router subnet"
+        );
+        let mut s = c.snat[0].clone();
+        s.to = Some("192.0.2.9-192.0.2.1".into());
+        assert!(s.to_range().is_err());
+        s.to = Some("nope".into());
+        assert!(s.to_range().is_err());
+        assert!("10.0.0.1/33".parse::<Ipv4Cidr>().is_err());
+        let p: Ipv4Cidr = "10.1.2.3/16".parse().unwrap();
+        assert_eq!(p.network(), std::net::Ipv4Addr::new(10, 1, 0, 0));
+        assert!(p.contains([10, 1, 200, 1].into()) && !p.contains([10, 2, 0, 1].into()));
+    }
+
+    #[test]
     fn vlan_membership() {
         let mut p = PortConfig::new("p", PortType::Tap);
         assert_eq!(p.member().unwrap().vlan, VlanMode::Access(1));
