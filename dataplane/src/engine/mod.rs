@@ -43,8 +43,9 @@ pub const DEFAULT_BUSY_POLL_MAX_US: u64 = 2_500;
 pub const MAX_PORTS: usize = 4096;
 /// Most bridges.
 pub const MAX_BRIDGES: usize = 1024;
-/// Largest accepted `--ageing`.
-pub const MAX_AGEING_S: u32 = 1_000_000;
+pub use crate::bridge::MAX_AGEING_S;
+// Port ids must fit the FDB's entries.
+const _: () = assert!(MAX_PORTS <= crate::bridge::fdb::FDB_MAX_PORT as usize + 1);
 
 pub type CtlResult = Result<Value, String>;
 

@@ -90,12 +90,12 @@
 //! about no tracked flow is refused ([`NatDrop::NoFlow`]) rather than let
 //! out with its inside address.
 
-use crate::offload::Csum;
+use crate::wire::checksum::Csum;
 use hashbrown::HashMap;
 use std::net::Ipv4Addr;
 
 /// Default limit on tracked flows.
-pub const DEFAULT_MAX_CONNS: usize = 262_144;
+pub const DEFAULT_MAX_CONNS: usize = crate::config::DEFAULT_NAT_MAX_FLOWS as usize;
 /// Ports tried for a new mapping before the packet is refused.
 pub const MAX_PORT_TRIES: u32 = 256;
 /// Flows the default [`Nat::expire`] call examines.

@@ -2,13 +2,16 @@
 //! the L3 header.
 
 use super::be16;
-use crate::bridge::vlan::TPID_8021Q;
 use crate::MacAddr;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const HEADER_LEN: usize = 14;
+/// IEEE 802.1Q customer VLAN tag.
+pub const TPID_8021Q: u16 = 0x8100;
+/// IEEE 802.1ad service VLAN tag (QinQ outer tag).
+pub const TPID_8021AD: u16 = 0x88a8;
 
 /// An Ethernet frame's link header, parsed: addresses, the 802.1Q tag if
 /// one is there, the ethertype after it and where the L3 header starts.

@@ -11,13 +11,14 @@
 //!   the L3 header.
 
 pub mod arp;
+pub mod checksum;
 pub mod eth;
 pub mod icmp;
 pub mod ipv4;
 
 /// Internet checksum (RFC 1071) of `data`, complemented, as stored.
 pub fn checksum(data: &[u8]) -> u16 {
-    u16::from_be_bytes(crate::offload::Csum::default().add(data).finish())
+    u16::from_be_bytes(checksum::Csum::default().add(data).finish())
 }
 
 /// Why a header did not pass its checks.
