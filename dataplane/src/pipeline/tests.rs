@@ -747,3 +747,33 @@ fn tcp_to_the_router_is_reset() {
         .unwrap();
     assert!(l.rx(1, &[rst]).is_empty());
 }
+
+#[test]
+fn a_full_nat_table_refuses_new_flows_and_keeps_old_ones() {
+    let mut l = Lab::resolved();
+    l.router
+        .add_snat(SnatConfig {
+            out: "up".into(),
+            to: None,
+            src: None,
+        })
+        .unwrap();
+    l.router.nat.set_max_conns(1);
+    let gw = l.mac("gw");
+    assert_eq!(
+        l.rx(1, &[udp(C1, gw, C1_IP, SRV_IP, 64, 1111, 53)]).len(),
+        1
+    );
+    assert!(l
+        .rx(2, &[udp(C2, gw, C2_IP, SRV_IP, 64, 2222, 53)])
+        .is_empty());
+    assert_eq!(l.drops(3, DropReason::NatTableFull), 1);
+    assert_eq!(
+        l.rx(1, &[udp(C1, gw, C1_IP, SRV_IP, 64, 1111, 53)]).len(),
+        1,
+        "the old flow still works"
+    );
+    // del-snat takes the rule's flows with it.
+    assert_eq!(l.router.del_snat("up").unwrap(), 1);
+    assert!(l.router.nat.is_empty());
+}
