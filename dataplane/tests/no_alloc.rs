@@ -1,11 +1,12 @@
 //! Steady-state forwarding allocates nothing per frame: a counting global
 //! allocator counts the worker threads' allocations while real frames flow
 //! between two network namespaces through TAP ports, and through AF_PACKET
-//! ports (the TPACKET_V2 ring path).
+//! ports (the TPACKET_V2 ring path), and while they are routed and
+//! source-NATed between two bridges by the router.
 //! Needs root (TAP devices, namespaces); skipped visibly otherwise.
 
 use dataplane::api::Request;
-use dataplane::config::{PortConfig, PortType};
+use dataplane::config::{PortConfig, PortType, RifConfig, RifType, SnatConfig};
 use dataplane::engine::{self, EngineOptions};
 use dataplane::port::afpacket::RxMode;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -247,4 +248,193 @@ fn afpacket_forwarding_does_not_allocate_per_frame() {
             p
         },
     );
+}
+
+/// Routed and NATed traffic: bridges `bra` (TAP host `h1`, rif `gwa`) and
+/// `brb` (TAP host `h2`, rif `gwb` with masquerade), as in
+/// `examples/docker0.sh`. `h1` pings `h2` through the router with one ICMP
+/// identifier (one NAT flow); warm-up resolves ARP on both sides and creates
+/// the flow, then 2000 flood pings (8000 frames through the router: each
+/// echo enters a bridge, is routed and NATed, and leaves the other bridge)
+/// are counted.
+#[test]
+fn routed_and_natted_forwarding_does_not_allocate_per_frame() {
+    if !root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let id = std::process::id() % 100_000;
+    let h1 = format!("vsnt{id}a");
+    let h2 = format!("vsnt{id}b");
+    let _guard = Netns(vec![h1.clone(), h2.clone()]);
+    assert!(sh(&["ip", "netns", "add", &h1]) && sh(&["ip", "netns", "add", &h2]));
+    // Two /25s of one /24: h1's side and h2's side.
+    let net = format!("10.253.{}", id % 250);
+    let handle = engine::start(EngineOptions {
+        workers: 2,
+        worker_init: Some(count_this_thread),
+        ..Default::default()
+    })
+    .unwrap();
+    for (br, port, ns, rif, addr) in [
+        ("bra", "p1", &h1, "gwa", format!("{net}.1/25")),
+        ("brb", "p2", &h2, "gwb", format!("{net}.129/25")),
+    ] {
+        handle
+            .call(Request::AddBr {
+                name: br.into(),
+                stp: false,
+                ageing_s: None,
+                fdb_max: None,
+                priority: None,
+                hello_s: None,
+                max_age_s: None,
+                forward_delay_s: None,
+            })
+            .unwrap();
+        let mut p = PortConfig::new(port, PortType::Tap);
+        p.netns = Some(ns.clone());
+        p.ifname = Some("eth0".into());
+        handle
+            .call(Request::AddPort {
+                bridge: br.into(),
+                port: p,
+            })
+            .unwrap();
+        handle
+            .call(Request::AddRif {
+                rif: RifConfig {
+                    name: rif.into(),
+                    kind: RifType::Bridge,
+                    bridge: Some(br.into()),
+                    vlan: None,
+                    addr: addr.parse().unwrap(),
+                    mac: None,
+                    netns: None,
+                    ifname: None,
+                    mtu: None,
+                },
+            })
+            .unwrap();
+    }
+    handle
+        .call(Request::AddSnat {
+            snat: SnatConfig {
+                out: "gwb".into(),
+                to: None,
+                src: None,
+            },
+        })
+        .unwrap();
+    // h1 routes everything through gwa; h2 knows only its own subnet (the
+    // replies find their way back through the NAT flow alone).
+    for (ns, addr) in [(&h1, format!("{net}.2/25")), (&h2, format!("{net}.130/25"))] {
+        assert!(sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", "eth0"]));
+        assert!(sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]));
+    }
+    assert!(sh(&[
+        "ip",
+        "-n",
+        &h1,
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("{net}.1")
+    ]));
+    let dst = format!("{net}.130");
+    // Warm up: ARP both sides (the router's queue for h2), FDB learning,
+    // the NAT flow of identifier 4242, first-use allocations.
+    assert!(sh(&[
+        "ip", "netns", "exec", &h1, "ping", "-e", "4242", "-c", "3", "-i", "0.2", "-q", &dst
+    ]));
+    let nat = handle.call(Request::NatShow).unwrap();
+    eprintln!("NAT table after warm-up: {nat}");
+
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let ok = sh(&[
+        "ip", "netns", "exec", &h1, "ping", "-e", "4242", "-f", "-c", "2000", "-q", "-w", "20",
+        &dst,
+    ]);
+    std::thread::sleep(Duration::from_millis(100));
+    let during = ALLOCS.load(Ordering::Relaxed) - before;
+    assert!(ok, "ping through the router failed");
+    let tx = tx_packets(&handle, "p2");
+    assert!(tx >= 2000, "frames routed out of p2: {tx}");
+    eprintln!("allocations while routing and NATing ICMP: {during}, frames out of p2: {tx}");
+
+    // A UDP stream of one flow (h1:40000 to h2:9999, where a socket that
+    // never reads takes it: no ICMP comes back). Warm-up creates the flow.
+    let _sink = Kill(
+        Command::new("ip")
+            .args(["netns", "exec", &h2, "python3", "-c", UDP_SINK])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let udp = |n: &str| {
+        sh(&[
+            "ip", "netns", "exec", &h1, "python3", "-c", UDP_SEND, &dst, n,
+        ])
+    };
+    assert!(udp("3"));
+    std::thread::sleep(Duration::from_millis(100));
+    let tx0 = tx_packets(&handle, "p2");
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let ok = udp("4000");
+    std::thread::sleep(Duration::from_millis(100));
+    let during_udp = ALLOCS.load(Ordering::Relaxed) - before;
+    assert!(ok, "the UDP sender failed");
+    let udp_tx = tx_packets(&handle, "p2") - tx0;
+
+    let nat = handle.call(Request::NatShow).unwrap();
+    assert!(handle.shutdown());
+    let flows = nat.as_array().map_or(0, Vec::len);
+    assert_eq!(flows, 2, "one ICMP and one UDP NAT flow: {nat}");
+    eprintln!(
+        "allocations while routing and NATing UDP: {during_udp}, datagrams out of p2: {udp_tx}"
+    );
+    assert!(udp_tx >= 1000, "datagrams routed out of p2: {udp_tx}");
+    assert!(
+        during < 20,
+        "{during} allocations while routing and NATing 8000 ICMP frames"
+    );
+    assert!(
+        during_udp < 20,
+        "{during_udp} allocations while routing and NATing {udp_tx} UDP datagrams"
+    );
+}
+
+/// Binds UDP port 9999 and never reads (the kernel drops what overflows).
+const UDP_SINK: &str = "import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('', 9999))
+time.sleep(60)";
+
+/// Sends argv[2] datagrams from port 40000 to argv[1]:9999, paced.
+const UDP_SEND: &str = "import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('', 40000))
+for i in range(int(sys.argv[2])):
+    s.sendto(b'x' * 64, (sys.argv[1], 9999))
+    if i % 20 == 19:
+        time.sleep(0.001)";
+
+fn tx_packets(handle: &engine::EngineHandle, port: &str) -> u64 {
+    let stats = handle
+        .call(Request::Stats {
+            port: Some(port.into()),
+        })
+        .unwrap();
+    stats[0]["tx_packets"].as_u64().unwrap()
+}
+
+/// A child process this test started, killed (by its own handle) at the
+/// end even on failure.
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
