@@ -13,15 +13,17 @@
 //! - [`rif`]: the interfaces.
 //!
 //! A packet to forward (RFC 1812 §5.2, §5.3): header checked (version,
-//! lengths, checksum); martian addresses dropped (§5.3.7); a reply of a NAT
-//! flow (or a hairpinned packet) translated; TTL checked (time exceeded,
+//! lengths, checksum); martian addresses dropped (§5.3.7); a packet to a
+//! forwarded port (DNAT), a reply of a NAT flow or a hairpinned packet
+//! translated; TTL checked (time exceeded,
 //! §5.3.1); route looked up (network unreachable); egress MTU checked
 //! against the packet, or the segment size of a GSO super-frame
 //! (fragmentation needed with the next-hop MTU when DF is set, RFC 1191);
 //! source NAT applied if the egress has a rule; TTL decremented with an
 //! incremental checksum update; the next hop resolved (queued while ARP
 //! runs; host unreachable if it never answers); the Ethernet header
-//! rewritten. Packets for the router's own addresses: ICMP echo is
+//! rewritten (a forwarded flow's reply from the inside server is translated
+//! before SNAT is considered). Packets for the router's own addresses: ICMP echo is
 //! answered, UDP gets port unreachable, TCP a reset, the rest is dropped.
 
 pub mod icmp;

@@ -34,6 +34,15 @@
 //!   mapping, created if need be) and the target's inside destination, so
 //!   each side sees the other's outside endpoint, as a remote would.
 //!   Hairpinned packets come from inside and are not filtered.
+//! - **Port forwarding** (DNAT). A *static* mapping ([`Nat::add_static`])
+//!   binds an outside endpoint to an inside one permanently: SNAT never
+//!   picks its outside port, a packet from any remote to it opens a flow
+//!   ([`Nat::dnat_in`]: filtering is open), the inside server's replies
+//!   leave from it ([`Nat::dnat_out`], or [`Nat::outbound`]), and a
+//!   hairpinned packet to it opens a flow from the sender's outside
+//!   endpoint. Its flows are ordinary flows (timeouts, ICMP errors), with
+//!   TCP state tracked from the remote's side; [`Nat::remove_static`]
+//!   removes them with it.
 //! - **Lifetime.** A mapping lives while at least one of its flows lives: it
 //!   counts the flows that refer to it and is freed with the last (expiry,
 //!   [`Nat::flush_rule`], remapping); its expiry is the latest of its flows'.
