@@ -878,4 +878,22 @@ fn port_forwarding_without_snat_and_bad_rules() {
     assert_eq!(u.source_port(), 5353);
     let sum = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
     assert_eq!(sum, u.checksum(), "UDP checksum");
+    // srv's port unreachable about that answer reaches c1, about what c1
+    // sent (no SNAT rule on up to translate it).
+    let quote = out[0].1[14..].to_vec();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(SRV.0, up.0)
+        .ipv4(SRV_IP, UP_IP, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &quote)
+        .unwrap();
+    let out = l.rx(4, &[err]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    let (_, _, ip, _) = ip_of(&out[0].1);
+    assert_eq!((out[0].0, ip.source, ip.destination), (1, SRV_IP, C1_IP));
+    let q = &out[0].1[14 + 20 + 8..];
+    assert_eq!((&q[12..16], &q[16..20]), (&C1_IP[..], &SRV_IP[..]));
+    assert_eq!(u16::from_be_bytes([q[20], q[21]]), 5353);
 }

@@ -658,9 +658,14 @@ impl Router {
 
     /// Whether a packet arriving on `rif` to `dst:dport` is for a
     /// forwarded port.
-    fn dnat_match(&self, rif: RifId, proto: u8, dst: u32, dport: u16) -> bool {
+    /// An ICMP error to a forwarded port's address with no SNAT rule for
+    /// it (which would translate it) counts too: it may be about a
+    /// forwarded flow.
+    fn dnat_match(&self, rif: RifId, proto: u8, dst: u32, dport: u16, snat: bool) -> bool {
         self.dnat.iter().any(|d| {
-            d.in_rif == rif && d.proto == proto && d.port == dport && d.installed.contains(&dst)
+            d.in_rif == rif
+                && d.installed.contains(&dst)
+                && ((d.proto == proto && d.port == dport) || (proto == ipv4::PROTO_ICMP && !snat))
         })
     }
 
@@ -879,7 +884,8 @@ impl Router {
         let mut translated = false;
         let snat_rule = self.rule_for_dst(dst);
         // A forwarded port (DNAT): from outside, on the rule's interface.
-        let dnat = !self.dnat.is_empty() && self.dnat_match(rif, proto, dst, dport);
+        let dnat =
+            !self.dnat.is_empty() && self.dnat_match(rif, proto, dst, dport, snat_rule.is_some());
         if dnat {
             saved_len = total.min(QUOTE_SAVE);
             saved[..saved_len].copy_from_slice(&f.data()[L3..L3 + saved_len]);

@@ -813,12 +813,19 @@ impl Nat {
 
     /// Translates an inside server's packet of a forwarded flow (a reply
     /// to a remote that connected to a forwarded port): the source becomes
-    /// the outside endpoint. `Ok(false)`, packet untouched, for anything
+    /// the outside endpoint; so does an ICMP error about such a flow (with
+    /// its quote). `Ok(false)`, packet untouched, for anything
     /// else, which SNAT (or nothing) then handles.
     pub fn dnat_out(&mut self, pkt: &mut [u8], partial: bool, now: u64) -> Result<bool, NatDrop> {
         let Ok(p) = parse(pkt) else {
             return Ok(false);
         };
+        if p.proto == PROTO_ICMP && is_icmp_error(p.icmp_type) {
+            // The server's error about a remote's packet.
+            return Ok(self
+                .icmp_error_if(pkt, &p, partial, true, true, now)
+                .is_some());
+        }
         if !matches!(p.proto, PROTO_TCP | PROTO_UDP) {
             return Ok(false);
         }
@@ -977,6 +984,20 @@ impl Nat {
         out: bool,
         now: u64,
     ) -> Option<Endpoint> {
+        self.icmp_error_if(pkt, p, partial, out, false, now)
+    }
+
+    /// [`Nat::icmp_error`], for flows of static mappings only if
+    /// `only_fixed`.
+    fn icmp_error_if(
+        &mut self,
+        pkt: &mut [u8],
+        p: &Parsed,
+        partial: bool,
+        out: bool,
+        only_fixed: bool,
+        now: u64,
+    ) -> Option<Endpoint> {
         let total = usize::from(be16(pkt, 2));
         let icmp_end = total.min(pkt.len());
         let q = quoted(pkt.get(p.l4 + 8..icmp_end)?)?;
@@ -997,6 +1018,9 @@ impl Nat {
         }
         let idx = self.find(out, &Key::new(dst, src, q.proto), now)?;
         let c = self.conns[idx];
+        if only_fixed && !self.maps[c.map as usize].fixed {
+            return None;
+        }
         let to = if out { c.outside } else { c.inside };
         let ip_d = Delta::default().replace32(old.ip, to.ip);
         let port_d = Delta::default().replace16(old.port, to.port);

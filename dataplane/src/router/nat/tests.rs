@@ -1268,3 +1268,36 @@ fn hairpin_to_a_forwarded_port() {
     assert_eq!(check(&ack), (OUTSIDE, 40000, SERVER, 80));
     check_invariants(&nat, 4 * S);
 }
+
+#[test]
+fn icmp_errors_about_forwarded_flows_are_translated() {
+    let mut nat = Nat::default();
+    nat.add_static(17, ep(OUTSIDE, 5353), ep(SERVER, 53), 9, S)
+        .unwrap();
+    let mut q = udp(REMOTE, 6000, OUTSIDE, 5353, b"query?");
+    nat.dnat_in(&mut q, false, S).unwrap();
+    let mut a = udp(SERVER, 53, REMOTE, 6000, b"answer");
+    assert_eq!(nat.dnat_out(&mut a, false, S), Ok(true));
+    // The remote's error about the answer reaches the server, quote
+    // translated back to the answer as the server sent it.
+    let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &a);
+    assert_eq!(nat.dnat_in(&mut err, false, 2 * S), Ok(Inbound::Translated));
+    let (src, dst, quote) = check_error(&err);
+    assert_eq!((src, dst), (REMOTE, SERVER));
+    assert_eq!(check(&quote), (SERVER, 53, REMOTE, 6000));
+    // The server's error about the query leaves from the outside address,
+    // quoting the query as the remote sent it.
+    let mut err = icmp_error(SERVER, REMOTE, frag_needed(), &q);
+    assert_eq!(nat.dnat_out(&mut err, false, 2 * S), Ok(true));
+    let (src, dst, quote) = check_error(&err);
+    assert_eq!((src, dst), (OUTSIDE, REMOTE));
+    assert_eq!(check(&quote), (REMOTE, 6000, OUTSIDE, 5353));
+    // An error about an SNAT flow is not dnat_out's (outbound's instead).
+    let mut o = udp(INSIDE, 7000, REMOTE, 53, b"x");
+    nat.outbound(&mut o, false, &pool(), S).unwrap();
+    let mut back = udp(REMOTE, 53, OUTSIDE, 7000, b"y");
+    nat.inbound(&mut back, false, S).unwrap();
+    let mut err = icmp_error(INSIDE, REMOTE, frag_needed(), &back);
+    assert_eq!(nat.dnat_out(&mut err, false, 2 * S), Ok(false));
+    check_invariants(&nat, 2 * S);
+}
