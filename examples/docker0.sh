@@ -4,8 +4,10 @@
 # bridge brout with rif up (10.88.2.1/24) toward an "outside" namespace srv
 # (10.88.2.2) that has no route back to 10.88.1.0/24: only masquerade (SNAT
 # to up's address) lets replies find their way, as with docker0 and
-# iptables MASQUERADE. Shows ping, TCP and UDP through the router, the NAT
-# table, ARP, routes, and the router's counters, then tears everything down.
+# iptables MASQUERADE. Shows ping, TCP and UDP through the router, a port
+# forward (`docker run -p 8080:80`: a server in c1 reached from srv through
+# 10.88.2.1:8080), the NAT table, ARP, routes, and the router's counters,
+# then tears everything down.
 #   sudo examples/docker0.sh          # run, check, tear down
 #   sudo examples/docker0.sh --keep   # leave it running until Ctrl-C
 set -euo pipefail
@@ -81,9 +83,25 @@ import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeou
 s.sendto(b"hi", ("10.88.2.2", 5353)); assert s.recvfrom(100)[0] == b"hi"'
 wait $spid || true
 
+# Port forwarding, as `docker run -p 8080:80`: connections to up's address
+# at 8080 go to c1 port 80; the server sees the real client.
+ctl add-dnat --in up --proto tcp --port 8080 --to 10.88.1.2:80
+ip netns exec vsd-c1 python3 -c '
+import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.88.1.2", 80)); s.listen(1); s.settimeout(10)
+c, a = s.accept(); c.sendall(("c1 here, you are %s\n" % a[0]).encode()); c.close()' &
+spid=$!
+sleep 0.5
+seen=$(ip netns exec vsd-srv python3 -c '
+import socket; s = socket.create_connection(("10.88.2.1", 8080), timeout=5); print(s.recv(100).decode().strip())' || true)
+wait $spid || true
+echo "srv -> 10.88.2.1:8080 over TCP: server says \"$seen\""
+desc="srv reaches c1:80 through 10.88.2.1:8080, and c1 sees 10.88.2.2"; check test "$seen" = "c1 here, you are 10.88.2.2"
+
 echo; echo "== vswitchctl show"; ctl show
 echo; echo "== vswitchctl route-show"; ctl route-show
 echo; echo "== vswitchctl arp-show"; ctl arp-show
+echo; echo "== vswitchctl dnat-show"; ctl dnat-show
 echo; echo "== vswitchctl nat-show"; ctl nat-show
 echo; echo "== vswitchctl stats gw"; ctl stats gw
 if [ "$keep" = 1 ]; then

@@ -2,7 +2,7 @@
 //! socket, `{"cmd": "add-br", "name": "br0"}`, answered by one line
 //! `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
 
-use crate::config::{Ipv4Cidr, PortConfig, RifConfig, RouteConfig, SnatConfig};
+use crate::config::{DnatConfig, Ipv4Cidr, PortConfig, RifConfig, RouteConfig, SnatConfig};
 use crate::MacAddr;
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,17 @@ pub enum Request {
     DelSnat {
         out: String,
     },
+    /// A port forwarding rule.
+    AddDnat {
+        dnat: DnatConfig,
+    },
+    /// Removes a port forwarding rule and its flows.
+    DelDnat {
+        #[serde(rename = "in")]
+        in_rif: String,
+        proto: String,
+        port: u16,
+    },
     /// Router-wide settings (absent: unchanged).
     SetRouter {
         #[serde(default)]
@@ -150,6 +161,7 @@ pub enum Request {
     ArpShow,
     NatShow,
     SnatShow,
+    DnatShow,
     /// The running configuration as the typed model (JSON).
     GetConfig,
     /// Write the running configuration as TOML (handled by the control server).

@@ -44,6 +44,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "snat", skip_serializing_if = "Vec::is_empty")]
     pub snat: Vec<SnatConfig>,
+    /// Port forwarding rules, applied after the SNAT rules.
+    #[serde(default, rename = "dnat", skip_serializing_if = "Vec::is_empty")]
+    pub dnat: Vec<DnatConfig>,
 }
 
 /// Router-wide settings.
@@ -292,6 +295,72 @@ impl SnatConfig {
             return Err(format!("--to {t}: at most 65536 addresses"));
         }
         Ok(Some((a, b)))
+    }
+}
+
+/// A port forwarding (DNAT) rule (`add-dnat --in RIF --proto tcp|udp --port N
+/// --to IP[:PORT]`): connections arriving on `in` to its address (or an
+/// address of its SNAT pool) at `port` go to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnatConfig {
+    /// The router interface the connections arrive on.
+    #[serde(rename = "in")]
+    pub in_rif: String,
+    /// "tcp" or "udp".
+    pub proto: String,
+    /// The forwarded port.
+    pub port: u16,
+    /// The inside server, `IP` or `IP:PORT` (the port defaults to `port`).
+    pub to: String,
+}
+
+impl DnatConfig {
+    /// The IP protocol number of `proto` (6 or 17).
+    pub fn proto_num(&self) -> Result<u8, String> {
+        match self.proto.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(6),
+            "udp" => Ok(17),
+            p => Err(format!("invalid --proto '{p}' (expected tcp or udp)")),
+        }
+    }
+
+    /// `to` parsed: the inside address and port.
+    pub fn to_endpoint(&self) -> Result<(std::net::Ipv4Addr, u16), String> {
+        let t = self.to.trim();
+        let bad = || format!("invalid --to '{t}' (expected IP or IP:PORT)");
+        let (ip, port) = match t.split_once(':') {
+            Some((a, p)) => (a, p.parse::<u16>().map_err(|_| bad())?),
+            None => (t, self.port),
+        };
+        let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+        if ip.is_unspecified()
+            || ip.is_broadcast()
+            || ip.is_multicast()
+            || ip.is_loopback()
+            || ip.octets()[0] == 0
+            || ip.octets()[0] >= 240
+        {
+            return Err(format!("--to {ip} is not a unicast address"));
+        }
+        if port == 0 {
+            return Err(format!("--to {t}: port 0"));
+        }
+        Ok((ip, port))
+    }
+
+    /// Checks the rule and writes `to` as `IP:PORT`.
+    pub fn normalized(mut self) -> Result<DnatConfig, String> {
+        if self.port == 0 {
+            return Err("--port must be 1-65535".into());
+        }
+        self.proto = match self.proto_num()? {
+            6 => "tcp".into(),
+            _ => "udp".into(),
+        };
+        let (ip, port) = self.to_endpoint()?;
+        self.to = format!("{ip}:{port}");
+        Ok(self)
     }
 }
 

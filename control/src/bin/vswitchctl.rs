@@ -7,7 +7,7 @@ use control::fdbshow;
 use control::{DEFAULT_SOCKET, SOCKET_ENV};
 use dataplane::api::Request;
 use dataplane::config::{
-    Ipv4Cidr, PortConfig, PortType, RifConfig, RifType, RouteConfig, SnatConfig,
+    DnatConfig, Ipv4Cidr, PortConfig, PortType, RifConfig, RifType, RouteConfig, SnatConfig,
 };
 use dataplane::MacAddr;
 use serde_json::Value;
@@ -372,6 +372,40 @@ enum Cmd {
         #[arg(long, value_name = "RIF")]
         out: String,
     },
+    /// Forward a port of a router interface's address to an inside server (DNAT)
+    #[command(
+        after_help = "Connections arriving on --in to its address (or to an address of its SNAT\n--to pool) at --port go to --to; the server sees the client's real address\nand its replies leave from --in's address and --port. Any remote may connect.\nInside hosts reach the forwarded port through the outside address too\n(hairpin) when --in has an SNAT rule.\n\nExamples:\n  vswitchctl add-dnat --in up0 --proto tcp --port 8080 --to 10.0.1.2:80\n  vswitchctl add-dnat --in up0 --proto udp --port 53 --to 10.0.1.3"
+    )]
+    AddDnat {
+        /// The router interface the connections arrive on
+        #[arg(long = "in", value_name = "RIF")]
+        in_rif: String,
+        /// The protocol
+        #[arg(long, value_parser = ["tcp", "udp"])]
+        proto: String,
+        /// The forwarded port
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+        /// The inside server (the port defaults to --port)
+        #[arg(long, value_name = "IP[:PORT]")]
+        to: String,
+    },
+    /// Remove a port forwarding rule (and its connections)
+    #[command(after_help = "Example:\n  vswitchctl del-dnat --in up0 --proto tcp --port 8080")]
+    DelDnat {
+        /// The router interface the connections arrive on
+        #[arg(long = "in", value_name = "RIF")]
+        in_rif: String,
+        /// The protocol
+        #[arg(long, value_parser = ["tcp", "udp"])]
+        proto: String,
+        /// The forwarded port
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
+    /// List port forwarding rules
+    #[command(after_help = "Example:\n  vswitchctl dnat-show --json")]
+    DnatShow,
     /// Change router-wide settings
     #[command(after_help = "Example:\n  vswitchctl set-router --nat-max-flows 100000")]
     SetRouter {
@@ -593,6 +627,29 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             Request::AddSnat { snat }
         }
         Cmd::DelSnat { out } => Request::DelSnat { out },
+        Cmd::AddDnat {
+            in_rif,
+            proto,
+            port,
+            to,
+        } => Request::AddDnat {
+            dnat: DnatConfig {
+                in_rif,
+                proto,
+                port,
+                to,
+            }
+            .normalized()?,
+        },
+        Cmd::DelDnat {
+            in_rif,
+            proto,
+            port,
+        } => Request::DelDnat {
+            in_rif,
+            proto,
+            port,
+        },
         Cmd::SetRouter { nat_max_flows } => {
             if nat_max_flows.is_none() {
                 return Err("set-router: nothing to set (give --nat-max-flows)".into());
@@ -604,6 +661,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
         Cmd::ArpShow => Request::ArpShow,
         Cmd::NatShow => Request::NatShow,
         Cmd::SnatShow => Request::SnatShow,
+        Cmd::DnatShow => Request::DnatShow,
     })
 }
 
@@ -944,6 +1002,15 @@ fn print_human(req: &Request, v: &Value) {
                     snat_src(r)
                 );
             }
+            for r in arr(&v["dnat"]) {
+                println!(
+                    "dnat in {} {} port {} to {}",
+                    s(&r["in"]),
+                    s(&r["proto"]),
+                    s(&r["port"]),
+                    s(&r["to"])
+                );
+            }
         }
         Request::RifShow => table_of(RIF_HEADERS, v, rif_row),
         Request::RouteShow => table_of(&["PREFIX", "VIA", "DEV", "KIND"], v, |r| {
@@ -962,6 +1029,9 @@ fn print_human(req: &Request, v: &Value) {
         }
         Request::SnatShow => table_of(&["OUT", "TO", "SRC"], v, |r| {
             vec![s(&r["out"]), snat_to(r), snat_src(r)]
+        }),
+        Request::DnatShow => table_of(&["IN", "PROTO", "PORT", "TO"], v, |r| {
+            fields(r, &["in", "proto", "port", "to"])
         }),
         Request::StpShow { .. } => {
             println!("bridge id       {}", s(&v["bridge_id"]));
@@ -1270,6 +1340,83 @@ mod tests {
             req(&["del-snat", "--out", "up0"]).unwrap(),
             Request::DelSnat { out: "up0".into() }
         );
+    }
+
+    #[test]
+    fn dnat() {
+        assert_eq!(
+            req(&[
+                "add-dnat",
+                "--in",
+                "up0",
+                "--proto",
+                "tcp",
+                "--port",
+                "8080",
+                "--to",
+                "10.0.1.2:80"
+            ])
+            .unwrap(),
+            Request::AddDnat {
+                dnat: DnatConfig {
+                    in_rif: "up0".into(),
+                    proto: "tcp".into(),
+                    port: 8080,
+                    to: "10.0.1.2:80".into(),
+                }
+            }
+        );
+        // The port defaults to --port.
+        assert_eq!(
+            req(&["add-dnat", "--in", "up0", "--proto", "udp", "--port", "53", "--to", "10.0.1.3"])
+                .unwrap(),
+            Request::AddDnat {
+                dnat: DnatConfig {
+                    in_rif: "up0".into(),
+                    proto: "udp".into(),
+                    port: 53,
+                    to: "10.0.1.3:53".into(),
+                }
+            }
+        );
+        let a = |proto: &'static str, port: &'static str, to: &'static str| {
+            vec![
+                "add-dnat", "--in", "up0", "--proto", proto, "--port", port, "--to", to,
+            ]
+        };
+        for bad in [
+            a("icmp", "1", "10.0.1.2"),
+            a("tcp", "0", "10.0.1.2"),
+            a("tcp", "70000", "10.0.1.2"),
+            vec![
+                "add-dnat", "--proto", "tcp", "--port", "80", "--to", "10.0.1.2",
+            ],
+            vec![
+                "add-dnat", "--in", "up0", "--proto", "tcp", "--to", "10.0.1.2",
+            ],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} accepted");
+        }
+        for bad in [
+            a("tcp", "80", "nowhere"),
+            a("tcp", "80", "10.0.1.2:0"),
+            a("tcp", "80", "10.0.1.2:x"),
+            a("tcp", "80", "224.0.0.1"),
+            a("tcp", "80", "255.255.255.255"),
+            a("tcp", "80", "0.0.0.0"),
+        ] {
+            assert!(req(&bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            req(&["del-dnat", "--in", "up0", "--proto", "tcp", "--port", "8080"]).unwrap(),
+            Request::DelDnat {
+                in_rif: "up0".into(),
+                proto: "tcp".into(),
+                port: 8080
+            }
+        );
+        assert!(parse(&["del-dnat", "--in", "up0", "--port", "8080"]).is_err());
+        assert_eq!(req(&["dnat-show"]).unwrap(), Request::DnatShow);
     }
 
     #[test]

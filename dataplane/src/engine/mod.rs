@@ -313,6 +313,10 @@ impl EngineHandle {
             self.call(Request::AddSnat { snat: s.clone() })
                 .map_err(|e| format!("snat --out {}: {e}", s.out))?;
         }
+        for d in &cfg.dnat {
+            self.call(Request::AddDnat { dnat: d.clone() })
+                .map_err(|e| format!("dnat --in {} {} {}: {e}", d.in_rif, d.proto, d.port))?;
+        }
         Ok(())
     }
 

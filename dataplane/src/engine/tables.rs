@@ -371,6 +371,7 @@ impl Tables {
                 "rifs": self.rif_json(),
                 "routes": self.route_json(),
                 "snat": self.snat_json(),
+                "dnat": self.dnat_json(),
             })),
             Request::GetConfig => {
                 serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
@@ -413,6 +414,20 @@ impl Tables {
             Request::RifShow => Ok(self.rif_json()),
             Request::RouteShow => Ok(self.route_json()),
             Request::SnatShow => Ok(self.snat_json()),
+            Request::AddDnat { dnat } => {
+                let now = self.now_ns();
+                self.router.add_dnat(dnat, now)?;
+                Ok(Value::Null)
+            }
+            Request::DelDnat {
+                in_rif,
+                proto,
+                port,
+            } => {
+                let flows = self.router.del_dnat(&in_rif, &proto, port)?;
+                Ok(json!({"flows_removed": flows}))
+            }
+            Request::DnatShow => Ok(self.dnat_json()),
             Request::ArpShow => {
                 let now = self.now_ns();
                 let mut rows = self.router.neigh.entries(now);
@@ -575,6 +590,15 @@ impl Tables {
         )
     }
 
+    fn dnat_json(&self) -> Value {
+        Value::Array(
+            self.router
+                .dnat_rules()
+                .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
+                .collect(),
+        )
+    }
+
     fn snat_json(&self) -> Value {
         Value::Array(
             self.router
@@ -709,6 +733,7 @@ impl Tables {
             rifs: self.router.rifs().map(|(_, r)| r.cfg.clone()).collect(),
             routes: self.router.static_routes().cloned().collect(),
             snat: self.router.snat_rules().cloned().collect(),
+            dnat: self.router.dnat_rules().cloned().collect(),
         }
     }
 

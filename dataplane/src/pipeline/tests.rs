@@ -8,7 +8,7 @@
 use super::*;
 use crate::bridge::vlan::{VlanMode, VlanSet};
 use crate::bridge::{BridgeSettings, Member};
-use crate::config::{Ipv4Cidr, RifConfig, RifType, RouteConfig, SnatConfig};
+use crate::config::{DnatConfig, Ipv4Cidr, RifConfig, RifType, RouteConfig, SnatConfig};
 use crate::packet::{VnetHdr, EDIT_PREFIX_MAX};
 use crate::router::{Rif, RifKind};
 use crate::MacAddr;
@@ -776,4 +776,154 @@ fn a_full_nat_table_refuses_new_flows_and_keeps_old_ones() {
     // del-snat takes the rule's flows with it.
     assert_eq!(l.router.del_snat("up").unwrap(), 1);
     assert!(l.router.nat.is_empty());
+}
+
+fn tcp_frame(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    synack: bool,
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    let b = if synack { b.ack(1001) } else { b };
+    b.write(&mut v, &[]).unwrap();
+    v
+}
+
+/// (egress port, src, sport, dst, dport) of a TCP frame, its checksums
+/// verified from scratch.
+fn tcp_of(out: &(PortId, Vec<u8>)) -> (PortId, [u8; 4], u16, [u8; 4], u16) {
+    let (_, _, ip, t) = ip_of(&out.1);
+    let Some(TransportSlice::Tcp(tcp)) = t else {
+        panic!("not TCP")
+    };
+    let sum = tcp.calc_checksum_ipv4(ip.source, ip.destination).unwrap();
+    assert_eq!(sum, tcp.checksum(), "TCP checksum");
+    (
+        out.0,
+        ip.source,
+        tcp.source_port(),
+        ip.destination,
+        tcp.destination_port(),
+    )
+}
+
+#[test]
+fn port_forwarding_reaches_the_inside_server_and_back() {
+    let mut l = Lab::resolved();
+    l.router
+        .add_snat(SnatConfig {
+            out: "up".into(),
+            to: None,
+            src: None,
+        })
+        .unwrap();
+    let dnat = DnatConfig {
+        in_rif: "up".into(),
+        proto: "tcp".into(),
+        port: 8080,
+        to: "10.0.1.2:80".into(),
+    };
+    l.router.add_dnat(dnat.clone(), l.now).unwrap();
+    assert!(l.router.add_dnat(dnat, l.now).is_err(), "duplicate");
+    let (gw, up) = (l.mac("gw"), l.mac("up"));
+    // srv's SYN to up:8080 reaches c1:80 with srv's real source.
+    let out = l.rx(4, &[tcp_frame(SRV, up, SRV_IP, UP_IP, 5555, 8080, false)]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    assert_eq!(tcp_of(&out[0]), (1, SRV_IP, 5555, C1_IP, 80));
+    let (src, dst, ip, _) = ip_of(&out[0].1);
+    assert_eq!((src, dst, ip.time_to_live), (gw, C1, 63));
+    // c1's SYN-ACK leaves with source up:8080.
+    let out = l.rx(1, &[tcp_frame(C1, gw, C1_IP, SRV_IP, 80, 5555, true)]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    assert_eq!(tcp_of(&out[0]), (4, UP_IP, 8080, SRV_IP, 5555));
+    // Another port of the router's address is still the router's: reset.
+    let out = l.rx(4, &[tcp_frame(SRV, up, SRV_IP, UP_IP, 5556, 8081, false)]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    assert_eq!(tcp_of(&out[0]), (4, UP_IP, 8081, SRV_IP, 5556));
+    // Arriving on another interface, the port is not forwarded.
+    let out = l.rx(1, &[tcp_frame(C1, gw, C1_IP, GW_IP, 5557, 8080, false)]);
+    assert_eq!(tcp_of(&out[0]), (1, GW_IP, 8080, C1_IP, 5557));
+    // c2 reaches the server through up:8080 (hairpin) and hears back from
+    // up:8080.
+    let out = l.rx(2, &[tcp_frame(C2, gw, C2_IP, UP_IP, 6000, 8080, false)]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    assert_eq!(tcp_of(&out[0]), (1, UP_IP, 6000, C1_IP, 80));
+    let out = l.rx(1, &[tcp_frame(C1, gw, C1_IP, UP_IP, 80, 6000, true)]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    assert_eq!(tcp_of(&out[0]), (2, UP_IP, 8080, C2_IP, 6000));
+    // Removed: the router answers for itself again, flows gone.
+    assert_eq!(l.router.del_dnat("up", "tcp", 8080), Ok(2));
+    assert!(l.router.del_dnat("up", "tcp", 8080).is_err());
+    let out = l.rx(4, &[tcp_frame(SRV, up, SRV_IP, UP_IP, 5555, 8080, false)]);
+    assert_eq!(tcp_of(&out[0]), (4, UP_IP, 8080, SRV_IP, 5555));
+}
+
+#[test]
+fn port_forwarding_without_snat_and_bad_rules() {
+    let mut l = Lab::resolved();
+    let bad = |to: &str, port: u16, rif: &str, proto: &str| DnatConfig {
+        in_rif: rif.into(),
+        proto: proto.into(),
+        port,
+        to: to.into(),
+    };
+    let now = l.now;
+    for c in [
+        bad("10.0.1.2", 0, "up", "tcp"),
+        bad("10.0.1.2", 80, "nope", "tcp"),
+        bad("10.0.1.2", 80, "up", "icmp"),
+        bad("224.0.0.1", 80, "up", "tcp"),
+        bad("10.0.1.2:0", 80, "up", "tcp"),
+        bad("10.0.1.2:x", 80, "up", "tcp"),
+        bad("10.0.1.1", 80, "up", "tcp"),
+    ] {
+        assert!(l.router.add_dnat(c.clone(), now).is_err(), "{c:?}");
+    }
+    l.router
+        .add_dnat(bad("10.0.1.2", 5353, "up", "UDP"), now)
+        .unwrap();
+    let shown: Vec<_> = l.router.dnat_rules().cloned().collect();
+    assert_eq!(shown, vec![bad("10.0.1.2:5353", 5353, "up", "udp")]);
+    let (gw, up) = (l.mac("gw"), l.mac("up"));
+    // No SNAT on up: the forwarded flow is translated all the same.
+    let out = l.rx(4, &[udp(SRV, up, SRV_IP, UP_IP, 64, 999, 5353)]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    let (_, _, ip, _) = ip_of(&out[0].1);
+    assert_eq!((out[0].0, ip.source, ip.destination), (1, SRV_IP, C1_IP));
+    let out = l.rx(1, &[udp(C1, gw, C1_IP, SRV_IP, 64, 5353, 999)]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    let (_, _, ip, t) = ip_of(&out[0].1);
+    assert_eq!((out[0].0, ip.source), (4, UP_IP));
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!()
+    };
+    assert_eq!(u.source_port(), 5353);
+    let sum = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
+    assert_eq!(sum, u.checksum(), "UDP checksum");
+    // srv's port unreachable about that answer reaches c1, about what c1
+    // sent (no SNAT rule on up to translate it).
+    let quote = out[0].1[14..].to_vec();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(SRV.0, up.0)
+        .ipv4(SRV_IP, UP_IP, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &quote)
+        .unwrap();
+    let out = l.rx(4, &[err]);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    let (_, _, ip, _) = ip_of(&out[0].1);
+    assert_eq!((out[0].0, ip.source, ip.destination), (1, SRV_IP, C1_IP));
+    let q = &out[0].1[14 + 20 + 8..];
+    assert_eq!((&q[12..16], &q[16..20]), (&C1_IP[..], &SRV_IP[..]));
+    assert_eq!(u16::from_be_bytes([q[20], q[21]]), 5353);
 }

@@ -13,15 +13,17 @@
 //! - [`rif`]: the interfaces.
 //!
 //! A packet to forward (RFC 1812 §5.2, §5.3): header checked (version,
-//! lengths, checksum); martian addresses dropped (§5.3.7); a reply of a NAT
-//! flow (or a hairpinned packet) translated; TTL checked (time exceeded,
+//! lengths, checksum); martian addresses dropped (§5.3.7); a packet to a
+//! forwarded port (DNAT), a reply of a NAT flow or a hairpinned packet
+//! translated; TTL checked (time exceeded,
 //! §5.3.1); route looked up (network unreachable); egress MTU checked
 //! against the packet, or the segment size of a GSO super-frame
 //! (fragmentation needed with the next-hop MTU when DF is set, RFC 1191);
 //! source NAT applied if the egress has a rule; TTL decremented with an
 //! incremental checksum update; the next hop resolved (queued while ARP
 //! runs; host unreachable if it never answers); the Ethernet header
-//! rewritten. Packets for the router's own addresses: ICMP echo is
+//! rewritten (a forwarded flow's reply from the inside server is translated
+//! before SNAT is considered). Packets for the router's own addresses: ICMP echo is
 //! answered, UDP gets port unreachable, TCP a reset, the rest is dropped.
 
 pub mod icmp;
@@ -30,7 +32,7 @@ pub mod neigh;
 pub mod rif;
 pub mod route;
 
-use crate::config::{Ipv4Cidr, RouteConfig, SnatConfig};
+use crate::config::{DnatConfig, Ipv4Cidr, RouteConfig, SnatConfig};
 use crate::packet::{Frame, VnetHdr};
 use crate::stats::DropReason;
 use crate::wire::arp::{self, Arp};
@@ -135,6 +137,26 @@ struct SnatRule {
     cfg: SnatConfig,
 }
 
+/// A port forwarding rule and the outside endpoints its static mappings
+/// hold.
+#[derive(Debug, Clone)]
+struct DnatRule {
+    in_rif: RifId,
+    proto: u8,
+    port: u16,
+    to: Endpoint,
+    rule: u32,
+    /// Outside addresses with a static mapping in the NAT.
+    installed: Vec<u32>,
+    cfg: DnatConfig,
+}
+
+/// Most addresses of an SNAT pool a forwarded port is reserved on (beyond
+/// them, only the interface's own address and the first ones).
+pub const MAX_DNAT_ADDRS: u32 = 256;
+/// Most port forwarding rules.
+pub const MAX_DNAT_RULES: usize = 4096;
+
 /// One row of `route-show`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInfo {
@@ -153,6 +175,7 @@ pub struct Router {
     pub neigh: Neigh,
     pub nat: Nat,
     snat: Vec<SnatRule>,
+    dnat: Vec<DnatRule>,
     next_rule: u32,
     icmp: icmp::IcmpLimiter,
     ident: u16,
@@ -179,6 +202,7 @@ impl Router {
             neigh: Neigh::default(),
             nat: Nat::default(),
             snat: Vec::new(),
+            dnat: Vec::new(),
             next_rule: 1,
             icmp: icmp::IcmpLimiter::new(),
             ident: 1,
@@ -264,6 +288,13 @@ impl Router {
         if let Some(i) = self.snat.iter().position(|s| s.out == id) {
             let rule = self.snat.remove(i);
             self.nat.flush_rule(rule.pool.rule);
+        }
+        for d in std::mem::take(&mut self.dnat) {
+            if d.in_rif == id {
+                self.uninstall_dnat(&d);
+            } else {
+                self.dnat.push(d);
+            }
         }
         // Routes via gateways that were on its subnet go too.
         let rifs = &self.rifs;
@@ -451,6 +482,7 @@ impl Router {
             src: c.src,
             cfg: c,
         });
+        self.sync_dnat(0);
         Ok(())
     }
 
@@ -465,7 +497,176 @@ impl Router {
             .position(|s| s.out == id)
             .ok_or_else(|| format!("no SNAT rule on '{out}'"))?;
         let rule = self.snat.remove(i);
-        Ok(self.nat.flush_rule(rule.pool.rule))
+        let n = self.nat.flush_rule(rule.pool.rule);
+        self.sync_dnat(0);
+        Ok(n)
+    }
+
+    /// Adds a port forwarding rule (checked and normalised here).
+    pub fn add_dnat(&mut self, c: DnatConfig, now: u64) -> Result<(), String> {
+        let c = c.normalized()?;
+        let in_rif = self
+            .rif_by_name(&c.in_rif)
+            .ok_or_else(|| format!("no router interface named '{}'", c.in_rif))?;
+        let proto = c.proto_num()?;
+        let (ip, port) = c.to_endpoint()?;
+        if self
+            .dnat
+            .iter()
+            .any(|d| d.in_rif == in_rif && d.proto == proto && d.port == c.port)
+        {
+            return Err(format!(
+                "{} port {} on {} is already forwarded (del-dnat first)",
+                c.proto, c.port, c.in_rif
+            ));
+        }
+        if self.dnat.len() >= MAX_DNAT_RULES {
+            return Err(format!(
+                "too many port forwarding rules (limit {MAX_DNAT_RULES})"
+            ));
+        }
+        if self.local(u32::from(ip)).is_some() {
+            return Err(format!("--to {ip} is an address of the router"));
+        }
+        let rule = self.next_rule;
+        self.next_rule = self.next_rule.wrapping_add(1).max(1);
+        let mut d = DnatRule {
+            in_rif,
+            proto,
+            port: c.port,
+            to: Endpoint {
+                ip: u32::from(ip),
+                port,
+            },
+            rule,
+            installed: Vec::new(),
+            cfg: c,
+        };
+        for a in self.dnat_addrs(in_rif) {
+            let outside = Endpoint {
+                ip: a,
+                port: d.port,
+            };
+            if let Err(e) = self.nat.add_static(proto, outside, d.to, rule, now) {
+                self.uninstall_dnat(&d);
+                return Err(e);
+            }
+            d.installed.push(a);
+        }
+        self.dnat.push(d);
+        Ok(())
+    }
+
+    /// Removes a port forwarding rule and its flows; returns how many flows.
+    pub fn del_dnat(&mut self, in_rif: &str, proto: &str, port: u16) -> Result<usize, String> {
+        let id = self
+            .rif_by_name(in_rif)
+            .ok_or_else(|| format!("no router interface named '{in_rif}'"))?;
+        let probe = DnatConfig {
+            in_rif: in_rif.into(),
+            proto: proto.into(),
+            port,
+            to: String::new(),
+        };
+        let pn = probe.proto_num()?;
+        let i = self
+            .dnat
+            .iter()
+            .position(|d| d.in_rif == id && d.proto == pn && d.port == port)
+            .ok_or_else(|| format!("no port forwarding of {proto} port {port} on '{in_rif}'"))?;
+        let d = self.dnat.remove(i);
+        Ok(self.uninstall_dnat(&d))
+    }
+
+    /// Port forwarding rules as given (normalised).
+    pub fn dnat_rules(&self) -> impl Iterator<Item = &DnatConfig> + '_ {
+        self.dnat.iter().map(|d| &d.cfg)
+    }
+
+    /// The outside addresses of interface `rif`'s forwarded ports: its own
+    /// and its SNAT pool's (at most [`MAX_DNAT_ADDRS`] of these).
+    fn dnat_addrs(&self, rif: RifId) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .rif(rif)
+            .map(|r| u32::from(r.addr.addr))
+            .into_iter()
+            .collect();
+        if let Some(s) = self.snat.iter().find(|s| s.out == rif) {
+            let last = s
+                .pool
+                .last
+                .min(s.pool.first.saturating_add(MAX_DNAT_ADDRS - 1));
+            for a in s.pool.first..=last {
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+            }
+        }
+        v
+    }
+
+    /// Removes rule `d`'s static mappings and flows; returns how many flows.
+    fn uninstall_dnat(&mut self, d: &DnatRule) -> usize {
+        let mut n = 0;
+        for &a in &d.installed {
+            let outside = Endpoint {
+                ip: a,
+                port: d.port,
+            };
+            n += self.nat.remove_static(d.proto, outside).unwrap_or(0);
+        }
+        n
+    }
+
+    /// Brings the static mappings in line with the interfaces' addresses and
+    /// SNAT pools (after an SNAT rule changed).
+    fn sync_dnat(&mut self, now: u64) {
+        let mut rules = std::mem::take(&mut self.dnat);
+        for d in &mut rules {
+            let want = self.dnat_addrs(d.in_rif);
+            let mut keep = Vec::new();
+            for &a in &d.installed {
+                let outside = Endpoint {
+                    ip: a,
+                    port: d.port,
+                };
+                if want.contains(&a) {
+                    keep.push(a);
+                } else {
+                    self.nat.remove_static(d.proto, outside);
+                }
+            }
+            for a in want {
+                if !keep.contains(&a) {
+                    let outside = Endpoint {
+                        ip: a,
+                        port: d.port,
+                    };
+                    if self
+                        .nat
+                        .add_static(d.proto, outside, d.to, d.rule, now)
+                        .is_ok()
+                    {
+                        keep.push(a);
+                    }
+                }
+            }
+            d.installed = keep;
+        }
+        self.dnat = rules;
+    }
+
+    /// Whether a packet arriving on `rif` to `dst:dport` is for a
+    /// forwarded port.
+    /// An ICMP error to a forwarded port's address with no SNAT rule for
+    /// it (which would translate it) counts too: it may be about a
+    /// forwarded flow.
+    fn dnat_match(&self, rif: RifId, proto: u8, dst: u32, dport: u16, snat: bool) -> bool {
+        self.dnat.iter().any(|d| {
+            d.in_rif == rif
+                && d.installed.contains(&dst)
+                && ((d.proto == proto && d.port == dport) || (proto == ipv4::PROTO_ICMP && !snat))
+        })
     }
 
     /// SNAT rules as given.
@@ -681,7 +882,18 @@ impl Router {
         let mut saved = [0u8; QUOTE_SAVE];
         let mut saved_len = 0;
         let mut translated = false;
-        if let Some(ri) = self.rule_for_dst(dst) {
+        let snat_rule = self.rule_for_dst(dst);
+        // A forwarded port (DNAT): from outside, on the rule's interface.
+        let dnat =
+            !self.dnat.is_empty() && self.dnat_match(rif, proto, dst, dport, snat_rule.is_some());
+        if dnat {
+            saved_len = total.min(QUOTE_SAVE);
+            saved[..saved_len].copy_from_slice(&f.data()[L3..L3 + saved_len]);
+            match self.nat.dnat_in(&mut f.data_mut()[L3..], partial, now) {
+                Ok(i) => translated = i == Inbound::Translated,
+                Err(e) => return Verdict::Drop(nat_drop(e)),
+            }
+        } else if let Some(ri) = snat_rule {
             let rule = &self.snat[ri];
             let pool = rule.pool;
             let from_inside = rule.out != rif;
@@ -785,7 +997,14 @@ impl Router {
                 return Verdict::Drop(DropReason::TooBig);
             }
         }
-        // Source NAT on the way out.
+        // A forwarded flow's reply from the inside server, then source NAT
+        // on the way out.
+        if !translated && !self.dnat.is_empty() {
+            match self.nat.dnat_out(&mut f.data_mut()[L3..], partial, now) {
+                Ok(t) => translated = t,
+                Err(e) => return Verdict::Drop(nat_drop(e)),
+            }
+        }
         if !translated {
             if let Some(rule) = self.snat.iter().find(|s| s.out == nh.rif) {
                 let from_us = self.local(src).is_some();

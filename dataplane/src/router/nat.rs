@@ -34,6 +34,15 @@
 //!   mapping, created if need be) and the target's inside destination, so
 //!   each side sees the other's outside endpoint, as a remote would.
 //!   Hairpinned packets come from inside and are not filtered.
+//! - **Port forwarding** (DNAT). A *static* mapping ([`Nat::add_static`])
+//!   binds an outside endpoint to an inside one permanently: SNAT never
+//!   picks its outside port, a packet from any remote to it opens a flow
+//!   ([`Nat::dnat_in`]: filtering is open), the inside server's replies
+//!   leave from it ([`Nat::dnat_out`], or [`Nat::outbound`]), and a
+//!   hairpinned packet to it opens a flow from the sender's outside
+//!   endpoint. Its flows are ordinary flows (timeouts, ICMP errors), with
+//!   TCP state tracked from the remote's side; [`Nat::remove_static`]
+//!   removes them with it.
 //! - **Lifetime.** A mapping lives while at least one of its flows lives: it
 //!   counts the flows that refer to it and is freed with the last (expiry,
 //!   [`Nat::flush_rule`], remapping); its expiry is the latest of its flows'.
@@ -380,6 +389,9 @@ struct Mapping {
     /// Still the one new flows of its inside endpoint and rule get (false
     /// once the rule's pool no longer holds its address, or it died).
     attached: bool,
+    /// A static mapping (port forwarding, [`Nat::add_static`]): permanent,
+    /// never handed out to SNAT, and any remote may open a flow on it.
+    fixed: bool,
 }
 
 impl Mapping {
@@ -568,9 +580,18 @@ impl Nat {
         let target = self.maps[m].inside;
         let idx = self.track_out(&p, p.sport, p.dport, pool, now)?;
         let source = self.conns[idx].outside;
-        // The target's flow to the sender, as its replies would find it.
-        if let Some(j) = self.find(false, &Key::new(source, dst, p.proto), now) {
-            self.track_in(j, &p, now);
+        // The target's flow to the sender, as its replies would find it; a
+        // forwarded port's flow is opened by this packet.
+        match self.find(false, &Key::new(source, dst, p.proto), now) {
+            Some(j) => self.track_in(j, &p, now),
+            None if self.maps[m].fixed => {
+                let j = self.static_flow(m, source, now)?;
+                if p.proto == PROTO_TCP {
+                    tcp_track(&mut self.conns[j], p.tcp_flags, true);
+                }
+                self.touch(j, now);
+            }
+            None => {}
         }
         rewrite(pkt, &p, partial, true, source);
         rewrite(pkt, &p, partial, false, target);
@@ -642,6 +663,198 @@ impl Nat {
             .is_some_and(|&m| self.maps[m as usize].expires > now)
     }
 
+    /// Adds a static mapping (port forwarding, DNAT): `outside` (an address
+    /// of the router and a port) leads to `inside` for protocol `proto`
+    /// (6 TCP, 17 UDP). It is permanent until [`Nat::remove_static`], SNAT
+    /// never hands its outside endpoint out, and a packet from any remote to
+    /// it opens a flow ([`Nat::dnat_in`], open filtering) whose replies are
+    /// translated back. Flows of a dynamic mapping holding `outside` are
+    /// removed. `rule` identifies the forwarding rule in its flows.
+    pub fn add_static(
+        &mut self,
+        proto: u8,
+        outside: Endpoint,
+        inside: Endpoint,
+        rule: u32,
+        now: u64,
+    ) -> Result<(), String> {
+        if !matches!(proto, PROTO_TCP | PROTO_UDP) {
+            return Err("only TCP and UDP ports are forwarded".into());
+        }
+        let key = map_out_key(proto, outside);
+        if let Some(m) = self.find_map(false, &key, now) {
+            if self.maps[m].fixed {
+                return Err(format!("{outside} is already forwarded"));
+            }
+            self.flush_map(m);
+            // Unlinked once its last flow went; unlink it all the same.
+            self.unlink_map(m);
+        }
+        let mapping = Mapping {
+            proto,
+            inside,
+            outside,
+            rule,
+            // The rule's own reference: it lives until removed.
+            refs: 1,
+            expires: u64::MAX,
+            attached: false,
+            fixed: true,
+        };
+        let m = match self.maps_free.pop() {
+            Some(i) => {
+                self.maps[i as usize] = mapping;
+                i as usize
+            }
+            None => {
+                self.maps.push(mapping);
+                self.maps.len() - 1
+            }
+        };
+        self.map_by_outside.insert(key, m as u32);
+        Ok(())
+    }
+
+    /// Removes the static mapping of `outside` and its flows; returns how
+    /// many flows went, or `None` if there was none.
+    pub fn remove_static(&mut self, proto: u8, outside: Endpoint) -> Option<usize> {
+        let m = *self.map_by_outside.get(&map_out_key(proto, outside))? as usize;
+        if !self.maps[m].fixed {
+            return None;
+        }
+        let n = self.flush_map(m);
+        self.maps[m].refs = 0;
+        self.maps[m].fixed = false;
+        self.unlink_map(m);
+        self.maps_free.push(m as u32);
+        Some(n)
+    }
+
+    /// Removes every flow of mapping `m`; returns how many.
+    fn flush_map(&mut self, m: usize) -> usize {
+        let doomed: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].expires != 0 && self.conns[i].map as usize == m)
+            .collect();
+        for &i in &doomed {
+            self.remove(i);
+        }
+        doomed.len()
+    }
+
+    /// Translates a packet from outside to a forwarded port: as
+    /// [`Nat::inbound`], and if it is no tracked flow's and its destination
+    /// is a static mapping's outside endpoint, a flow for its source is
+    /// created on the mapping and the packet translated to the inside
+    /// endpoint. The caller decides that the packet may be forwarded (the
+    /// rule's ingress interface).
+    pub fn dnat_in(&mut self, pkt: &mut [u8], partial: bool, now: u64) -> Result<Inbound, NatDrop> {
+        let p = parse(pkt)?;
+        if !matches!(p.proto, PROTO_TCP | PROTO_UDP) {
+            return self.inbound(pkt, partial, now);
+        }
+        let remote = Endpoint {
+            ip: p.src,
+            port: p.sport,
+        };
+        let outside = Endpoint {
+            ip: p.dst,
+            port: p.dport,
+        };
+        let idx = match self.find(false, &Key::new(remote, outside, p.proto), now) {
+            Some(i) => {
+                self.track_in(i, &p, now);
+                i
+            }
+            None => {
+                let Some(m) = self.find_map(false, &map_out_key(p.proto, outside), now) else {
+                    return Ok(Inbound::NotTranslated);
+                };
+                if !self.maps[m].fixed {
+                    return Ok(Inbound::NotTranslated);
+                }
+                let i = self.static_flow(m, remote, now)?;
+                // The remote is the side that opened it.
+                if p.proto == PROTO_TCP {
+                    tcp_track(&mut self.conns[i], p.tcp_flags, true);
+                }
+                self.touch(i, now);
+                i
+            }
+        };
+        let inside = self.conns[idx].inside;
+        rewrite(pkt, &p, partial, false, inside);
+        Ok(Inbound::Translated)
+    }
+
+    /// A new flow from `remote` on static mapping `m`.
+    fn static_flow(&mut self, m: usize, remote: Endpoint, now: u64) -> Result<usize, NatDrop> {
+        if self.by_inside.len() >= self.max_conns {
+            self.expire(now, EXPIRE_BUDGET);
+            if self.by_inside.len() >= self.max_conns {
+                return Err(NatDrop::TableFull);
+            }
+        }
+        let mp = self.maps[m];
+        self.maps[m].refs += 1;
+        let conn = Conn {
+            proto: mp.proto,
+            inside: mp.inside,
+            outside: mp.outside,
+            remote,
+            state: State::New,
+            fin_out: false,
+            fin_in: false,
+            rule: mp.rule,
+            expires: 1,
+            map: m as u32,
+        };
+        Ok(self.insert_conn(conn, now))
+    }
+
+    /// Translates an inside server's packet of a forwarded flow (a reply
+    /// to a remote that connected to a forwarded port): the source becomes
+    /// the outside endpoint; so does an ICMP error about such a flow (with
+    /// its quote). `Ok(false)`, packet untouched, for anything
+    /// else, which SNAT (or nothing) then handles.
+    pub fn dnat_out(&mut self, pkt: &mut [u8], partial: bool, now: u64) -> Result<bool, NatDrop> {
+        let Ok(p) = parse(pkt) else {
+            return Ok(false);
+        };
+        if p.proto == PROTO_ICMP && is_icmp_error(p.icmp_type) {
+            // The server's error about a remote's packet.
+            return Ok(self
+                .icmp_error_if(pkt, &p, partial, true, true, now)
+                .is_some());
+        }
+        if !matches!(p.proto, PROTO_TCP | PROTO_UDP) {
+            return Ok(false);
+        }
+        let key = Key::new(
+            Endpoint {
+                ip: p.src,
+                port: p.sport,
+            },
+            Endpoint {
+                ip: p.dst,
+                port: p.dport,
+            },
+            p.proto,
+        );
+        let Some(idx) = self.find(true, &key, now) else {
+            return Ok(false);
+        };
+        if !self.maps[self.conns[idx].map as usize].fixed {
+            return Ok(false);
+        }
+        if p.proto == PROTO_TCP {
+            tcp_track(&mut self.conns[idx], p.tcp_flags, false);
+        }
+        self.touch(idx, now);
+        let outside = self.conns[idx].outside;
+        rewrite(pkt, &p, partial, true, outside);
+        Ok(true)
+    }
+
     /// Finds or creates the flow of an outbound packet and tracks the packet
     /// on it; returns the flow's index.
     fn track_out(
@@ -674,7 +887,10 @@ impl Nat {
             None => self.create(key, pool, now)?,
         };
         if p.proto == PROTO_TCP {
-            tcp_track(&mut self.conns[idx], p.tcp_flags, true);
+            // A forwarded flow was opened from outside: its inside host's
+            // packets are the answering side's.
+            let opener = !self.maps[self.conns[idx].map as usize].fixed;
+            tcp_track(&mut self.conns[idx], p.tcp_flags, opener);
         }
         self.touch(idx, now);
         Ok(idx)
@@ -684,7 +900,8 @@ impl Nat {
     fn track_in(&mut self, idx: usize, p: &Parsed, now: u64) {
         let c = &mut self.conns[idx];
         if p.proto == PROTO_TCP {
-            tcp_track(c, p.tcp_flags, false);
+            // A forwarded flow's remote is the side that opened it.
+            tcp_track(c, p.tcp_flags, self.maps[c.map as usize].fixed);
         } else {
             c.state = State::Established;
         }
@@ -695,7 +912,8 @@ impl Nat {
     /// and its mapping still the rule's, in the pool.
     fn usable(&self, i: usize, pool: &Pool) -> bool {
         let c = &self.conns[i];
-        c.rule == pool.rule && pool.contains(c.outside.ip) && self.maps[c.map as usize].attached
+        let m = &self.maps[c.map as usize];
+        m.fixed || (c.rule == pool.rule && pool.contains(c.outside.ip) && m.attached)
     }
 
     /// Restarts flow `idx`'s idle timer for its state, and its mapping's.
@@ -766,6 +984,20 @@ impl Nat {
         out: bool,
         now: u64,
     ) -> Option<Endpoint> {
+        self.icmp_error_if(pkt, p, partial, out, false, now)
+    }
+
+    /// [`Nat::icmp_error`], for flows of static mappings only if
+    /// `only_fixed`.
+    fn icmp_error_if(
+        &mut self,
+        pkt: &mut [u8],
+        p: &Parsed,
+        partial: bool,
+        out: bool,
+        only_fixed: bool,
+        now: u64,
+    ) -> Option<Endpoint> {
         let total = usize::from(be16(pkt, 2));
         let icmp_end = total.min(pkt.len());
         let q = quoted(pkt.get(p.l4 + 8..icmp_end)?)?;
@@ -786,6 +1018,9 @@ impl Nat {
         }
         let idx = self.find(out, &Key::new(dst, src, q.proto), now)?;
         let c = self.conns[idx];
+        if only_fixed && !self.maps[c.map as usize].fixed {
+            return None;
+        }
         let to = if out { c.outside } else { c.inside };
         let ip_d = Delta::default().replace32(old.ip, to.ip);
         let port_d = Delta::default().replace16(old.port, to.port);
@@ -910,12 +1145,23 @@ impl Nat {
             expires: 1,
             map: m as u32,
         };
+        Ok(self.insert_conn(conn, now))
+    }
+
+    /// Puts flow `conn` (its mapping's reference already taken) in the
+    /// table; returns its index.
+    fn insert_conn(&mut self, conn: Conn, now: u64) -> usize {
         // The reply key is free of live flows: the outside endpoint is this
         // mapping's alone, and its inside endpoint has no live flow to this
         // remote. A dead flow (of an earlier owner of the port) may hold it,
         // or, if the caller's clock went back, one revived with its
         // unlinked mapping: either goes, so the maps stay consistent.
         if let Some(j) = self.find(false, &conn.in_key(), now) {
+            self.remove(j);
+        }
+        // A forwarded flow's inside tuple may be an SNAT flow's (the
+        // server once sent from that port to that remote): the new one wins.
+        if let Some(j) = self.find(true, &conn.out_key(), now) {
             self.remove(j);
         }
         let idx = match self.free.pop() {
@@ -930,7 +1176,7 @@ impl Nat {
         };
         self.by_inside.insert(conn.out_key(), idx as u32);
         self.by_outside.insert(conn.in_key(), idx as u32);
-        Ok(idx)
+        idx
     }
 
     /// The live mapping in `map_by_inside` (`inside`) or `map_by_outside`
@@ -971,6 +1217,7 @@ impl Nat {
             refs: 0,
             expires: expiry(now, 1),
             attached: true,
+            fixed: false,
         };
         let m = match self.maps_free.pop() {
             Some(i) => {

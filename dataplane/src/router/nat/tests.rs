@@ -724,9 +724,13 @@ fn check_structure(nat: &Nat) {
         refs[c.map as usize] += 1;
     }
     let mut in_use = 0;
+    let mut statics = 0;
     for (m, mapping) in nat.maps.iter().enumerate() {
-        assert_eq!(mapping.refs as usize, refs[m], "mapping {m}'s count");
-        if refs[m] == 0 {
+        // A static mapping holds a reference of its own.
+        let expected = refs[m] + usize::from(mapping.fixed);
+        statics += usize::from(mapping.fixed);
+        assert_eq!(mapping.refs as usize, expected, "mapping {m}'s count");
+        if expected == 0 {
             continue;
         }
         in_use += 1;
@@ -735,7 +739,7 @@ fn check_structure(nat: &Nat) {
         }
     }
     assert_eq!(nat.maps.len() - nat.maps_free.len(), in_use);
-    assert!(in_use <= flows.len() && flows.len() <= nat.max_conns);
+    assert!(in_use <= flows.len() + statics && flows.len() <= nat.max_conns);
     for (k, &m) in nat.map_by_inside.iter() {
         let mapping = &nat.maps[m as usize];
         assert!(mapping.refs > 0 && mapping.attached && mapping.in_key() == *k);
@@ -1132,4 +1136,168 @@ fn delta_matches_full_recompute() {
         let full = sum(&after);
         assert!(inc == full || (inc, full) == (0, 0xffff) || (inc, full) == (0xffff, 0));
     }
+}
+
+const SERVER: [u8; 4] = [10, 0, 0, 5];
+const REMOTE2: [u8; 4] = [203, 0, 113, 9];
+
+#[test]
+fn static_mapping_forwards_any_remote_and_translates_replies() {
+    let mut nat = Nat::default();
+    nat.add_static(6, ep(OUTSIDE, 8080), ep(SERVER, 80), 7, S)
+        .unwrap();
+    assert!(nat.is_mapped(6, ep(OUTSIDE, 8080), u64::MAX - 1));
+    assert!(!nat.is_mapped(17, ep(OUTSIDE, 8080), S));
+    // A second rule on the same endpoint is refused.
+    assert!(nat
+        .add_static(6, ep(OUTSIDE, 8080), ep(SERVER, 81), 8, S)
+        .is_err());
+    // Plain inbound stays filtered; dnat_in opens a flow.
+    let mut syn = tcp(REMOTE, 5000, OUTSIDE, 8080, "S", b"");
+    assert_eq!(
+        nat.inbound(&mut syn.clone(), false, 2 * S),
+        Ok(Inbound::NotTranslated)
+    );
+    assert_eq!(nat.dnat_in(&mut syn, false, 2 * S), Ok(Inbound::Translated));
+    assert_eq!(check(&syn), (REMOTE, 5000, SERVER, 80));
+    // The server's answer leaves from the forwarded port.
+    let mut synack = tcp(SERVER, 80, REMOTE, 5000, "SA", b"");
+    assert_eq!(nat.dnat_out(&mut synack, false, 3 * S), Ok(true));
+    assert_eq!(check(&synack), (OUTSIDE, 8080, REMOTE, 5000));
+    // SNAT of the same packet would do the same (the flow is usable).
+    let mut data = tcp(SERVER, 80, REMOTE, 5000, "AP", b"hello");
+    nat.outbound(&mut data, false, &pool(), 3 * S).unwrap();
+    assert_eq!(check(&data), (OUTSIDE, 8080, REMOTE, 5000));
+    let mut ack = tcp(REMOTE, 5000, OUTSIDE, 8080, "A", b"");
+    assert_eq!(nat.dnat_in(&mut ack, false, 4 * S), Ok(Inbound::Translated));
+    assert_eq!(check(&ack), (REMOTE, 5000, SERVER, 80));
+    let c: Vec<_> = nat.conns(4 * S).collect();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].state, State::Established);
+    assert_eq!(c[0].rule, 7);
+    // A second remote gets its own flow; UDP with its own rule too.
+    let mut syn2 = tcp(REMOTE2, 5000, OUTSIDE, 8080, "S", b"");
+    assert_eq!(
+        nat.dnat_in(&mut syn2, false, 5 * S),
+        Ok(Inbound::Translated)
+    );
+    assert_eq!(check(&syn2), (REMOTE2, 5000, SERVER, 80));
+    assert_eq!(nat.conns(5 * S).count(), 2);
+    let mut u = udp(REMOTE, 6000, OUTSIDE, 8080, b"q");
+    assert_eq!(
+        nat.dnat_in(&mut u, false, 5 * S),
+        Ok(Inbound::NotTranslated)
+    );
+    nat.add_static(17, ep(OUTSIDE, 5353), ep(SERVER, 53), 9, S)
+        .unwrap();
+    let mut u = udp(REMOTE, 6000, OUTSIDE, 5353, b"q");
+    assert_eq!(nat.dnat_in(&mut u, false, 5 * S), Ok(Inbound::Translated));
+    assert_eq!(check(&u), (REMOTE, 6000, SERVER, 53));
+    let mut r = udp(SERVER, 53, REMOTE, 6000, b"a");
+    assert_eq!(nat.dnat_out(&mut r, false, 5 * S), Ok(true));
+    assert_eq!(check(&r), (OUTSIDE, 5353, REMOTE, 6000));
+    // An unrelated packet from the server is not dnat_out's.
+    let mut other = tcp(SERVER, 80, REMOTE2, 9999, "S", b"");
+    assert_eq!(nat.dnat_out(&mut other, false, 5 * S), Ok(false));
+    check_invariants(&nat, 5 * S);
+    // Flows expire, the mapping does not.
+    nat.expire(20_000 * S, usize::MAX);
+    assert_eq!(nat.len(), 0);
+    assert!(nat.is_mapped(6, ep(OUTSIDE, 8080), 20_000 * S));
+    check_invariants(&nat, 20_000 * S);
+    // Removal flushes its flows and frees the endpoint.
+    let mut syn = tcp(REMOTE, 5001, OUTSIDE, 8080, "S", b"");
+    nat.dnat_in(&mut syn, false, 20_001 * S).unwrap();
+    assert_eq!(nat.remove_static(6, ep(OUTSIDE, 8080)), Some(1));
+    assert_eq!(nat.remove_static(6, ep(OUTSIDE, 8080)), None);
+    assert!(!nat.is_mapped(6, ep(OUTSIDE, 8080), 20_001 * S));
+    let mut syn = tcp(REMOTE, 5002, OUTSIDE, 8080, "S", b"");
+    assert_eq!(
+        nat.dnat_in(&mut syn, false, 20_002 * S),
+        Ok(Inbound::NotTranslated)
+    );
+    check_invariants(&nat, 20_002 * S);
+}
+
+#[test]
+fn snat_never_hands_out_a_forwarded_port() {
+    let mut nat = Nat::default();
+    // An SNAT flow holds 8080 first: the static mapping takes it over.
+    let mut p = tcp(INSIDE, 8080, REMOTE, 80, "S", b"");
+    nat.outbound(&mut p, false, &pool(), S).unwrap();
+    assert_eq!(check(&p).1, 8080);
+    nat.add_static(6, ep(OUTSIDE, 8080), ep(SERVER, 80), 7, S)
+        .unwrap();
+    assert_eq!(nat.len(), 0, "the dynamic mapping's flows went");
+    check_invariants(&nat, S);
+    for i in 0..50u8 {
+        let mut p = tcp([10, 0, 1, i], 8080, REMOTE, 80, "S", b"");
+        let out = nat.outbound(&mut p, false, &pool(), 2 * S).unwrap();
+        assert_ne!(out.port, 8080);
+    }
+    // With the full range reserved but one port, SNAT uses the rest.
+    let mut small = pool();
+    small.port_lo = 8080;
+    small.port_hi = 8081;
+    let mut p = tcp([10, 0, 2, 1], 8080, REMOTE, 80, "S", b"");
+    let out = nat.outbound(&mut p, false, &small, 2 * S).unwrap();
+    assert_eq!(out.port, 8081);
+    let mut p = tcp([10, 0, 2, 2], 8080, REMOTE, 80, "S", b"");
+    assert_eq!(
+        nat.outbound(&mut p, false, &small, 2 * S),
+        Err(NatDrop::PortsExhausted)
+    );
+    check_invariants(&nat, 2 * S);
+}
+
+#[test]
+fn hairpin_to_a_forwarded_port() {
+    let mut nat = Nat::default();
+    nat.add_static(6, ep(OUTSIDE, 8080), ep(SERVER, 80), 7, S)
+        .unwrap();
+    // INSIDE reaches the server through the outside address.
+    let mut syn = tcp(INSIDE, 40000, OUTSIDE, 8080, "S", b"");
+    assert_eq!(nat.hairpin(&mut syn, false, &pool(), 2 * S), Ok(true));
+    assert_eq!(check(&syn), (OUTSIDE, 40000, SERVER, 80));
+    // The server's answer goes back through the forwarded port.
+    let mut synack = tcp(SERVER, 80, OUTSIDE, 40000, "SA", b"");
+    assert_eq!(nat.hairpin(&mut synack, false, &pool(), 3 * S), Ok(true));
+    assert_eq!(check(&synack), (OUTSIDE, 8080, INSIDE, 40000));
+    let mut ack = tcp(INSIDE, 40000, OUTSIDE, 8080, "A", b"");
+    assert_eq!(nat.hairpin(&mut ack, false, &pool(), 4 * S), Ok(true));
+    assert_eq!(check(&ack), (OUTSIDE, 40000, SERVER, 80));
+    check_invariants(&nat, 4 * S);
+}
+
+#[test]
+fn icmp_errors_about_forwarded_flows_are_translated() {
+    let mut nat = Nat::default();
+    nat.add_static(17, ep(OUTSIDE, 5353), ep(SERVER, 53), 9, S)
+        .unwrap();
+    let mut q = udp(REMOTE, 6000, OUTSIDE, 5353, b"query?");
+    nat.dnat_in(&mut q, false, S).unwrap();
+    let mut a = udp(SERVER, 53, REMOTE, 6000, b"answer");
+    assert_eq!(nat.dnat_out(&mut a, false, S), Ok(true));
+    // The remote's error about the answer reaches the server, quote
+    // translated back to the answer as the server sent it.
+    let mut err = icmp_error(REMOTE, OUTSIDE, frag_needed(), &a);
+    assert_eq!(nat.dnat_in(&mut err, false, 2 * S), Ok(Inbound::Translated));
+    let (src, dst, quote) = check_error(&err);
+    assert_eq!((src, dst), (REMOTE, SERVER));
+    assert_eq!(check(&quote), (SERVER, 53, REMOTE, 6000));
+    // The server's error about the query leaves from the outside address,
+    // quoting the query as the remote sent it.
+    let mut err = icmp_error(SERVER, REMOTE, frag_needed(), &q);
+    assert_eq!(nat.dnat_out(&mut err, false, 2 * S), Ok(true));
+    let (src, dst, quote) = check_error(&err);
+    assert_eq!((src, dst), (OUTSIDE, REMOTE));
+    assert_eq!(check(&quote), (REMOTE, 6000, OUTSIDE, 5353));
+    // An error about an SNAT flow is not dnat_out's (outbound's instead).
+    let mut o = udp(INSIDE, 7000, REMOTE, 53, b"x");
+    nat.outbound(&mut o, false, &pool(), S).unwrap();
+    let mut back = udp(REMOTE, 53, OUTSIDE, 7000, b"y");
+    nat.inbound(&mut back, false, S).unwrap();
+    let mut err = icmp_error(INSIDE, REMOTE, frag_needed(), &back);
+    assert_eq!(nat.dnat_out(&mut err, false, 2 * S), Ok(false));
+    check_invariants(&nat, 2 * S);
 }
