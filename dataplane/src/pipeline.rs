@@ -82,6 +82,8 @@ pub struct Plan {
     pub orig: Orig,
     /// (batch slot, internal or TUN port, owned) for the router.
     to_router: Vec<(u16, PortId, bool)>,
+    /// NAT flow keys of the router's frames, for prefetching.
+    nat_keys: Vec<crate::router::nat::FlowKey>,
 }
 
 impl Plan {
@@ -93,6 +95,7 @@ impl Plan {
             dirty: Vec::with_capacity(ports),
             orig: Orig::new(orig),
             to_router: Vec::with_capacity(batch * 2),
+            nat_keys: Vec::with_capacity(batch * 2),
         }
     }
 
@@ -271,14 +274,30 @@ fn router_batch(
     stats: &mut [PortStats],
     plan: &mut Plan,
 ) {
-    // Start the batch's NAT cache misses together, then route.
-    for &(idx, pid, owned) in &plan.to_router {
-        if let (true, Some(rif), Some(f)) = (
-            owned,
-            fab.attach[pid as usize].rif(),
-            frames.get(usize::from(idx)),
-        ) {
-            fab.router.prefetch(rif, f.data());
+    // Start the batch's NAT cache misses together, a step at a time
+    // (index slots, flows, mappings), then route.
+    plan.nat_keys.clear();
+    if plan.to_router.len() > 1 {
+        use crate::router::nat::PrefetchStep;
+        for &(idx, pid, owned) in &plan.to_router {
+            if let (true, Some(rif), Some(f)) = (
+                owned,
+                fab.attach[pid as usize].rif(),
+                frames.get(usize::from(idx)),
+            ) {
+                if let Some(k) = fab.router.nat_key(rif, f.data()) {
+                    plan.nat_keys.push(k);
+                }
+            }
+        }
+        for step in [
+            PrefetchStep::Index,
+            PrefetchStep::Flow,
+            PrefetchStep::Mapping,
+        ] {
+            for k in &plan.nat_keys {
+                fab.router.nat.prefetch_key(k, step);
+            }
         }
     }
     for k in 0..plan.to_router.len() {

@@ -708,28 +708,26 @@ impl Router {
             .position(|s| (s.pool.first..=s.pool.last).contains(&ip))
     }
 
-    /// Starts loading the NAT state a frame for the router will touch
-    /// (see [`Nat::prefetch`]); the pipeline calls it for a whole batch
-    /// before [`Router::receive`] so the batch's cache misses overlap.
-    /// Nothing without SNAT rules.
+    /// The NAT flow key of a frame for the router, for prefetching the
+    /// NAT state it will touch (see [`Nat::prefetch`]); the pipeline runs
+    /// the prefetch steps over a whole batch before [`Router::receive`] so
+    /// the batch's cache misses overlap. `None` without SNAT rules.
     #[inline]
-    pub fn prefetch(&self, rif: RifId, frame: &[u8]) {
+    pub fn nat_key(&self, rif: RifId, frame: &[u8]) -> Option<nat::FlowKey> {
         if self.snat.is_empty() {
-            return;
+            return None;
         }
-        let Some(l2) = L2::parse(frame) else { return };
-        let Some(pkt) = frame.get(l2.l3..) else {
-            return;
-        };
+        let l2 = L2::parse(frame)?;
+        let pkt = frame.get(l2.l3..)?;
         if l2.ethertype != eth::ETHERTYPE_IPV4 || pkt.len() < ipv4::MIN_HEADER {
-            return;
+            return None;
         }
         let dst = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);
         // Toward an outside address from its rule's interface: a reply.
         let inbound = self
             .rule_for_dst(dst)
             .is_some_and(|i| self.snat[i].out == rif);
-        self.nat.prefetch(pkt, !inbound);
+        self.nat.flow_key(pkt, !inbound)
     }
 
     /// Handles a frame that arrived on interface `rif`. `owned`: the frame

@@ -99,8 +99,11 @@
 //! about no tracked flow is refused ([`NatDrop::NoFlow`]) rather than let
 //! out with its inside address.
 
+mod index;
+
 use crate::wire::checksum::Csum;
 use hashbrown::HashMap;
+use index::FlowIndex;
 use std::net::Ipv4Addr;
 
 /// Default limit on tracked flows.
@@ -414,6 +417,24 @@ fn map_out_key(proto: u8, outside: Endpoint) -> Key {
     Key::new(outside, Endpoint { ip: 0, port: 0 }, proto)
 }
 
+/// A packet's flow key in one direction (see [`Nat::flow_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowKey {
+    key: Key,
+    outbound: bool,
+}
+
+/// The steps of [`Nat::prefetch`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefetchStep {
+    /// The flow's slot in the index.
+    Index,
+    /// The flow (its slot must be in cache: after [`PrefetchStep::Index`]).
+    Flow,
+    /// The flow's mapping (after [`PrefetchStep::Flow`]).
+    Mapping,
+}
+
 /// A hint to load the cache line at `p` (PREFETCHT0); nothing off x86-64.
 #[inline(always)]
 fn prefetch_line(p: *const u8) {
@@ -428,13 +449,22 @@ fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
+/// Prefetches the cache lines `x` spans (its first and last byte's: a slab
+/// entry may straddle two lines).
+#[inline(always)]
+fn prefetch_obj<T>(x: &T) {
+    let p: *const u8 = std::ptr::from_ref(x).cast();
+    prefetch_line(p);
+    prefetch_line(p.wrapping_add(std::mem::size_of::<T>().saturating_sub(1)));
+}
+
 /// The SNAT flow table.
 #[derive(Debug)]
 pub struct Nat {
     conns: Vec<Conn>,
     free: Vec<u32>,
-    by_inside: HashMap<Key, u32, KeyHash>,
-    by_outside: HashMap<Key, u32, KeyHash>,
+    by_inside: FlowIndex,
+    by_outside: FlowIndex,
     maps: Vec<Mapping>,
     maps_free: Vec<u32>,
     /// Attached mappings by (protocol, inside endpoint, rule).
@@ -477,8 +507,8 @@ impl Nat {
         Nat {
             conns: Vec::new(),
             free: Vec::new(),
-            by_inside: HashMap::with_hasher(KeyHash(seed)),
-            by_outside: HashMap::with_hasher(KeyHash(seed.rotate_left(32))),
+            by_inside: FlowIndex::new(KeyHash(seed)),
+            by_outside: FlowIndex::new(KeyHash(seed.rotate_left(32))),
             maps: Vec::new(),
             maps_free: Vec::new(),
             map_by_inside: HashMap::with_hasher(KeyHash(seed.rotate_left(16))),
@@ -598,16 +628,26 @@ impl Nat {
         Ok(true)
     }
 
-    /// Starts loading what translating `pkt` (an IPv4 packet) will read:
-    /// its flow's slab entry and mapping, found through the map of the
-    /// given direction (`outbound`: an inside host's packet). Changes
-    /// nothing and returns at once; a router calls it for a whole batch
-    /// before translating any, so the batch's cache misses overlap (a
-    /// flow table of 100 000 flows does not fit in cache; each packet
-    /// would otherwise wait for four misses in a row). Best effort:
-    /// unknown flows and packets it cannot read are skipped.
-    pub fn prefetch(&self, pkt: &[u8], outbound: bool) {
-        let Ok(p) = parse(pkt) else { return };
+    /// Starts loading what translating `pkt` (an IPv4 packet) will read,
+    /// one [`PrefetchStep`] at a time: its index slot, then its flow's slab
+    /// entry, then the flow's mapping (`outbound`: an inside host's packet,
+    /// else a reply). Changes nothing and returns at once. A router runs
+    /// each step over a whole batch before the next and before translating
+    /// any: a table of 100 000 flows does not fit in cache, and each packet
+    /// would otherwise wait for four misses in a row; this way each step's
+    /// misses overlap across the batch. Best effort: unknown flows and
+    /// packets it cannot read are skipped.
+    pub fn prefetch(&self, pkt: &[u8], outbound: bool, step: PrefetchStep) {
+        if let Some(k) = self.flow_key(pkt, outbound) {
+            self.prefetch_key(&k, step);
+        }
+    }
+
+    /// The key [`Nat::prefetch_key`] finds `pkt`'s flow by (`outbound`: an
+    /// inside host's packet), read once for all the steps; `None` for
+    /// packets no flow matches by their ports.
+    pub fn flow_key(&self, pkt: &[u8], outbound: bool) -> Option<FlowKey> {
+        let p = parse(pkt).ok()?;
         let key = match (p.proto, outbound) {
             // Outbound (inside, remote) and inbound (remote, outside) are
             // both (source, destination).
@@ -638,17 +678,32 @@ impl Nat {
                 },
                 p.proto,
             ),
-            _ => return,
+            _ => return None,
         };
+        Some(FlowKey { key, outbound })
+    }
+
+    /// [`Nat::prefetch`] by a key from [`Nat::flow_key`].
+    #[inline]
+    pub fn prefetch_key(&self, k: &FlowKey, step: PrefetchStep) {
+        let (key, outbound) = (k.key, k.outbound);
         let map = if outbound {
             &self.by_inside
         } else {
             &self.by_outside
         };
-        if let Some(c) = map.get(&key).and_then(|&i| self.conns.get(i as usize)) {
-            prefetch_line(std::ptr::from_ref(c).cast());
-            if let Some(m) = self.maps.get(c.map as usize) {
-                prefetch_line(std::ptr::from_ref(m).cast());
+        let conn = || map.get(&key).and_then(|&i| self.conns.get(i as usize));
+        match step {
+            PrefetchStep::Index => map.prefetch(&key),
+            PrefetchStep::Flow => {
+                if let Some(c) = conn() {
+                    prefetch_obj(c);
+                }
+            }
+            PrefetchStep::Mapping => {
+                if let Some(m) = conn().and_then(|c| self.maps.get(c.map as usize)) {
+                    prefetch_obj(m);
+                }
             }
         }
     }
