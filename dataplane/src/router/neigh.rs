@@ -277,8 +277,11 @@ impl Neigh {
                     true
                 }
                 NeighState::Failed => now.saturating_sub(e.confirmed) < FAILED_HOLD_NS,
-                // Confirmation requests went unanswered: forget it.
-                NeighState::Stale => e.probes < MAX_PROBES,
+                // Confirmation requests went unanswered (the last one had
+                // its second to be answered): forget it.
+                NeighState::Stale => {
+                    e.probes < MAX_PROBES || now.saturating_sub(e.last_probe) < RETRY_NS
+                }
                 _ => true,
             }
         });
@@ -451,6 +454,8 @@ mod tests {
         for k in 1..=MAX_PROBES as u64 {
             n.lookup(1, 7, t + k * RETRY_NS);
         }
+        n.tick(t + 3 * RETRY_NS + RETRY_NS / 2, &mut ev);
+        assert_eq!(n.len(), 1, "the last request has its second to be answered");
         n.tick(t + 4 * RETRY_NS, &mut ev);
         assert!(n.is_empty(), "unanswered confirmations remove the entry");
         // A gratuitous ARP only updates what exists.
