@@ -18,6 +18,13 @@
 //!
 //! The plan is per output port: items naming a slot of the received batch
 //! (`txq`) or of the arena (`txq_orig`), each with its VLAN tag edit.
+//!
+//! A batch runs in three phases, so the router's tables (NAT above all,
+//! written per packet) need not be held with the bridges': [`bridge_phase`]
+//! (bridges), [`router_phase`] (router only: it decides, and resolves each
+//! egress interface to its port), [`egress_phase`] (bridges again, for what
+//! the router sends into them). The worker takes each phase's lock on its
+//! own; [`process`] runs all three on one [`Fabric`] (tests, fuzzing).
 
 use crate::bridge::{Bridge, Learn, PortId, Verdict as L2};
 use crate::packet::Frame;
@@ -71,6 +78,27 @@ pub struct Fabric<'a> {
     pub router: &'a mut Router,
 }
 
+/// The bridging part of the tables (what [`bridge_phase`] and
+/// [`egress_phase`] read).
+pub struct Switch<'a> {
+    pub bridges: &'a mut [Option<Bridge>],
+    /// By PortId.
+    pub attach: &'a [Attach],
+    /// Operational state by PortId.
+    pub up: &'a [bool],
+}
+
+/// A frame the router sends out of an interface, resolved to the port
+/// that carries it.
+#[derive(Debug, Clone, Copy)]
+struct Egress {
+    /// A slot of the arena (else of the received batch).
+    orig: bool,
+    idx: u16,
+    pid: PortId,
+    kind: RifKind,
+}
+
 /// Where each frame of a batch goes, and the frames the switch originates.
 pub struct Plan {
     /// Items naming slots of the received batch, by output port.
@@ -80,8 +108,11 @@ pub struct Plan {
     /// Ports with items, each once.
     pub dirty: Vec<PortId>,
     pub orig: Orig,
-    /// (batch slot, internal or TUN port, owned) for the router.
-    to_router: Vec<(u16, PortId, bool)>,
+    /// (batch slot, internal or TUN port, its interface, owned) for the
+    /// router.
+    to_router: Vec<(u16, PortId, RifId, bool)>,
+    /// What the router sends, for the egress phase.
+    egress: Vec<Egress>,
     /// NAT flow keys of the router's frames, for prefetching.
     nat_keys: Vec<crate::router::nat::FlowKey>,
 }
@@ -95,6 +126,7 @@ impl Plan {
             dirty: Vec::with_capacity(ports),
             orig: Orig::new(orig),
             to_router: Vec::with_capacity(batch * 2),
+            egress: Vec::with_capacity(batch * 2 + orig),
             nat_keys: Vec::with_capacity(batch * 2),
         }
     }
@@ -125,8 +157,8 @@ fn push(
 }
 
 /// Decides a batch of `frames` received on `ingress` (slots with a receive
-/// error carry it in `rx_drop`), filling `plan`. Counters go to `stats`
-/// (by PortId).
+/// error carry it in `rx_drop`), filling `plan`: the three phases in a row.
+/// Counters go to `stats` (by PortId).
 pub fn process(
     fab: &mut Fabric,
     ingress: PortId,
@@ -135,11 +167,66 @@ pub fn process(
     stats: &mut [PortStats],
     plan: &mut Plan,
 ) {
+    let mut sw = Switch {
+        bridges: fab.bridges,
+        attach: fab.attach,
+        up: fab.up,
+    };
+    if bridge_phase(&mut sw, ingress, frames, now, stats, plan) {
+        router_phase(fab.router, frames, now, stats, plan);
+        let mut sw = Switch {
+            bridges: fab.bridges,
+            attach: fab.attach,
+            up: fab.up,
+        };
+        egress_phase(&mut sw, frames, now, stats, plan);
+    }
+}
+
+/// Runs the router's timers (ARP retries, NAT expiry) and plans what they
+/// send: the router phase's part, then [`egress_phase`].
+pub fn timers(fab: &mut Fabric, now: u64, stats: &mut [PortStats], plan: &mut Plan) {
+    router_timers(fab.router, now, stats, plan);
+    let mut sw = Switch {
+        bridges: fab.bridges,
+        attach: fab.attach,
+        up: fab.up,
+    };
+    egress_phase(&mut sw, &[], now, stats, plan);
+}
+
+/// The router's timers, under the router's lock alone; true if
+/// [`egress_phase`] has frames to send.
+pub fn router_timers(
+    router: &mut Router,
+    now: u64,
+    stats: &mut [PortStats],
+    plan: &mut Plan,
+) -> bool {
     plan.orig.reset();
     plan.to_router.clear();
-    match fab.attach.get(ingress as usize).copied() {
-        Some(Attach::Bridge(bi)) => bridge_batch(fab, bi, ingress, frames, now, stats, plan),
-        Some(Attach::Tun(_)) => {
+    plan.egress.clear();
+    router.tick(now, &mut plan.orig);
+    collect_orig(router, stats, plan);
+    !plan.egress.is_empty()
+}
+
+/// Phase one, under the bridges' lock: bridges decide the batch; frames for
+/// router interfaces are set aside. True if [`router_phase`] has work.
+pub fn bridge_phase(
+    sw: &mut Switch,
+    ingress: PortId,
+    frames: &[Frame],
+    now: u64,
+    stats: &mut [PortStats],
+    plan: &mut Plan,
+) -> bool {
+    plan.orig.reset();
+    plan.to_router.clear();
+    plan.egress.clear();
+    match sw.attach.get(ingress as usize).copied() {
+        Some(Attach::Bridge(bi)) => bridge_batch(sw, bi, ingress, frames, now, stats, plan),
+        Some(Attach::Tun(rif)) => {
             let st = &mut stats[ingress as usize];
             for (i, f) in frames.iter().enumerate() {
                 if let Some(r) = f.rx_drop {
@@ -148,26 +235,16 @@ pub fn process(
                 }
                 st.rx_packets += 1;
                 st.rx_bytes += f.len() as u64;
-                plan.to_router.push((i as u16, ingress, true));
+                plan.to_router.push((i as u16, ingress, rif, true));
             }
         }
-        _ => return,
+        _ => {}
     }
-    router_batch(fab, frames, now, stats, plan);
-    emit_orig(fab, frames, now, stats, plan);
-}
-
-/// Runs the router's timers (ARP retries, NAT expiry) and plans what they
-/// send.
-pub fn timers(fab: &mut Fabric, now: u64, stats: &mut [PortStats], plan: &mut Plan) {
-    plan.orig.reset();
-    plan.to_router.clear();
-    fab.router.tick(now, &mut plan.orig);
-    emit_orig(fab, &mut [], now, stats, plan);
+    !plan.to_router.is_empty()
 }
 
 fn bridge_batch(
-    fab: &mut Fabric,
+    fab: &mut Switch,
     bi: usize,
     pid: PortId,
     frames: &[Frame],
@@ -213,7 +290,11 @@ fn bridge_batch(
                     continue;
                 }
                 match bridge.egress(pid, out, &d.class, data) {
-                    Ok(_) if attach[o].is_svi() => to_router.push((idx, out, true)),
+                    Ok(_) if attach[o].is_svi() => {
+                        if let Some(rif) = attach[o].rif() {
+                            to_router.push((idx, out, rif, true));
+                        }
+                    }
                     Ok(edit) => push(
                         txq,
                         txq_orig,
@@ -246,8 +327,8 @@ fn bridge_batch(
                         }
                         Err(_) => continue,
                     };
-                    if attach[o].is_svi() {
-                        to_router.push((idx, out, false));
+                    if let (true, Some(rif)) = (attach[o].is_svi(), attach[o].rif()) {
+                        to_router.push((idx, out, rif, false));
                     } else {
                         push(txq, txq_orig, dirty, out, TxItem { idx, edit, peer: 0 });
                     }
@@ -267,25 +348,25 @@ fn bridge_batch(
     }
 }
 
-fn router_batch(
-    fab: &mut Fabric,
+/// Phase two, under the router's lock alone: the router takes its frames
+/// (rewriting owned ones in place) and originates its own; each frame to
+/// send is resolved to the port of its egress interface. True if
+/// [`egress_phase`] has frames to send.
+pub fn router_phase(
+    router: &mut Router,
     frames: &mut [Frame],
     now: u64,
     stats: &mut [PortStats],
     plan: &mut Plan,
-) {
+) -> bool {
     // Start the batch's NAT cache misses together, a step at a time
     // (index slots, flows, mappings), then route.
     plan.nat_keys.clear();
     if plan.to_router.len() > 1 {
         use crate::router::nat::PrefetchStep;
-        for &(idx, pid, owned) in &plan.to_router {
-            if let (true, Some(rif), Some(f)) = (
-                owned,
-                fab.attach[pid as usize].rif(),
-                frames.get(usize::from(idx)),
-            ) {
-                if let Some(k) = fab.router.nat_key(rif, f.data()) {
+        for &(idx, _, rif, owned) in &plan.to_router {
+            if let (true, Some(f)) = (owned, frames.get(usize::from(idx))) {
+                if let Some(k) = router.nat_key(rif, f.data()) {
                     plan.nat_keys.push(k);
                 }
             }
@@ -296,43 +377,67 @@ fn router_batch(
             PrefetchStep::Mapping,
         ] {
             for k in &plan.nat_keys {
-                fab.router.nat.prefetch_key(k, step);
+                router.nat.prefetch_key(k, step);
             }
         }
     }
     for k in 0..plan.to_router.len() {
-        let (idx, pid, owned) = plan.to_router[k];
-        let Some(rif) = fab.attach[pid as usize].rif() else {
-            continue;
-        };
+        let (idx, pid, rif, owned) = plan.to_router[k];
         let Some(f) = frames.get_mut(usize::from(idx)) else {
             continue;
         };
-        if fab.attach[pid as usize].is_svi() {
+        if router
+            .rif(rif)
+            .is_some_and(|r| matches!(r.kind, RifKind::Svi { .. }))
+        {
             let st = &mut stats[pid as usize];
             st.rx_packets += 1;
             st.rx_bytes += f.len() as u64;
         }
-        match fab.router.receive(rif, f, owned, now, &mut plan.orig) {
+        match router.receive(rif, f, owned, now, &mut plan.orig) {
             R3::Forward(out) => {
-                let Plan {
-                    txq,
-                    txq_orig,
-                    dirty,
-                    ..
-                } = plan;
-                to_rif(fab, out, frames, idx, now, stats, txq, txq_orig, dirty);
+                if let Some(r) = router.rif(out) {
+                    plan.egress.push(Egress {
+                        orig: false,
+                        idx,
+                        pid: r.pid,
+                        kind: r.kind,
+                    });
+                }
             }
             R3::Consumed => {}
             R3::Drop(r) => stats[pid as usize].drop(r),
         }
     }
+    collect_orig(router, stats, plan);
+    !plan.egress.is_empty()
 }
 
-/// Sends what the router originated, and counts its drops.
-fn emit_orig(
-    fab: &mut Fabric,
-    _frames: &mut [Frame],
+/// Resolves what the router originated to ports, and counts its drops.
+fn collect_orig(router: &Router, stats: &mut [PortStats], plan: &mut Plan) {
+    for &(slot, rif) in &plan.orig.sent {
+        if let Some(r) = router.rif(rif) {
+            plan.egress.push(Egress {
+                orig: true,
+                idx: slot,
+                pid: r.pid,
+                kind: r.kind,
+            });
+        }
+    }
+    for &(rif, reason) in &plan.orig.drops {
+        if let Some(pid) = router.rif(rif).map(|r| r.pid) {
+            stats[pid as usize].drop(reason);
+        }
+    }
+}
+
+/// Phase three, under the bridges' lock again: what the router sends
+/// leaves through its TUN port, or into its bridge as if received on the
+/// interface's internal port.
+pub fn egress_phase(
+    sw: &mut Switch,
+    frames: &[Frame],
     now: u64,
     stats: &mut [PortStats],
     plan: &mut Plan,
@@ -342,53 +447,43 @@ fn emit_orig(
         txq_orig,
         dirty,
         orig,
+        egress,
         ..
     } = plan;
-    for k in 0..orig.sent.len() {
-        let (slot, rif) = orig.sent[k];
-        to_rif(
-            fab,
-            rif,
-            &orig.frames,
-            slot,
-            now,
-            stats,
-            txq_orig,
-            txq,
-            dirty,
-        );
-    }
-    for &(rif, r) in &orig.drops {
-        if let Some(pid) = fab.router.rif(rif).map(|r| r.pid) {
-            stats[pid as usize].drop(r);
+    for e in egress.iter() {
+        if e.orig {
+            to_rif(sw, e, &orig.frames, now, stats, txq_orig, txq, dirty);
+        } else {
+            to_rif(sw, e, frames, now, stats, txq, txq_orig, dirty);
         }
     }
 }
 
-/// Plans `frames[idx]` out of router interface `rif`: straight to its TUN,
-/// or into its bridge as if received on its internal port. `txq` is the
-/// queue set `frames` belongs to, `other` the other one (for dirty marks).
+/// Plans one frame out of a router interface's port. `txq` is the queue
+/// set `frames` belongs to, `other` the other one (for dirty marks).
 #[allow(clippy::too_many_arguments)]
 fn to_rif(
-    fab: &mut Fabric,
-    rif: RifId,
+    sw: &mut Switch,
+    e: &Egress,
     frames: &[Frame],
-    idx: u16,
     now: u64,
     stats: &mut [PortStats],
     txq: &mut [Vec<TxItem>],
     other: &mut [Vec<TxItem>],
     dirty: &mut Vec<PortId>,
 ) {
-    let Some(r) = fab.router.rif(rif) else { return };
-    let (pid, kind) = (r.pid, r.kind);
+    let (pid, idx) = (e.pid, e.idx);
     let Some(f) = frames.get(usize::from(idx)) else {
         return;
     };
     let p = pid as usize;
-    match kind {
+    if p >= stats.len() || sw.attach.get(p).and_then(|a| a.rif()).is_none() {
+        // The interface went away between the phases.
+        return;
+    }
+    match e.kind {
         RifKind::Tun => {
-            if !fab.up.get(p).copied().unwrap_or(false) {
+            if !sw.up.get(p).copied().unwrap_or(false) {
                 stats[p].drop(DropReason::EgressDown);
                 return;
             }
@@ -405,7 +500,7 @@ fn to_rif(
             );
         }
         RifKind::Svi { bridge, .. } => {
-            let Some(b) = fab.bridges.get_mut(bridge).and_then(Option::as_mut) else {
+            let Some(b) = sw.bridges.get_mut(bridge).and_then(Option::as_mut) else {
                 return;
             };
             let data = f.data();
@@ -415,11 +510,11 @@ fn to_rif(
             match d.verdict {
                 L2::Unicast(out) => {
                     let o = out as usize;
-                    if fab.attach[o].is_svi() {
+                    if sw.attach[o].is_svi() {
                         // One router interface to another through a bridge:
                         // the router would have routed it directly.
                         stats[p].drop(DropReason::NoEgress);
-                    } else if !fab.up[o] {
+                    } else if !sw.up[o] {
                         stats[p].drop(DropReason::EgressDown);
                     } else {
                         match b.egress(pid, out, &d.class, data) {
@@ -442,7 +537,7 @@ fn to_rif(
                     let mut sent = false;
                     for &out in &b.ports {
                         let o = out as usize;
-                        if out == pid || !fab.up[o] || fab.attach[o].is_svi() {
+                        if out == pid || !sw.up[o] || sw.attach[o].is_svi() {
                             continue;
                         }
                         if let Ok(edit) = b.egress(pid, out, &d.class, data) {

@@ -88,6 +88,9 @@ impl Default for EngineOptions {
 /// What the workers share.
 pub(crate) struct Shared {
     tables: Mutex<Tables>,
+    /// The router's tables (also reachable from `tables`, which takes this
+    /// lock after its own; workers take it alone).
+    router: Arc<Mutex<crate::router::Router>>,
     /// One counter set per worker, indexed by PortId.
     stats: Vec<Arc<Mutex<Vec<PortStats>>>>,
 }
@@ -133,8 +136,10 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
     let stats: Vec<_> = (0..n)
         .map(|_| Arc::new(Mutex::new(vec![PortStats::default(); MAX_PORTS])))
         .collect();
+    let router = Arc::new(Mutex::new(crate::router::Router::new()));
     let shared = Arc::new(Shared {
-        tables: Mutex::new(Tables::new(clock)),
+        tables: Mutex::new(Tables::new(clock, router.clone())),
+        router,
         stats: stats.clone(),
     });
     let mut links = Vec::with_capacity(n);
@@ -191,11 +196,11 @@ impl EngineHandle {
             Request::DelRif { name } => {
                 let pid = {
                     let t = self.shared.tables();
-                    let id = t
-                        .router
+                    let router = t.router();
+                    let id = router
                         .rif_by_name(&name)
                         .ok_or_else(|| format!("no router interface named '{name}'"))?;
-                    t.router.rif(id).map(|r| r.pid).ok_or("vanished")?
+                    router.rif(id).map(|r| r.pid).ok_or("vanished")?
                 };
                 self.remove_ports(&[pid]);
                 tracing::info!(rif = %name, "router interface removed");
@@ -333,7 +338,7 @@ impl EngineHandle {
             if let Some(b) = &cfg.bridge {
                 t.bridge_idx(b)?;
             }
-            t.router.check_addr(cfg.addr)?;
+            t.router().check_addr(cfg.addr)?;
             if t.ports.iter().flatten().count() >= MAX_PORTS {
                 return Err(format!("too many ports (limit {MAX_PORTS})"));
             }

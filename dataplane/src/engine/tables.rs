@@ -8,12 +8,12 @@ use crate::bridge::stp::StpSettings;
 use crate::bridge::vlan::VlanMode;
 use crate::bridge::{Bridge, BridgeSettings, PortId, DEFAULT_VLAN};
 use crate::config::{BridgeConfig, Config, PortConfig, StaticFdbConfig};
-use crate::pipeline::{Attach, Fabric};
+use crate::pipeline::{Attach, Switch};
 use crate::port::AnyPort;
 use crate::router::Router;
 use crate::MacAddr;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// One port as the tables know it. Router interfaces have one too (an
@@ -41,18 +41,22 @@ pub(crate) struct Tables {
     pub attach: Vec<Attach>,
     /// Operational state by PortId, read on the fast path.
     pub up: Vec<bool>,
-    pub router: Router,
+    /// The router's tables, under a lock of their own: workers route and
+    /// translate without holding this struct's lock (see
+    /// [`crate::pipeline`]). Lock order: these tables first, then the
+    /// router.
+    pub router: Arc<Mutex<Router>>,
     pub clock: Instant,
 }
 
 impl Tables {
-    pub fn new(clock: Instant) -> Tables {
+    pub fn new(clock: Instant, router: Arc<Mutex<Router>>) -> Tables {
         Tables {
             bridges: Vec::new(),
             ports: Vec::new(),
             attach: Vec::new(),
             up: Vec::new(),
-            router: Router::new(),
+            router,
             clock,
         }
     }
@@ -378,11 +382,11 @@ impl Tables {
             }
             Request::Save { .. } => Err("save is handled by the control server".into()),
             Request::AddRoute { route } => {
-                self.router.add_route(route)?;
+                self.router().add_route(route)?;
                 Ok(Value::Null)
             }
             Request::DelRoute { prefix } => {
-                self.router.del_route(prefix)?;
+                self.router().del_route(prefix)?;
                 Ok(Value::Null)
             }
             Request::AddSnat { snat } => {
@@ -395,11 +399,11 @@ impl Tables {
                         ));
                     }
                 }
-                self.router.add_snat(snat)?;
+                self.router().add_snat(snat)?;
                 Ok(Value::Null)
             }
             Request::DelSnat { out } => {
-                let flows = self.router.del_snat(&out)?;
+                let flows = self.router().del_snat(&out)?;
                 Ok(json!({"flows_removed": flows}))
             }
             Request::SetRouter { nat_max_flows } => {
@@ -407,7 +411,7 @@ impl Tables {
                     if n == 0 {
                         return Err("--nat-max-flows must be at least 1".into());
                     }
-                    self.router.nat.set_max_conns(n as usize);
+                    self.router().nat.set_max_conns(n as usize);
                 }
                 Ok(Value::Null)
             }
@@ -416,7 +420,7 @@ impl Tables {
             Request::SnatShow => Ok(self.snat_json()),
             Request::AddDnat { dnat } => {
                 let now = self.now_ns();
-                self.router.add_dnat(dnat, now)?;
+                self.router().add_dnat(dnat, now)?;
                 Ok(Value::Null)
             }
             Request::DelDnat {
@@ -424,13 +428,14 @@ impl Tables {
                 proto,
                 port,
             } => {
-                let flows = self.router.del_dnat(&in_rif, &proto, port)?;
+                let flows = self.router().del_dnat(&in_rif, &proto, port)?;
                 Ok(json!({"flows_removed": flows}))
             }
             Request::DnatShow => Ok(self.dnat_json()),
             Request::ArpShow => {
                 let now = self.now_ns();
-                let mut rows = self.router.neigh.entries(now);
+                let router = self.router();
+                let mut rows = router.neigh.entries(now);
                 rows.sort_by_key(|r| (r.rif, r.ip));
                 Ok(Value::Array(
                     rows.iter()
@@ -438,7 +443,7 @@ impl Tables {
                             json!({
                                 "ip": std::net::Ipv4Addr::from(r.ip).to_string(),
                                 "mac": r.mac.map(|m| m.to_string()),
-                                "rif": self.router.rif(r.rif).map(|x| x.name.clone()),
+                                "rif": router.rif(r.rif).map(|x| x.name.clone()),
                                 "state": r.state.name(),
                                 "age_s": r.age_s,
                             })
@@ -448,7 +453,7 @@ impl Tables {
             }
             Request::NatShow => {
                 let now = self.now_ns();
-                let mut rows: Vec<_> = self.router.nat.conns(now).collect();
+                let mut rows: Vec<_> = self.router().nat.conns(now).collect();
                 rows.sort_by_key(|c| {
                     (
                         c.proto,
@@ -526,23 +531,28 @@ impl Tables {
             .flat_map(|b| b.ports.iter().copied())
             .filter(|&p| matches!(self.attach[p as usize], Attach::Bridge(_)))
             .collect();
-        v.extend(self.router.rifs().map(|(_, r)| r.pid));
+        v.extend(self.router().rifs().map(|(_, r)| r.pid));
         v
     }
 
-    /// The tables as the pipeline sees them.
-    pub(crate) fn fabric(&mut self) -> Fabric<'_> {
-        Fabric {
+    /// The bridging tables as the pipeline's bridge and egress phases see
+    /// them.
+    pub(crate) fn switch(&mut self) -> Switch<'_> {
+        Switch {
             bridges: &mut self.bridges,
             attach: &self.attach,
             up: &self.up,
-            router: &mut self.router,
         }
+    }
+
+    /// The router, locked (after these tables: the lock order).
+    pub(crate) fn router(&self) -> MutexGuard<'_, Router> {
+        super::lock(&self.router)
     }
 
     fn rif_json(&self) -> Value {
         Value::Array(
-            self.router
+            self.router()
                 .rifs()
                 .map(|(_, r)| {
                     let (bridge, vlan) = match r.kind {
@@ -575,7 +585,7 @@ impl Tables {
 
     fn route_json(&self) -> Value {
         Value::Array(
-            self.router
+            self.router()
                 .route_list()
                 .iter()
                 .map(|r| {
@@ -592,7 +602,7 @@ impl Tables {
 
     fn dnat_json(&self) -> Value {
         Value::Array(
-            self.router
+            self.router()
                 .dnat_rules()
                 .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
                 .collect(),
@@ -600,13 +610,13 @@ impl Tables {
     }
 
     fn snat_json(&self) -> Value {
+        let r = self.router();
         Value::Array(
-            self.router
-                .snat_rules()
+            r.snat_rules()
                 .map(|s| {
                     json!({
                         "out": s.out,
-                        "to": self.router.snat_to(&s.out),
+                        "to": r.snat_to(&s.out),
                         "src": s.src.map(|p| p.to_string()),
                     })
                 })
@@ -725,15 +735,18 @@ impl Tables {
                 c
             })
             .collect();
+        // One guard for the whole literal: a second lock in the same
+        // statement would wait for the first forever.
+        let r = self.router();
         Config {
             bridges,
             router: crate::config::RouterConfig {
-                nat_max_flows: self.router.nat.max_conns() as u32,
+                nat_max_flows: r.nat.max_conns() as u32,
             },
-            rifs: self.router.rifs().map(|(_, r)| r.cfg.clone()).collect(),
-            routes: self.router.static_routes().cloned().collect(),
-            snat: self.router.snat_rules().cloned().collect(),
-            dnat: self.router.dnat_rules().cloned().collect(),
+            rifs: r.rifs().map(|(_, x)| x.cfg.clone()).collect(),
+            routes: r.static_routes().cloned().collect(),
+            snat: r.snat_rules().cloned().collect(),
+            dnat: r.dnat_rules().cloned().collect(),
         }
     }
 
@@ -857,7 +870,7 @@ impl Tables {
             }
             crate::config::RifType::Tun => RifKind::Tun,
         };
-        self.router.check_addr(cfg.addr)?;
+        self.router().check_addr(cfg.addr)?;
         let pid = self.insert_entry(entry, Attach::None)?;
         let rif = Rif {
             name: cfg.name.clone(),
@@ -868,7 +881,8 @@ impl Tables {
             pid,
             cfg,
         };
-        let id = match self.router.add_rif(rif) {
+        let added = self.router().add_rif(rif);
+        let id = match added {
             Ok(id) => id,
             Err(e) => {
                 self.ports[pid as usize] = None;
@@ -905,7 +919,7 @@ impl Tables {
             b.remove_port(pid);
         }
         if let Some(rif) = a.rif() {
-            self.router.del_rif(rif);
+            self.router().del_rif(rif);
         }
         Some(e)
     }

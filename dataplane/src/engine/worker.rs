@@ -235,15 +235,18 @@ impl Worker {
                 b.fdb.age_part(now, AGEING_PARTS);
             }
         }
-        {
-            let shared = self.shared.clone();
+        // The router's timers under its own lock; what they send goes
+        // through the bridges under theirs.
+        let shared = self.shared.clone();
+        let stats = self.stats.clone();
+        let sends = {
+            let mut r = lock(&shared.router);
+            pipeline::router_timers(&mut r, now, &mut lock(&stats), &mut self.plan)
+        };
+        if sends {
             let mut guard = shared.tables();
             let t: &mut Tables = &mut guard;
-            let stats = self.stats.clone();
-            let mut st = lock(&stats);
-            let mut fab = t.fabric();
-            pipeline::timers(&mut fab, now, &mut st, &mut self.plan);
-            drop(st);
+            pipeline::egress_phase(&mut t.switch(), &[], now, &mut lock(&stats), &mut self.plan);
             self.take_txio(t);
         }
         self.flush();
@@ -367,23 +370,43 @@ impl Worker {
         }
         self.adapt_busy_poll(now);
         self.last_rx_ns = now;
-        {
-            let shared = self.shared.clone();
+        // Three phases, each under its own lock: the bridges decide, the
+        // router routes and translates what they handed it (its NAT writes
+        // never hold the bridges' lock), the bridges take what it sends.
+        let shared = self.shared.clone();
+        let stats = self.stats.clone();
+        let frames = &mut self.batch.frames[..n];
+        let routed = {
             let mut guard = shared.tables();
             let t: &mut Tables = &mut guard;
-            let stats = self.stats.clone();
-            let mut st = lock(&stats);
-            let mut fab = t.fabric();
-            pipeline::process(
-                &mut fab,
+            let routed = pipeline::bridge_phase(
+                &mut t.switch(),
                 pid,
-                &mut self.batch.frames[..n],
+                frames,
                 now,
-                &mut st,
+                &mut lock(&stats),
                 &mut self.plan,
             );
-            drop(st);
-            self.take_txio(t);
+            take_txio(&mut self.txio, &self.plan, t);
+            routed
+        };
+        if routed {
+            let sends = {
+                let mut r = lock(&shared.router);
+                pipeline::router_phase(&mut r, frames, now, &mut lock(&stats), &mut self.plan)
+            };
+            if sends {
+                let mut guard = shared.tables();
+                let t: &mut Tables = &mut guard;
+                pipeline::egress_phase(
+                    &mut t.switch(),
+                    frames,
+                    now,
+                    &mut lock(&stats),
+                    &mut self.plan,
+                );
+                take_txio(&mut self.txio, &self.plan, t);
+            }
         }
         self.flush();
         n == self.batch.capacity()
@@ -391,10 +414,7 @@ impl Worker {
 
     /// Takes, under the lock, the ports the plan sends on.
     fn take_txio(&mut self, t: &Tables) {
-        for &out in &self.plan.dirty {
-            let o = out as usize;
-            self.txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
-        }
+        take_txio(&mut self.txio, &self.plan, t);
     }
 
     /// Sends every per-port TX batch of the plan, outside the tables' lock.
@@ -442,6 +462,14 @@ impl Worker {
             lock(&self.stats)[p].drop(DropReason::PortDown);
         }
         self.release(pid);
+    }
+}
+
+/// Takes, under the tables' lock, the ports `plan` sends on.
+fn take_txio(txio: &mut [Option<Arc<AnyPort>>], plan: &Plan, t: &Tables) {
+    for &out in &plan.dirty {
+        let o = out as usize;
+        txio[o] = t.ports[o].as_ref().map(|e| e.io.clone());
     }
 }
 
