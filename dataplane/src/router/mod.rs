@@ -44,6 +44,7 @@ use nat::{Endpoint, Inbound, Nat, NatDrop, Pool};
 use neigh::{Lookup, Neigh, Pending};
 pub use rif::{Rif, RifId, RifKind};
 use route::{Lpm, Prefix};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// TTL of packets the router originates (Linux's default).
@@ -170,8 +171,8 @@ pub struct RouteInfo {
 pub struct Router {
     rifs: Vec<Option<Rif>>,
     routes: Lpm<NextHop>,
-    /// Static routes as given, in the order added.
-    statics: Vec<(Prefix, RouteConfig)>,
+    /// Static routes as given, by prefix.
+    statics: BTreeMap<Prefix, (RouteConfig, NextHop)>,
     pub neigh: Neigh,
     pub nat: Nat,
     snat: Vec<SnatRule>,
@@ -188,6 +189,14 @@ impl Default for Router {
     }
 }
 
+/// The connected route of an interface (a /32 has none: its address is
+/// ours, routes through it are `dev` routes).
+fn connected(r: &Rif) -> Option<Prefix> {
+    (r.addr.len < 32)
+        .then(|| Prefix::new(r.addr.network(), r.addr.len).ok())
+        .flatten()
+}
+
 fn is_martian_src(ip: u32) -> bool {
     let a = Ipv4Addr::from(ip);
     a.is_multicast() || a.is_broadcast() || a.is_loopback() || ip >> 24 == 0 || ip >> 28 == 0xf
@@ -198,7 +207,7 @@ impl Router {
         Router {
             rifs: Vec::new(),
             routes: Lpm::new(),
-            statics: Vec::new(),
+            statics: BTreeMap::new(),
             neigh: Neigh::default(),
             nat: Nat::default(),
             snat: Vec::new(),
@@ -268,12 +277,16 @@ impl Router {
             }
             None => return Err(format!("too many router interfaces (limit {MAX_RIFS})")),
         };
-        self.rifs[slot] = Some(r);
-        if let Err(e) = self.rebuild_routes() {
-            self.rifs[slot] = None;
-            let _ = self.rebuild_routes();
-            return Err(e);
+        // Its connected route (a static route for the same prefix, if one
+        // was there first, stays in charge).
+        if let Some(p) = connected(&r).filter(|p| !self.statics.contains_key(p)) {
+            let nh = NextHop {
+                rif: slot as RifId,
+                gw: 0,
+            };
+            self.routes.insert(p, nh).map_err(|e| e.to_string())?;
         }
+        self.rifs[slot] = Some(r);
         Ok(slot as RifId)
     }
 
@@ -282,8 +295,23 @@ impl Router {
     /// flows. Returns it.
     pub fn del_rif(&mut self, id: RifId) -> Option<Rif> {
         let r = self.rifs.get_mut(usize::from(id))?.take()?;
-        self.statics
-            .retain(|(_, c)| c.dev.as_deref() != Some(r.name.as_str()));
+        // Static routes out of it (by name or via a gateway on it) go, and
+        // its connected route: each a change of the trie, no rebuild.
+        let doomed: Vec<Prefix> = self
+            .statics
+            .iter()
+            .filter(|(_, (_, nh))| nh.rif == id)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in doomed {
+            self.statics.remove(&p);
+            self.routes.remove(p);
+        }
+        if let Some(p) = connected(&r).filter(|p| !self.statics.contains_key(p)) {
+            if self.routes.get(p).is_some_and(|nh| nh.rif == id) {
+                self.routes.remove(p);
+            }
+        }
         self.neigh.flush_rif(id);
         if let Some(i) = self.snat.iter().position(|s| s.out == id) {
             let rule = self.snat.remove(i);
@@ -296,41 +324,7 @@ impl Router {
                 self.dnat.push(d);
             }
         }
-        // Routes via gateways that were on its subnet go too.
-        let rifs = &self.rifs;
-        self.statics.retain(|(_, c)| {
-            c.via.is_none_or(|gw| {
-                rifs.iter()
-                    .flatten()
-                    .any(|x| x.addr.len < 32 && x.addr.contains(gw))
-            })
-        });
-        let _ = self.rebuild_routes();
         Some(r)
-    }
-
-    /// The route table, rebuilt from the interfaces and static routes.
-    fn rebuild_routes(&mut self) -> Result<(), String> {
-        let mut t: Lpm<NextHop> = Lpm::new();
-        for (id, r) in self.rifs() {
-            if r.addr.len == 32 && r.kind != RifKind::Tun {
-                continue;
-            }
-            // A TUN /32 is point-to-point: its address is ours; routes
-            // through it come from `dev` routes.
-            if r.addr.len == 32 {
-                continue;
-            }
-            let p = Prefix::new(r.addr.network(), r.addr.len).map_err(|e| e.to_string())?;
-            t.insert(p, NextHop { rif: id, gw: 0 })
-                .map_err(|e| e.to_string())?;
-        }
-        for (p, c) in &self.statics {
-            let nh = self.resolve_static(c)?;
-            t.insert(*p, nh).map_err(|e| e.to_string())?;
-        }
-        self.routes = t;
-        Ok(())
     }
 
     fn resolve_static(&self, c: &RouteConfig) -> Result<NextHop, String> {
@@ -371,7 +365,6 @@ impl Router {
                 p.len()
             ));
         }
-        self.resolve_static(&c)?;
         if let Some((id, r)) = self
             .rifs()
             .find(|(_, r)| r.addr.len < 32 && r.addr.network() == p.addr() && r.addr.len == p.len())
@@ -384,39 +377,31 @@ impl Router {
                 r.name
             ));
         }
-        let old = self.statics.clone();
-        match self.statics.iter_mut().find(|(q, _)| *q == p) {
-            Some(slot) => slot.1 = c,
-            None => {
-                if self.statics.len() >= MAX_STATIC_ROUTES {
-                    return Err(format!(
-                        "too many static routes (limit {MAX_STATIC_ROUTES})"
-                    ));
-                }
-                self.statics.push((p, c));
-            }
+        // One route changes: the trie repaints what that prefix spans, no
+        // rebuild (65 536 static routes one by one stay linear).
+        let nh = self.resolve_static(&c)?;
+        if !self.statics.contains_key(&p) && self.statics.len() >= MAX_STATIC_ROUTES {
+            return Err(format!(
+                "too many static routes (limit {MAX_STATIC_ROUTES})"
+            ));
         }
-        if let Err(e) = self.rebuild_routes() {
-            self.statics = old;
-            let _ = self.rebuild_routes();
-            return Err(e);
-        }
+        self.routes.insert(p, nh).map_err(|e| e.to_string())?;
+        self.statics.insert(p, (c, nh));
         Ok(())
     }
 
     pub fn del_route(&mut self, prefix: Ipv4Cidr) -> Result<(), String> {
         let p = Prefix::new(prefix.addr, prefix.len).map_err(|e| e.to_string())?;
-        let n = self.statics.len();
-        self.statics.retain(|(q, _)| *q != p);
-        if self.statics.len() == n {
+        if self.statics.remove(&p).is_none() {
             return Err(format!("no static route {}/{}", p.addr(), p.len()));
         }
-        self.rebuild_routes()
+        self.routes.remove(p);
+        Ok(())
     }
 
     /// Static routes as given (for `save`).
     pub fn static_routes(&self) -> impl Iterator<Item = &RouteConfig> + '_ {
-        self.statics.iter().map(|(_, c)| c)
+        self.statics.values().map(|(c, _)| c)
     }
 
     /// Every route, connected ones first, for `route-show`.
@@ -434,11 +419,9 @@ impl Router {
                 }
             }
         }
-        for (p, c) in &self.statics {
+        for (p, (c, nh)) in &self.statics {
             let dev = self
-                .resolve_static(c)
-                .ok()
-                .and_then(|nh| self.rif(nh.rif))
+                .rif(nh.rif)
                 .map_or_else(|| "-".to_string(), |r| r.name.clone());
             out.push(RouteInfo {
                 prefix: *p,
