@@ -1129,8 +1129,8 @@ impl Router {
             }
             d[L3 + 10..L3 + 12].copy_from_slice(&(!(s as u16)).to_be_bytes());
             let dst = u32::from_be_bytes([d[L3 + 16], d[L3 + 17], d[L3 + 18], d[L3 + 19]]);
-            // The reply may carry a NAT flow's identifier? No: echo to us is
-            // not translated. Route it back.
+            // Echo to the router is never translated (it reached us
+            // untranslated): route the reply straight back.
             let Some(nh) = self.routes.lookup(dst) else {
                 return Verdict::Drop(DropReason::NoRoute);
             };
