@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod bridge;
+mod cache;
 pub mod config;
 pub mod engine;
 pub mod mac;

@@ -209,20 +209,6 @@ impl Slot {
     }
 }
 
-/// Starts loading the cache line at `p`; a hint, never a fault.
-#[inline(always)]
-fn prefetch_line(p: *const Slot) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is only a hint: it neither faults nor changes memory
-    // for any address, and `p` points into a live slot array anyway.
-    unsafe {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// An all-empty slot array of `n` slots (a power of two).
 fn new_slots(n: usize) -> Box<[Slot]> {
     let mut v: Vec<Slot> = Vec::with_capacity(n);
@@ -316,7 +302,7 @@ impl Table {
     #[inline(always)]
     fn prefetch(&self, k: u64) {
         if let Some(s) = self.slots.get(self.home(k)) {
-            prefetch_line(s);
+            crate::cache::prefetch_line(std::ptr::from_ref(s).cast());
         }
     }
 

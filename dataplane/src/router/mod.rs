@@ -692,7 +692,7 @@ impl Router {
     }
 
     /// The NAT flow key of a frame for the router, for prefetching the
-    /// NAT state it will touch (see [`Nat::prefetch`]); the pipeline runs
+    /// NAT state it will touch (see [`Nat::prefetch_key`]); the pipeline runs
     /// the prefetch steps over a whole batch before [`Router::receive`] so
     /// the batch's cache misses overlap. `None` without SNAT rules.
     #[inline]
@@ -1112,23 +1112,13 @@ impl Router {
                 // Other ICMP (errors about our own packets, replies): taken.
                 return Verdict::Consumed;
             }
-            // Swap the addresses (the header sum does not change) and set
-            // our TTL.
-            let mut a = [0u8; 4];
-            a.copy_from_slice(&d[L3 + 12..L3 + 16]);
-            d.copy_within(L3 + 16..L3 + 20, L3 + 12);
-            d[L3 + 16..L3 + 20].copy_from_slice(&a);
-            let old = u16::from_be_bytes([d[L3 + 8], d[L3 + 9]]);
-            d[L3 + 8] = LOCAL_TTL;
-            let new = u16::from_be_bytes([d[L3 + 8], d[L3 + 9]]);
-            let mut s = u32::from(!u16::from_be_bytes([d[L3 + 10], d[L3 + 11]]))
-                + u32::from(!old)
-                + u32::from(new);
-            while s > 0xffff {
-                s = (s & 0xffff) + (s >> 16);
-            }
-            d[L3 + 10..L3 + 12].copy_from_slice(&(!(s as u16)).to_be_bytes());
-            let dst = u32::from_be_bytes([d[L3 + 16], d[L3 + 17], d[L3 + 18], d[L3 + 19]]);
+            // Back to the sender, with our TTL.
+            let Ok(mut ip) = Ipv4::new_checked(&mut d[L3..]) else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            ip.swap_addresses();
+            ip.set_ttl(LOCAL_TTL);
+            let dst = u32::from(ip.dst());
             // Echo to the router is never translated (it reached us
             // untranslated): route the reply straight back.
             let Some(nh) = self.routes.lookup(dst) else {

@@ -101,6 +101,7 @@
 
 mod index;
 
+use crate::cache::prefetch;
 use crate::wire::checksum::Csum;
 use hashbrown::HashMap;
 use index::FlowIndex;
@@ -424,7 +425,7 @@ pub struct FlowKey {
     outbound: bool,
 }
 
-/// The steps of [`Nat::prefetch`], in order.
+/// The steps of [`Nat::prefetch_key`], in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefetchStep {
     /// The flow's slot in the index.
@@ -433,29 +434,6 @@ pub enum PrefetchStep {
     Flow,
     /// The flow's mapping (after [`PrefetchStep::Flow`]).
     Mapping,
-}
-
-/// A hint to load the cache line at `p` (PREFETCHT0); nothing off x86-64.
-#[inline(always)]
-fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is only a hint: it neither faults nor changes
-    // memory for any address, and `p` points into a live slab anyway.
-    unsafe {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Prefetches the cache lines `x` spans (its first and last byte's: a slab
-/// entry may straddle two lines).
-#[inline(always)]
-fn prefetch_obj<T>(x: &T) {
-    let p: *const u8 = std::ptr::from_ref(x).cast();
-    prefetch_line(p);
-    prefetch_line(p.wrapping_add(std::mem::size_of::<T>().saturating_sub(1)));
 }
 
 /// The SNAT flow table.
@@ -628,21 +606,6 @@ impl Nat {
         Ok(true)
     }
 
-    /// Starts loading what translating `pkt` (an IPv4 packet) will read,
-    /// one [`PrefetchStep`] at a time: its index slot, then its flow's slab
-    /// entry, then the flow's mapping (`outbound`: an inside host's packet,
-    /// else a reply). Changes nothing and returns at once. A router runs
-    /// each step over a whole batch before the next and before translating
-    /// any: a table of 100 000 flows does not fit in cache, and each packet
-    /// would otherwise wait for four misses in a row; this way each step's
-    /// misses overlap across the batch. Best effort: unknown flows and
-    /// packets it cannot read are skipped.
-    pub fn prefetch(&self, pkt: &[u8], outbound: bool, step: PrefetchStep) {
-        if let Some(k) = self.flow_key(pkt, outbound) {
-            self.prefetch_key(&k, step);
-        }
-    }
-
     /// The key [`Nat::prefetch_key`] finds `pkt`'s flow by (`outbound`: an
     /// inside host's packet), read once for all the steps; `None` for
     /// packets no flow matches by their ports.
@@ -683,7 +646,14 @@ impl Nat {
         Some(FlowKey { key, outbound })
     }
 
-    /// [`Nat::prefetch`] by a key from [`Nat::flow_key`].
+    /// Starts loading what translating the packet of key `k` (from
+    /// [`Nat::flow_key`]) will read, one [`PrefetchStep`] at a time: its
+    /// index slot, then its flow's slab entry, then the flow's mapping.
+    /// Changes nothing and returns at once. A router runs each step over a
+    /// whole batch before the next and before translating any: a table of
+    /// 100 000 flows does not fit in cache, and each packet would otherwise
+    /// wait for four misses in a row; this way each step's misses overlap
+    /// across the batch. Best effort: unknown flows are skipped.
     #[inline]
     pub fn prefetch_key(&self, k: &FlowKey, step: PrefetchStep) {
         let (key, outbound) = (k.key, k.outbound);
@@ -697,12 +667,12 @@ impl Nat {
             PrefetchStep::Index => map.prefetch(&key),
             PrefetchStep::Flow => {
                 if let Some(c) = conn() {
-                    prefetch_obj(c);
+                    prefetch(c);
                 }
             }
             PrefetchStep::Mapping => {
                 if let Some(m) = conn().and_then(|c| self.maps.get(c.map as usize)) {
-                    prefetch_obj(m);
+                    prefetch(m);
                 }
             }
         }

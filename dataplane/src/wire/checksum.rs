@@ -78,3 +78,13 @@ impl Csum {
 fn fold64(v: u64) -> u64 {
     (v & 0xffff_ffff) + (v >> 32)
 }
+
+/// The stored checksum `sum` after one 16-bit word of the data it covers
+/// changed from `old` to `new` (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`).
+pub fn adjust(sum: u16, old: u16, new: u16) -> u16 {
+    let mut s = u32::from(!sum) + u32::from(!old) + u32::from(new);
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}

@@ -55,12 +55,8 @@ pub fn echo_to_reply(icmp: &mut [u8]) -> bool {
     }
     let old = be16(icmp, 0);
     icmp[0] = ECHO_REPLY;
-    let new = be16(icmp, 0);
-    let mut s = u32::from(!be16(icmp, 2)) + u32::from(!old) + u32::from(new);
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    icmp[2..4].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    let sum = super::checksum::adjust(be16(icmp, 2), old, be16(icmp, 0));
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     true
 }
 

@@ -105,25 +105,29 @@ impl<T: AsRef<[u8]>> Ipv4<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4<T> {
+    /// Sets TTL and updates the header checksum incrementally.
+    pub fn set_ttl(&mut self, ttl: u8) {
+        let b = self.buf.as_mut();
+        let old = be16(b, 8);
+        b[8] = ttl;
+        let sum = super::checksum::adjust(be16(b, 10), old, be16(b, 8));
+        b[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    /// Exchanges source and destination (the header sum does not change:
+    /// the same words, in another order).
+    pub fn swap_addresses(&mut self) {
+        let b = self.buf.as_mut();
+        let (src, dst) = b[12..20].split_at_mut(4);
+        src.swap_with_slice(dst);
+    }
+
     /// Decrements TTL by one and updates the header checksum incrementally
     /// (RFC 1624 eqn. 3: the TTL/protocol word changes by -0x0100). The
     /// caller has checked that TTL is above 1.
     pub fn decrement_ttl(&mut self) {
-        let b = self.buf.as_mut();
-        let old = be16(b, 8);
-        b[8] = b[8].wrapping_sub(1);
-        let new = be16(b, 8);
-        let sum = !be16(b, 10);
-        let mut s = u32::from(sum) + u32::from(!old) + u32::from(new);
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        b[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
-    }
-
-    /// The whole buffer, for translations that rewrite more than the header.
-    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
-        self.buf.as_mut()
+        let ttl = self.buf.as_mut()[8].wrapping_sub(1);
+        self.set_ttl(ttl);
     }
 }
 

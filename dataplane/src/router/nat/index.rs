@@ -12,7 +12,8 @@
 //! with churn). Capacity only grows, and is bounded by the flows the NAT
 //! allows.
 
-use super::{prefetch_line, Key, KeyHash};
+use super::{Key, KeyHash};
+use crate::cache::prefetch_line;
 use std::hash::BuildHasher;
 
 const MIN_SLOTS: usize = 16;
