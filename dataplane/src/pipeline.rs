@@ -395,16 +395,15 @@ pub fn router_phase(
             st.rx_bytes += f.len() as u64;
         }
         match router.receive(rif, f, owned, now, &mut plan.orig) {
-            R3::Forward(out) => {
-                if let Some(r) = router.rif(out) {
-                    plan.egress.push(Egress {
-                        orig: false,
-                        idx,
-                        pid: r.pid,
-                        kind: r.kind,
-                    });
-                }
-            }
+            R3::Forward(out) => match router.rif(out) {
+                Some(r) => plan.egress.push(Egress {
+                    orig: false,
+                    idx,
+                    pid: r.pid,
+                    kind: r.kind,
+                }),
+                None => stats[pid as usize].drop(DropReason::NoRoute),
+            },
             R3::Consumed => {}
             R3::Drop(r) => stats[pid as usize].drop(r),
         }
@@ -425,9 +424,9 @@ fn collect_orig(router: &Router, stats: &mut [PortStats], plan: &mut Plan) {
             });
         }
     }
-    for &(rif, reason) in &plan.orig.drops {
+    for &(rif, reason, n) in &plan.orig.drops {
         if let Some(pid) = router.rif(rif).map(|r| r.pid) {
-            stats[pid as usize].drop(reason);
+            stats[pid as usize].drop_n(reason, n);
         }
     }
 }
@@ -477,8 +476,12 @@ fn to_rif(
         return;
     };
     let p = pid as usize;
-    if p >= stats.len() || sw.attach.get(p).and_then(|a| a.rif()).is_none() {
+    if p >= stats.len() {
+        return;
+    }
+    if sw.attach.get(p).and_then(|a| a.rif()).is_none() {
         // The interface went away between the phases.
+        stats[p].drop(DropReason::EgressDown);
         return;
     }
     match e.kind {
@@ -501,6 +504,7 @@ fn to_rif(
         }
         RifKind::Svi { bridge, .. } => {
             let Some(b) = sw.bridges.get_mut(bridge).and_then(Option::as_mut) else {
+                stats[p].drop(DropReason::NoEgress);
                 return;
             };
             let data = f.data();

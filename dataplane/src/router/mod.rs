@@ -78,7 +78,8 @@ pub struct Orig {
     used: usize,
     /// (slot in `frames`, egress interface), in order.
     pub sent: Vec<(u16, RifId)>,
-    pub drops: Vec<(RifId, DropReason)>,
+    /// Drops by (interface, reason), with their count.
+    pub drops: Vec<(RifId, DropReason, u64)>,
 }
 
 impl Orig {
@@ -106,9 +107,13 @@ impl Orig {
         })
     }
 
+    /// Counts a drop. The same (interface, reason) adds to one entry, so
+    /// the list stays as short as the kinds of drop in one run: every one
+    /// is counted, none is lost to a full list.
     fn drop_on(&mut self, rif: RifId, r: DropReason) {
-        if self.drops.len() < self.drops.capacity() {
-            self.drops.push((rif, r));
+        match self.drops.iter_mut().find(|d| d.0 == rif && d.1 == r) {
+            Some(d) => d.2 += 1,
+            None => self.drops.push((rif, r, 1)),
         }
     }
 }
