@@ -181,7 +181,16 @@ pub struct Router {
     pub neigh: Neigh,
     pub nat: Nat,
     snat: Vec<SnatRule>,
+    /// Lowest and highest outside address over all SNAT pools.
+    pool_span: Option<(u32, u32)>,
+    /// SNAT rules by egress interface: their index in `snat`.
+    snat_by_rif: Vec<Option<usize>>,
+    /// The interfaces' addresses (packets for the router itself).
+    locals: hashbrown::HashMap<u32, RifId>,
     dnat: Vec<DnatRule>,
+    /// Port forwarding rules by (interface, protocol, port): their index in
+    /// `dnat`.
+    dnat_ports: hashbrown::HashMap<(RifId, u8, u16), usize>,
     next_rule: u32,
     icmp: icmp::IcmpLimiter,
     ident: u16,
@@ -216,7 +225,11 @@ impl Router {
             neigh: Neigh::default(),
             nat: Nat::default(),
             snat: Vec::new(),
+            pool_span: None,
+            snat_by_rif: Vec::new(),
+            locals: hashbrown::HashMap::new(),
             dnat: Vec::new(),
+            dnat_ports: hashbrown::HashMap::new(),
             next_rule: 1,
             icmp: icmp::IcmpLimiter::new(),
             ident: 1,
@@ -291,6 +304,7 @@ impl Router {
             };
             self.routes.insert(p, nh).map_err(|e| e.to_string())?;
         }
+        self.locals.insert(u32::from(r.addr.addr), slot as RifId);
         self.rifs[slot] = Some(r);
         Ok(slot as RifId)
     }
@@ -300,6 +314,7 @@ impl Router {
     /// flows. Returns it.
     pub fn del_rif(&mut self, id: RifId) -> Option<Rif> {
         let r = self.rifs.get_mut(usize::from(id))?.take()?;
+        self.locals.remove(&u32::from(r.addr.addr));
         // Static routes out of it (by name or via a gateway on it) go, and
         // its connected route: each a change of the trie, no rebuild.
         let doomed: Vec<Prefix> = self
@@ -321,6 +336,7 @@ impl Router {
         if let Some(i) = self.snat.iter().position(|s| s.out == id) {
             let rule = self.snat.remove(i);
             self.nat.flush_rule(rule.pool.rule);
+            self.update_pool_span();
         }
         for d in std::mem::take(&mut self.dnat) {
             if d.in_rif == id {
@@ -329,6 +345,7 @@ impl Router {
                 self.dnat.push(d);
             }
         }
+        self.reindex_dnat();
         Some(r)
     }
 
@@ -470,6 +487,7 @@ impl Router {
             src: c.src,
             cfg: c,
         });
+        self.update_pool_span();
         self.sync_dnat(0);
         Ok(())
     }
@@ -485,6 +503,7 @@ impl Router {
             .position(|s| s.out == id)
             .ok_or_else(|| format!("no SNAT rule on '{out}'"))?;
         let rule = self.snat.remove(i);
+        self.update_pool_span();
         let n = self.nat.flush_rule(rule.pool.rule);
         self.sync_dnat(0);
         Ok(n)
@@ -542,6 +561,7 @@ impl Router {
             d.installed.push(a);
         }
         self.dnat.push(d);
+        self.reindex_dnat();
         Ok(())
     }
 
@@ -563,6 +583,7 @@ impl Router {
             .position(|d| d.in_rif == id && d.proto == pn && d.port == port)
             .ok_or_else(|| format!("no port forwarding of {proto} port {port} on '{in_rif}'"))?;
         let d = self.dnat.remove(i);
+        self.reindex_dnat();
         Ok(self.uninstall_dnat(&d))
     }
 
@@ -650,11 +671,23 @@ impl Router {
     /// it (which would translate it) counts too: it may be about a
     /// forwarded flow.
     fn dnat_match(&self, rif: RifId, proto: u8, dst: u32, dport: u16, snat: bool) -> bool {
-        self.dnat.iter().any(|d| {
-            d.in_rif == rif
-                && d.installed.contains(&dst)
-                && ((d.proto == proto && d.port == dport) || (proto == ipv4::PROTO_ICMP && !snat))
-        })
+        if proto == ipv4::PROTO_ICMP && !snat {
+            return self
+                .dnat
+                .iter()
+                .any(|d| d.in_rif == rif && d.installed.contains(&dst));
+        }
+        self.dnat_ports
+            .get(&(rif, proto, dport))
+            .is_some_and(|&i| self.dnat[i].installed.contains(&dst))
+    }
+
+    /// Rebuilds the index of the port forwarding rules after they changed.
+    fn reindex_dnat(&mut self) {
+        self.dnat_ports.clear();
+        for (i, d) in self.dnat.iter().enumerate() {
+            self.dnat_ports.insert((d.in_rif, d.proto, d.port), i);
+        }
     }
 
     /// SNAT rules as given.
@@ -684,16 +717,48 @@ impl Router {
     // ----- the data path --------------------------------------------------
 
     /// The interface `ip` is an address of.
+    #[inline]
     fn local(&self, ip: u32) -> Option<RifId> {
-        self.rifs()
-            .find(|(_, r)| u32::from(r.addr.addr) == ip)
-            .map(|(i, _)| i)
+        self.locals.get(&ip).copied()
     }
 
+    /// The SNAT rule whose outside addresses hold `ip`. Asked up to three
+    /// times a packet: addresses outside every pool are answered from the
+    /// pools' span without a look at the rules.
+    #[inline]
     fn rule_for_dst(&self, ip: u32) -> Option<usize> {
+        let (lo, hi) = self.pool_span?;
+        if ip < lo || ip > hi {
+            return None;
+        }
         self.snat
             .iter()
             .position(|s| (s.pool.first..=s.pool.last).contains(&ip))
+    }
+
+    /// The SNAT rule of packets leaving through `rif`.
+    #[inline]
+    fn snat_of(&self, rif: RifId) -> Option<&SnatRule> {
+        let i = self.snat_by_rif.get(usize::from(rif)).copied().flatten()?;
+        self.snat.get(i)
+    }
+
+    /// Recomputes the span of the SNAT pools and the rules' index by
+    /// interface after a rule changed.
+    fn update_pool_span(&mut self) {
+        self.pool_span = self
+            .snat
+            .iter()
+            .map(|s| (s.pool.first, s.pool.last))
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+        self.snat_by_rif.clear();
+        for (i, s) in self.snat.iter().enumerate() {
+            let r = usize::from(s.out);
+            if self.snat_by_rif.len() <= r {
+                self.snat_by_rif.resize(r + 1, None);
+            }
+            self.snat_by_rif[r] = Some(i);
+        }
     }
 
     /// The NAT flow key of a frame for the router, for prefetching the
@@ -870,8 +935,11 @@ impl Router {
         let mut translated = false;
         let snat_rule = self.rule_for_dst(dst);
         // A forwarded port (DNAT): from outside, on the rule's interface.
-        let dnat =
-            !self.dnat.is_empty() && self.dnat_match(rif, proto, dst, dport, snat_rule.is_some());
+        // (Forwarded ports live on the interfaces' and pools' addresses
+        // only: transit traffic never looks at the rules.)
+        let dnat = !self.dnat.is_empty()
+            && (snat_rule.is_some() || self.local(dst).is_some())
+            && self.dnat_match(rif, proto, dst, dport, snat_rule.is_some());
         if dnat {
             saved_len = total.min(QUOTE_SAVE);
             saved[..saved_len].copy_from_slice(&f.data()[L3..L3 + saved_len]);
@@ -992,7 +1060,7 @@ impl Router {
             }
         }
         if !translated {
-            if let Some(rule) = self.snat.iter().find(|s| s.out == nh.rif) {
+            if let Some(rule) = self.snat_of(nh.rif) {
                 let from_us = self.local(src).is_some();
                 let matches = rule.src.is_none_or(|p| p.contains(Ipv4Addr::from(src)));
                 if matches && !from_us {
