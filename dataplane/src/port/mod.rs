@@ -13,6 +13,7 @@ pub mod afpacket;
 pub mod internal;
 pub mod tap;
 pub mod tun;
+mod tundev;
 pub mod vxlan;
 
 use crate::bridge::vlan::TagEdit;

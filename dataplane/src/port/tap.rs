@@ -8,31 +8,17 @@
 //! the switch as single frames. TAP file descriptors have no recvmmsg: a batch
 //! is a read loop until EAGAIN.
 
-use super::{is_transient, Caps, IoScratch, Port, TxItem};
+use super::{is_transient, tundev, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
-use crate::sys::{self, cvt, cvt_size, IfReq};
+use crate::sys::{self, cvt_size};
 use crate::MacAddr;
-use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 // <linux/if_tun.h>
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-const IFF_TAP: i16 = 0x0002;
-const IFF_NO_PI: i16 = 0x1000;
-const IFF_MULTI_QUEUE: i16 = 0x0100;
-const IFF_VNET_HDR: i16 = 0x4000;
-const TUN_F_CSUM: libc::c_uint = 0x01;
-const TUN_F_TSO4: libc::c_uint = 0x02;
-const TUN_F_TSO6: libc::c_uint = 0x04;
-const TUN_F_TSO_ECN: libc::c_uint = 0x08;
-const TUN_F_USO4: libc::c_uint = 0x20;
-const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// How to open a TAP port.
 #[derive(Debug, Clone, Default)]
@@ -80,67 +66,17 @@ pub enum TapError {
     Netns(io::Error),
 }
 
-fn open_tun() -> Result<OwnedFd, TapError> {
-    let path: &CStr = c"/dev/net/tun";
-    // SAFETY: `path` is a valid C string; the result is checked.
-    let fd = cvt(unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    })
-    .map_err(TapError::OpenTun)?;
-    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn tun_ioctl_int(fd: RawFd, req: libc::c_ulong, val: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: TUNSETOFFLOAD takes its argument by value; TUNSETVNETHDRSZ takes
-    // a pointer to int, handled by `tun_set_vnet_hdr_sz` below, not here.
-    cvt(unsafe { libc::ioctl(fd, req as _, val) })?;
-    Ok(())
-}
-
-fn tun_set_vnet_hdr_sz(fd: RawFd, sz: libc::c_int) -> io::Result<()> {
-    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points
-    // to a live local for the duration of the call.
-    cvt(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ as _, &sz as *const libc::c_int) })?;
-    Ok(())
-}
-
-/// TUNSETIFF: create the device, or attach to an existing persistent one.
-fn set_iff(fd: RawFd, name: &str) -> Result<(), TapError> {
-    let base = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    let mut last = None;
-    // A persistent device made multi-queue only attaches with the same flag.
-    for flags in [base, base | IFF_MULTI_QUEUE] {
-        let mut r = IfReq::new(name).map_err(|e| TapError::Configure(name.into(), e))?;
-        r.data[..2].copy_from_slice(&flags.to_ne_bytes());
-        match sys::ioctl_ifreq(fd, TUNSETIFF, &mut r) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                return Err(TapError::Busy(name.into()))
-            }
-            Err(e) => return Err(TapError::SetIff(name.into(), e)),
-        }
-    }
-    let _ = last;
-    Err(TapError::NotTap(name.into()))
-}
-
-fn set_offloads(fd: RawFd, name: &str) -> Result<(), TapError> {
-    tun_set_vnet_hdr_sz(fd, VNET_HDR_LEN as libc::c_int)
-        .map_err(|e| TapError::Offload(name.into(), e))?;
-    let tcp = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
-    // USO (UDP segmentation) needs Linux 6.2; fall back to TCP offloads only.
-    tun_ioctl_int(
-        fd,
-        TUNSETOFFLOAD,
-        (tcp | TUN_F_USO4 | TUN_F_USO6) as libc::c_ulong,
-    )
-    .or_else(|_| tun_ioctl_int(fd, TUNSETOFFLOAD, tcp as libc::c_ulong))
-    .map_err(|e| TapError::Offload(name.into(), e))
+/// Opens the device and attaches it as TAP `name`, offloads set.
+fn attach(name: &str) -> Result<OwnedFd, TapError> {
+    let fd = tundev::open().map_err(TapError::OpenTun)?;
+    tundev::set_iff(fd.as_raw_fd(), name, tundev::Kind::Tap).map_err(|e| match e {
+        tundev::IffError::Name(e) => TapError::Configure(name.into(), e),
+        tundev::IffError::Busy => TapError::Busy(name.into()),
+        tundev::IffError::WrongKind => TapError::NotTap(name.into()),
+        tundev::IffError::Other(e) => TapError::SetIff(name.into(), e),
+    })?;
+    tundev::set_offloads(fd.as_raw_fd()).map_err(|e| TapError::Offload(name.into(), e))?;
+    Ok(fd)
 }
 
 /// Sets MAC and MTU if asked, brings the device up, and reads back what the
@@ -168,9 +104,7 @@ impl TapPort {
             Some(ns) => Self::create_in_netns(opts, ns)?,
             None => {
                 let existed = sys::ifindex(&opts.ifname).is_ok();
-                let fd = open_tun()?;
-                set_iff(fd.as_raw_fd(), &opts.ifname)?;
-                set_offloads(fd.as_raw_fd(), &opts.ifname)?;
+                let fd = attach(&opts.ifname)?;
                 let (mac, mtu) = configure(opts)?;
                 (fd, !existed, mac, mtu)
             }
@@ -211,9 +145,7 @@ impl TapPort {
             std::process::id() & 0xfffff,
             SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
-        let fd = open_tun()?;
-        set_iff(fd.as_raw_fd(), &tmp)?;
-        set_offloads(fd.as_raw_fd(), &tmp)?;
+        let fd = attach(&tmp)?;
         let cfg = |e| TapError::Configure(opts.ifname.clone(), e);
         if let Some(mac) = opts.mac {
             sys::set_mac(&tmp, mac).map_err(cfg)?;
@@ -339,12 +271,7 @@ impl Port for TapPort {
     }
 
     fn is_gone(&self, err: &io::Error) -> bool {
-        // EBADFD: the device was destroyed under the file (its namespace was
-        // deleted); EIO/ENXIO likewise mean the queue is detached for good.
-        matches!(
-            err.raw_os_error(),
-            Some(libc::EBADFD) | Some(libc::EIO) | Some(libc::ENXIO) | Some(libc::ENODEV)
-        )
+        tundev::is_gone(err)
     }
 
     fn caps(&self) -> Caps {

@@ -33,15 +33,14 @@
 //! all-zero source; every packet from the device appears to come from one
 //! station, [`TUN_PEER_MAC`], learnt on this port.
 
-use super::{is_transient, Caps, IoScratch, Port, TxItem};
+use super::{is_transient, tundev, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TPID_8021Q;
 use crate::packet::{EthHdr, Frame, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
-use crate::sys::{self, cvt, cvt_size, IfReq};
+use crate::sys::{self, cvt_size};
 use crate::MacAddr;
-use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Source address of every frame a TUN port receives: a fixed, locally
@@ -113,57 +112,17 @@ pub enum TunError {
     Netns(io::Error),
 }
 
-fn open_tun() -> Result<OwnedFd, TunError> {
-    let path: &CStr = c"/dev/net/tun";
-    // SAFETY: `path` is a valid C string; the result is checked.
-    let fd = cvt(unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    })
-    .map_err(TunError::OpenTun)?;
-    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// TUNSETIFF: create the device, or attach to an existing persistent one.
-fn set_iff(fd: RawFd, name: &str) -> Result<(), TunError> {
-    let base = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
-    // A persistent device made multi-queue only attaches with the same flag.
-    for flags in [base, base | libc::IFF_MULTI_QUEUE as i16] {
-        let mut r = IfReq::new(name).map_err(|e| TunError::Configure(name.into(), e))?;
-        r.data[..2].copy_from_slice(&flags.to_ne_bytes());
-        match sys::ioctl_ifreq(fd, libc::TUNSETIFF as libc::c_ulong, &mut r) {
-            Ok(()) => return Ok(()),
-            // Another kind of device (a TAP, a veth), or the other queue mode.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                return Err(TunError::Busy(name.into()))
-            }
-            Err(e) => return Err(TunError::SetIff(name.into(), e)),
-        }
-    }
-    Err(TunError::NotTun(name.into()))
-}
-
-fn set_offloads(fd: RawFd, name: &str) -> Result<(), TunError> {
-    let off = |e| TunError::Offload(name.into(), e);
-    let sz = VNET_HDR_LEN as libc::c_int;
-    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points
-    // to a live local for the duration of the call.
-    cvt(unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ as _, &sz as *const libc::c_int) })
-        .map_err(off)?;
-    let set = |mask: libc::c_uint| {
-        // SAFETY: TUNSETOFFLOAD takes its argument by value (no pointer).
-        cvt(unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, mask as libc::c_ulong) })
-    };
-    let tcp = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
-    // USO (UDP segmentation) needs Linux 6.2; fall back to TCP offloads only.
-    set(tcp | libc::TUN_F_USO4 | libc::TUN_F_USO6)
-        .or_else(|_| set(tcp))
-        .map_err(off)?;
-    Ok(())
+/// Opens the device and attaches it as TUN `name`, offloads set.
+fn attach(name: &str) -> Result<OwnedFd, TunError> {
+    let fd = tundev::open().map_err(TunError::OpenTun)?;
+    tundev::set_iff(fd.as_raw_fd(), name, tundev::Kind::Tun).map_err(|e| match e {
+        tundev::IffError::Name(e) => TunError::Configure(name.into(), e),
+        tundev::IffError::Busy => TunError::Busy(name.into()),
+        tundev::IffError::WrongKind => TunError::NotTun(name.into()),
+        tundev::IffError::Other(e) => TunError::SetIff(name.into(), e),
+    })?;
+    tundev::set_offloads(fd.as_raw_fd()).map_err(|e| TunError::Offload(name.into(), e))?;
+    Ok(fd)
 }
 
 /// Sets the MTU if asked, brings the device up, and reads back its MTU.
@@ -184,9 +143,7 @@ impl TunPort {
             Some(ns) => Self::create_in_netns(opts, ns)?,
             None => {
                 let existed = sys::ifindex(&opts.ifname).is_ok();
-                let fd = open_tun()?;
-                set_iff(fd.as_raw_fd(), &opts.ifname)?;
-                set_offloads(fd.as_raw_fd(), &opts.ifname)?;
+                let fd = attach(&opts.ifname)?;
                 let mtu = configure(&opts.ifname, opts.mtu)?;
                 (fd, !existed, mtu)
             }
@@ -225,9 +182,7 @@ impl TunPort {
             SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff
         );
         // From here on, an error closes `fd`, which removes the device.
-        let fd = open_tun()?;
-        set_iff(fd.as_raw_fd(), &tmp)?;
-        set_offloads(fd.as_raw_fd(), &tmp)?;
+        let fd = attach(&tmp)?;
         let cfg = |e| TunError::Configure(opts.ifname.clone(), e);
         if let Some(mtu) = opts.mtu {
             sys::set_mtu(&tmp, mtu).map_err(cfg)?;
@@ -430,12 +385,7 @@ impl Port for TunPort {
     }
 
     fn is_gone(&self, err: &io::Error) -> bool {
-        // EBADFD: the device was destroyed under the file (its namespace was
-        // deleted); EIO/ENXIO likewise mean the queue is detached for good.
-        matches!(
-            err.raw_os_error(),
-            Some(libc::EBADFD) | Some(libc::EIO) | Some(libc::ENXIO) | Some(libc::ENODEV)
-        )
+        tundev::is_gone(err)
     }
 
     fn caps(&self) -> Caps {
