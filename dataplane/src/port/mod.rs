@@ -166,6 +166,20 @@ pub(crate) fn is_transient(e: &io::Error) -> bool {
     )
 }
 
+/// Counts the outcome of writing one frame of `bytes` to a device (a
+/// writev's return): sent, dropped for now (`tx_queue_full`), or refused
+/// (`tx_error`).
+pub(crate) fn count_write(r: libc::ssize_t, bytes: usize, stats: &mut PortStats) {
+    match crate::sys::cvt_size(r) {
+        Ok(_) => {
+            stats.tx_packets += 1;
+            stats.tx_bytes += bytes as u64;
+        }
+        Err(e) if is_transient(&e) => stats.drop(DropReason::TxQueueFull),
+        Err(_) => stats.drop(DropReason::TxError),
+    }
+}
+
 /// recvmmsg(2) on a non-blocking socket: how many of `msgs` the kernel
 /// filled, 0 when nothing is waiting. `msgs` must be prepared by the caller,
 /// each pointing at buffers that outlive the call.

@@ -8,10 +8,10 @@
 //! the switch as single frames. TAP file descriptors have no recvmmsg: a batch
 //! is a read loop until EAGAIN.
 
-use super::{is_transient, tundev, Caps, IoScratch, Port, TxItem};
+use super::{count_write, tundev, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
-use crate::stats::{DropReason, PortStats};
+use crate::stats::PortStats;
 use crate::sys::{self, cvt_size};
 use crate::MacAddr;
 use std::io;
@@ -259,14 +259,7 @@ impl Port for TapPort {
                 let r = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
                 (r, n - VNET_HDR_LEN + tail.len())
             };
-            match cvt_size(r) {
-                Ok(_) => {
-                    stats.tx_packets += 1;
-                    stats.tx_bytes += len as u64;
-                }
-                Err(e) if is_transient(&e) => stats.drop(DropReason::TxQueueFull),
-                Err(_) => stats.drop(DropReason::TxError),
-            }
+            count_write(r, len, stats);
         }
     }
 

@@ -33,7 +33,7 @@
 //! all-zero source; every packet from the device appears to come from one
 //! station, [`TUN_PEER_MAC`], learnt on this port.
 
-use super::{is_transient, tundev, Caps, IoScratch, Port, TxItem};
+use super::{count_write, tundev, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TPID_8021Q;
 use crate::packet::{EthHdr, Frame, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
@@ -373,14 +373,7 @@ impl Port for TunPort {
             // SAFETY: both iovecs point into live buffers (`hdr` and the
             // frame) of the given lengths; the kernel only reads them.
             let r = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
-            match cvt_size(r) {
-                Ok(_) => {
-                    stats.tx_packets += 1;
-                    stats.tx_bytes += ip.len() as u64;
-                }
-                Err(e) if is_transient(&e) => stats.drop(DropReason::TxQueueFull),
-                Err(_) => stats.drop(DropReason::TxError),
-            }
+            count_write(r, ip.len(), stats);
         }
     }
 

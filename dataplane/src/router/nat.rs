@@ -436,6 +436,21 @@ pub enum PrefetchStep {
     Mapping,
 }
 
+/// Puts `x` in a free slot of a slab (or a new one at its end); returns
+/// the slot.
+fn slab_put<T>(slab: &mut Vec<T>, free: &mut Vec<u32>, x: T) -> usize {
+    match free.pop() {
+        Some(i) => {
+            slab[i as usize] = x;
+            i as usize
+        }
+        None => {
+            slab.push(x);
+            slab.len() - 1
+        }
+    }
+}
+
 /// The SNAT flow table.
 #[derive(Debug)]
 pub struct Nat {
@@ -726,16 +741,7 @@ impl Nat {
             attached: false,
             fixed: true,
         };
-        let m = match self.maps_free.pop() {
-            Some(i) => {
-                self.maps[i as usize] = mapping;
-                i as usize
-            }
-            None => {
-                self.maps.push(mapping);
-                self.maps.len() - 1
-            }
-        };
+        let m = slab_put(&mut self.maps, &mut self.maps_free, mapping);
         self.map_by_outside.insert(key, m as u32);
         Ok(())
     }
@@ -1189,16 +1195,7 @@ impl Nat {
         if let Some(j) = self.find(true, &conn.out_key(), now) {
             self.remove(j);
         }
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.conns[i as usize] = conn;
-                i as usize
-            }
-            None => {
-                self.conns.push(conn);
-                self.conns.len() - 1
-            }
-        };
+        let idx = slab_put(&mut self.conns, &mut self.free, conn);
         self.by_inside.insert(conn.out_key(), idx as u32);
         self.by_outside.insert(conn.in_key(), idx as u32);
         idx
@@ -1244,16 +1241,7 @@ impl Nat {
             attached: true,
             fixed: false,
         };
-        let m = match self.maps_free.pop() {
-            Some(i) => {
-                self.maps[i as usize] = mapping;
-                i as usize
-            }
-            None => {
-                self.maps.push(mapping);
-                self.maps.len() - 1
-            }
-        };
+        let m = slab_put(&mut self.maps, &mut self.maps_free, mapping);
         self.map_by_inside.insert(in_key, m as u32);
         self.map_by_outside.insert(mapping.out_key(), m as u32);
         Ok(m)
