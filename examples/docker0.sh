@@ -10,30 +10,8 @@
 # then tears everything down.
 #   sudo examples/docker0.sh          # run, check, tear down
 #   sudo examples/docker0.sh --keep   # leave it running until Ctrl-C
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "error: run as root (it creates network namespaces)" >&2; exit 1; }
-keep=0; [ "${1:-}" = "--keep" ] && keep=1
-command -v ping >/dev/null || { apt-get update -qq && apt-get install -y -qq iputils-ping iproute2 >/dev/null; }
-command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
-bin=${VSWITCH_BIN:-target/release}
-[ -n "${VSWITCH_BIN:-}" ] || cargo build --release -q -p vswitch-control
-sock=/tmp/vsd-$$.sock
-ctl() { "$bin/vswitchctl" --socket "$sock" "$@"; }
-ns="vsd-sw vsd-c1 vsd-c2 vsd-srv"
-dpid=
-cleanup() {
-  [ -n "$dpid" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null || true
-  for n in $ns; do ip netns del "$n" 2>/dev/null || true; done
-  rm -f "$sock"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for n in $ns; do ip netns add "$n"; done
-ip netns exec vsd-sw "$bin/vswitchd" --socket "$sock" --log-level warn &
-dpid=$!
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || { echo "error: vswitchd did not start" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+lab_start vsd c1 c2 srv
 
 # The switch: two bridges, a TAP per namespace, a router interface on each
 # bridge, and masquerade out of the uplink.
@@ -53,8 +31,6 @@ ip -n vsd-c2 addr add 10.88.1.3/24 dev eth0
 ip -n vsd-srv addr add 10.88.2.2/24 dev eth0
 for c in c1 c2; do ip -n vsd-$c route add default via 10.88.1.1; done
 
-ok=1
-check() { if "$@" >/dev/null 2>&1; then echo "ok:     ${desc}"; else echo "FAILED: ${desc}"; ok=0; fi; }
 desc="c1 pings the gateway"; check ip netns exec vsd-c1 ping -c 2 -i 0.2 -W 2 10.88.1.1
 desc="c1 pings the outside server"; check ip netns exec vsd-c1 ping -c 2 -i 0.2 -W 2 10.88.2.2
 desc="c2 pings the outside server"; check ip netns exec vsd-c2 ping -c 2 -i 0.2 -W 2 10.88.2.2
@@ -104,9 +80,5 @@ echo; echo "== vswitchctl arp-show"; ctl arp-show
 echo; echo "== vswitchctl dnat-show"; ctl dnat-show
 echo; echo "== vswitchctl nat-show"; ctl nat-show
 echo; echo "== vswitchctl stats gw"; ctl stats gw
-if [ "$keep" = 1 ]; then
-  echo; echo "Running. Try: ip netns exec vsd-c1 ping 10.88.2.2   |   $bin/vswitchctl --socket $sock nat-show"
-  echo "Ctrl-C to stop and clean up."
-  wait "$dpid"
-fi
-[ "$ok" = 1 ] && echo "all checks passed" || { echo "some checks FAILED"; exit 1; }
+keep_running "ip netns exec vsd-c1 ping 10.88.2.2   |   $bin/vswitchctl --socket $sock nat-show"
+verdict

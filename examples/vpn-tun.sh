@@ -11,30 +11,8 @@
 # "net unreachable" from the gateway) and del-rif vpn removes tun0.
 #   sudo examples/vpn-tun.sh          # run, check, tear down
 #   sudo examples/vpn-tun.sh --keep   # leave it running until Ctrl-C
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "error: run as root (it creates network namespaces)" >&2; exit 1; }
-keep=0; [ "${1:-}" = "--keep" ] && keep=1
-command -v ping >/dev/null || { apt-get update -qq && apt-get install -y -qq iputils-ping iproute2 >/dev/null; }
-command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
-bin=${VSWITCH_BIN:-target/release}
-[ -n "${VSWITCH_BIN:-}" ] || cargo build --release -q -p vswitch-control
-sock=/tmp/vsvpn-$$.sock
-ctl() { "$bin/vswitchctl" --socket "$sock" "$@"; }
-ns="vsvpn-sw vsvpn-h1 vsvpn-be"
-dpid=
-cleanup() {
-  [ -n "$dpid" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null || true
-  for n in $ns; do ip netns del "$n" 2>/dev/null || true; done
-  rm -f "$sock"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for n in $ns; do ip netns add "$n"; done
-ip netns exec vsvpn-sw "$bin/vswitchd" --socket "$sock" --log-level warn &
-dpid=$!
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || { echo "error: vswitchd did not start" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+lab_start vsvpn h1 be
 
 # The switch: the LAN bridge with h1's TAP and the gateway rif, the TUN rif
 # toward the backend (the daemon creates tun0 inside vsvpn-be), and the route
@@ -54,8 +32,6 @@ ip -n vsvpn-be addr add 10.89.8.2/24 dev tun0
 ip -n vsvpn-be addr add 10.89.9.1/32 dev lo
 ip -n vsvpn-be route add 10.89.1.0/24 via 10.89.8.1 dev tun0
 
-ok=1
-check() { if "$@" >/dev/null 2>&1; then echo "ok:     ${desc}"; else echo "FAILED: ${desc}"; ok=0; fi; }
 desc="the backend's tun0 exists and is up"; check ip -n vsvpn-be link show tun0 up
 desc="h1 pings the gateway"; check ip netns exec vsvpn-h1 ping -c 2 -i 0.2 -W 2 10.89.1.1
 desc="the backend pings the router's tunnel address"; check ip netns exec vsvpn-be ping -c 2 -i 0.2 -W 2 10.89.8.1
@@ -93,11 +69,7 @@ echo; echo "== vswitchctl arp-show"; ctl arp-show
 echo; echo "== vswitchctl stats vpn"; ctl stats vpn
 echo; echo "== ip -n vsvpn-be addr show tun0"; ip -n vsvpn-be addr show tun0
 
-if [ "$keep" = 1 ]; then
-  echo; echo "Running. Try: ip netns exec vsvpn-h1 ping 10.89.9.1   |   $bin/vswitchctl --socket $sock route-show"
-  echo "Ctrl-C to stop and clean up."
-  wait "$dpid"
-fi
+keep_running "ip netns exec vsvpn-h1 ping 10.89.9.1   |   $bin/vswitchctl --socket $sock route-show"
 
 # Withdraw the client route: the gateway now answers "net unreachable".
 echo; echo "== vswitchctl del-route 10.89.9.0/24"; ctl del-route 10.89.9.0/24; ctl route-show
@@ -114,4 +86,4 @@ desc="after del-rif, tun0 is gone from the backend"; check test -z "$(ip -n vsvp
 desc="after del-rif, the route via 10.89.8.2 is gone too"; check test -z "$(ctl route-show | grep 10.89.9.0)"
 desc="h1 still reaches its gateway"; check ip netns exec vsvpn-h1 ping -c 1 -W 2 10.89.1.1
 
-[ "$ok" = 1 ] && echo "all checks passed" || { echo "some checks FAILED"; exit 1; }
+verdict
