@@ -376,3 +376,42 @@ fn ipv6_underlay() {
     let from_k = v.lab.iperf_tcp(&k2, &v.h1);
     assert!(to_k > 1_000_000 && from_k > 1_000_000, "{to_k} {from_k}");
 }
+
+/// VLAN→VNI mapping on one bridge: VXLAN ports for VNI 100 and 200 on one
+/// underlay socket are access ports of VLANs 10 and 20 of br0; each VLAN
+/// reaches the kernel VTEP of its VNI and nothing else.
+#[test]
+fn vlans_of_one_bridge_map_to_vnis() {
+    let mut v = vx_lab();
+    let h2 = v.lab.tap_host("br0", 2);
+    let k3 = kernel_vtep_with(&mut v, 3, &k("100", 3, LOCAL, true));
+    let k4 = kernel_vtep_with(&mut v, 4, &k("200", 4, LOCAL, true));
+    for (port, vni, vlan) in [("vx100", "100", "10"), ("vx200", "200", "20")] {
+        v.lab.ctl_ok(&[
+            "add-port",
+            "br0",
+            port,
+            "--type",
+            "vxlan",
+            "--vni",
+            vni,
+            "--local",
+            LOCAL,
+            "--remote",
+            "192.0.2.3,192.0.2.4",
+        ]);
+        v.lab.ctl_ok(&["set-port", port, "--access", vlan]);
+    }
+    v.lab.ctl_ok(&["set-port", &v.h1.port, "--access", "10"]);
+    v.lab.ctl_ok(&["set-port", &h2.port, "--access", "20"]);
+    assert!(v.lab.ping(&v.h1, &k3.ip), "VLAN 10 -> VNI 100");
+    assert!(v.lab.ping(&h2, &k4.ip), "VLAN 20 -> VNI 200");
+    assert!(!v.lab.ping_once(&v.h1, &k4.ip), "VLAN 10 reached VNI 200");
+    assert!(!v.lab.ping_once(&h2, &k3.ip), "VLAN 20 reached VNI 100");
+    let e = v.lab.fdb_entry("br0", &k3.mac).expect("k3 learned");
+    assert_eq!(
+        (e["port"].as_str(), e["vlan"].as_u64()),
+        (Some("vx100"), Some(10)),
+        "{e}"
+    );
+}
