@@ -134,7 +134,13 @@ fn run(args: Args) -> Result<(), String> {
     }
     let (_lock_file, lock_path) = lock(&args.socket)?;
     let config = match &args.config {
-        Some(p) => persist::load(p)?,
+        Some(p) => {
+            let stale = persist::remove_stale_temps(p);
+            if stale > 0 {
+                tracing::info!(stale, "removed temporary files of interrupted saves");
+            }
+            persist::load(p)?
+        }
         None => Default::default(),
     };
 
