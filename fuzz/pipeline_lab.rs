@@ -9,11 +9,14 @@
 //! 10.0.1.1/24 (3), a trunk (7) carrying VLANs 10 and 20 with rifs `v10`
 //! 10.10.0.1/24 (8) and `v20` 10.20.0.1/24 (9, SNAT to 10.20.0.100-101 for
 //! 10.0.1.0/24), a port that is down (11); bridge `brout` with srv (4) and
-//! srv2 (10), rif `up` 10.0.2.1/24 (5, masquerade); TUN rif `vpn`
+//! srv2 (10), rif `up` 10.0.2.1/24 (5, masquerade), with spanning tree on
+//! (restarted and brought to forwarding for each input); TUN rif `vpn`
 //! 10.0.8.1/24 (6, MTU 1400). Static routes: default via srv, 10.0.50.0/24
 //! via an address nobody answers for, 10.0.9.0/24 out of `vpn`. Small
 //! limits (16 neighbours, 32 NAT flows, 64 learned MACs per bridge) and
-//! short NAT timeouts, so the limits and expiry are reached.
+//! short NAT timeouts, so the limits and expiry are reached. Bridged frames
+//! are checked to stay in their bridge and VLAN, off their ingress port and
+//! off ports spanning tree blocks.
 #![allow(dead_code)]
 
 use dataplane::bridge::vlan::{VlanMode, VlanSet};
@@ -243,6 +246,21 @@ impl Lab {
         }
         self.stats.fill(PortStats::default());
         self.now += 86_400_000_000_000;
+        // Spanning tree on brout starts afresh, run through its listening
+        // and learning states (15 s each) so its ports forward from the
+        // input's first step.
+        let start = self.now - 40_000_000_000;
+        let mut bpdus = Vec::new();
+        if let Some(b) = self.bridges[1].as_mut() {
+            b.set_stp(false, start);
+            b.set_stp(true, start);
+            for p in [4, 10] {
+                b.set_port_up(p, true, start);
+            }
+            for t in [start + 16_000_000_000, start + 32_000_000_000, self.now] {
+                b.stp_tick(t, &mut bpdus);
+            }
+        }
     }
 
     /// The MAC of the rif a host on `port` would send routed traffic to.
@@ -279,8 +297,16 @@ impl Lab {
             None => {
                 // What the worker's timer run does: a part of FDB ageing,
                 // then the router's timers.
+                let mut bpdus = Vec::new();
                 for b in fab.bridges.iter_mut().flatten() {
+                    b.stp_tick(self.now, &mut bpdus);
                     b.fdb.age_part(self.now, 10);
+                }
+                for (_, f) in &bpdus {
+                    assert!(
+                        dataplane::bridge::stp::parse_bpdu(f).is_ok(),
+                        "spanning tree sent a BPDU it cannot parse"
+                    );
                 }
                 timers(&mut fab, self.now, &mut self.stats, plan)
             }
@@ -313,6 +339,17 @@ impl Lab {
                     let routed = from_router
                         || (self.rif_macs.iter().any(|m| m.0 == src)
                             && !self.rif_macs.iter().any(|m| m.0 == src_macs[i]));
+                    // A frame that came in with a rif's source address may
+                    // have been routed or bridged: the addresses cannot say.
+                    let spoofed = !from_router
+                        && src_macs
+                            .get(i)
+                            .is_some_and(|s| self.rif_macs.iter().any(|m| m.0 == *s));
+                    if !routed && !spoofed {
+                        if let Some(p) = port {
+                            self.check_bridged(p, o as PortId, d);
+                        }
+                    }
                     if routed && d.get(12..14) == Some(&eth::ETHERTYPE_IPV4.to_be_bytes()[..]) {
                         let ip = ipv4::Ipv4::new_checked(&d[eth::HEADER_LEN..])
                             .expect("the router sends well-formed IPv4 headers");
@@ -332,6 +369,36 @@ impl Lab {
         );
         for b in self.bridges.iter().flatten() {
             assert!(b.fdb.dynamic_len() <= FDB_MAX as usize);
+        }
+    }
+}
+
+impl Lab {
+    /// A frame bridged from `p` to `o`: stays in its bridge, never goes back
+    /// out of its ingress port, never leaves its VLAN, never through a port
+    /// spanning tree keeps from forwarding.
+    fn check_bridged(&self, p: PortId, o: PortId, frame: &[u8]) {
+        let Attach::Bridge(b) = self.attach[p as usize] else {
+            return;
+        };
+        assert_ne!(p, o, "a bridged frame went back out of its ingress port");
+        assert_eq!(
+            self.attach[o as usize],
+            Attach::Bridge(b),
+            "a bridged frame from port {p} left its bridge through {o}"
+        );
+        let br = self.bridges[b].as_ref().expect("bridge");
+        if let (Some(mi), Some(mo)) = (br.member(p), br.member(o)) {
+            if let Ok(c) = mi.vlan.classify(frame) {
+                assert!(
+                    mo.vlan.egress_tagged(c.vid).is_some(),
+                    "a frame of VLAN {} from port {p} crossed to port {o}",
+                    c.vid
+                );
+            }
+        }
+        if let Some(stp) = br.stp.as_ref() {
+            assert!(stp.forwards(o), "a frame out of port {o}, which STP blocks");
         }
     }
 }
