@@ -8,7 +8,8 @@
 //! The lab: bridge `brin` with hosts c1 (port 1) and c2 (2), rif `gw`
 //! 10.0.1.1/24 (3), a trunk (7) carrying VLANs 10 and 20 with rifs `v10`
 //! 10.10.0.1/24 (8) and `v20` 10.20.0.1/24 (9, SNAT to 10.20.0.100-101 for
-//! 10.0.1.0/24), a port that is down (11); bridge `brout` with srv (4) and
+//! 10.0.1.0/24), a port that is down (11), a tunnel port (12: frames from
+//! one of four remotes, as a VXLAN port's); bridge `brout` with srv (4) and
 //! srv2 (10), rif `up` 10.0.2.1/24 (5, masquerade), with spanning tree on
 //! (restarted and brought to forwarding for each input); TUN rif `vpn`
 //! 10.0.8.1/24 (6, MTU 1400). Static routes: default via srv, 10.0.50.0/24
@@ -40,6 +41,10 @@ pub const FDB_MAX: u32 = 64;
 pub const TUN: PortId = 6;
 pub const TRUNK: PortId = 7;
 pub const DOWN: PortId = 11;
+/// A tunnel port (as a VXLAN port is to the bridge): frames into it come
+/// from one of its remotes (`Frame::peer`), and the FDB sends unicast back
+/// to that remote.
+pub const TUNNEL: PortId = 12;
 
 pub const C1: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
 pub const C2: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
@@ -140,7 +145,7 @@ impl Lab {
             rif_macs: Vec::new(),
         };
         l.reset();
-        for (p, b) in [(1, 0), (2, 0), (DOWN, 0), (4, 1), (10, 1)] {
+        for (p, b) in [(1, 0), (2, 0), (DOWN, 0), (4, 1), (10, 1), (TUNNEL, 0)] {
             l.attach[p as usize] = Attach::Bridge(b);
             l.bridges[b]
                 .as_mut()
@@ -325,6 +330,11 @@ impl Lab {
                 (&plan.orig.frames[..], &plan.txq_orig[o], true),
             ] {
                 for it in q {
+                    assert!(
+                        it.peer == 0 || p == TUNNEL,
+                        "a tunnel remote ({}) on port {p}, which is no tunnel",
+                        it.peer
+                    );
                     let i = usize::from(it.idx);
                     assert!(i < batch.len(), "slot {i} of {}", batch.len());
                     let f = &batch[i];
@@ -742,7 +752,7 @@ pub fn raw(inp: &mut Input, lab: &Lab, port: PortId) -> (Vec<u8>, VnetHdr) {
 
 /// Runs the steps `data` describes on `lab`.
 pub fn drive(lab: &mut Lab, data: &[u8], pool: &mut [Frame], plan: &mut Plan) {
-    const PORTS: [PortId; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1];
+    const PORTS: [PortId; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, TUNNEL];
     let mut inp = Input { d: data, at: 0 };
     let mut steps = 0;
     while !inp.done() && steps < 512 {
@@ -759,6 +769,11 @@ pub fn drive(lab: &mut Lab, data: &[u8], pool: &mut [Frame], plan: &mut Plan) {
                     };
                     f.set_from_bytes(&bytes);
                     f.set_vnet(&vnet);
+                    f.peer = if port == TUNNEL {
+                        u16::from(inp.u8() % 4)
+                    } else {
+                        0
+                    };
                     if inp.u8() == 0xff {
                         f.rx_drop = Some(DropReason::RxOverflow);
                     }
