@@ -90,6 +90,33 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Sends a request whose reply is followed by a stream of lines (a
+    /// `monitor`), then hands each line to `each` until the daemon closes the
+    /// connection or `each` returns false.
+    pub fn call_lines(
+        &mut self,
+        req: &Request,
+        mut each: impl FnMut(&str) -> bool,
+    ) -> Result<(), String> {
+        self.call(req)?;
+        let _ = self.reader.get_ref().set_read_timeout(None);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return Err("vswitchd closed the connection".into()),
+                Ok(_) => {
+                    if !each(line.trim_end()) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(format!("reading from vswitchd: {e}")),
+            }
+        }
+    }
+}
+
 /// Reads a reply object `{"ok":..,"result":..,"error":..}`, passing `result`
 /// through the seed. Unknown fields are skipped.
 struct ReplyVisitor<S> {

@@ -94,6 +94,10 @@ impl Server {
                     }
                     continue;
                 }
+                Ok(Request::Monitor { kinds }) => {
+                    self.monitor(&kinds, out, reader);
+                    return;
+                }
                 Ok(req) => self.dispatch(req),
                 Err(e) => Err(format!("bad request: {e}")),
             };
@@ -101,6 +105,49 @@ impl Server {
                 return;
             }
         }
+    }
+
+    /// Streams events as JSON lines until the client closes the connection
+    /// (seen by a thread reading the rest of its input) or a write fails.
+    fn monitor(&self, kinds: &[String], mut out: UnixStream, mut reader: BufReader<UnixStream>) {
+        let kinds = match dataplane::engine::monitor::Kinds::parse(kinds) {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = write_reply(&mut out, Err(e));
+                return;
+            }
+        };
+        let sub = self.handle.monitor(kinds);
+        if write_reply(&mut out, Ok(Value::Null)).is_err() {
+            return;
+        }
+        let _ = reader.get_ref().set_read_timeout(None);
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let g = gone.clone();
+        let watcher = std::thread::Builder::new()
+            .name("vswitch-mon".into())
+            .spawn(move || {
+                let mut sink = [0u8; 256];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+                g.store(true, Ordering::SeqCst);
+            });
+        if watcher.is_err() {
+            return;
+        }
+        while !gone.load(Ordering::SeqCst) {
+            match sub.rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(mut line) => {
+                    line.push('\n');
+                    if out.write_all(line.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        // Ends the watcher if the client is still connected.
+        let _ = out.shutdown(std::net::Shutdown::Both);
     }
 
     fn dispatch(&self, req: Request) -> Result<Value, String> {

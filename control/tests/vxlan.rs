@@ -1,102 +1,13 @@
-//! VXLAN ports against the Linux kernel's vxlan device: the reference VTEP.
-//!
-//! Topology: vswitchd runs in the lab's switch namespace with a TAP host `h1`
-//! and a VXLAN port; the underlay is a kernel bridge in namespace `ul` that
-//! the switch namespace and each kernel VTEP namespace `kN` hang off by a
-//! veth (192.0.2.0/24, inside the test's namespaces only). Each kernel VTEP
-//! has a vxlan device `vx0` carrying the lab address `net.N` itself.
+//! VXLAN ports against the Linux kernel's vxlan device: the reference VTEP
+//! (topology in `vxlan_support`).
 
 mod common;
+mod vxlan_support;
 
 use common::*;
 use serde_json::Value;
 use std::time::Duration;
-
-const VNI: &str = "4242";
-/// The switch's underlay address.
-const LOCAL: &str = "192.0.2.1";
-
-struct Vx {
-    lab: Lab,
-    ul: String,
-    h1: Host,
-}
-
-/// The lab: daemon, bridge br0 with TAP host h1, the underlay bridge and the
-/// switch's underlay veth (MTU 1600, so 1500-byte inner frames need no
-/// fragmentation).
-fn vx_lab() -> Vx {
-    let mut lab = Lab::with_daemon();
-    lab.add_br("br0", &[]);
-    let h1 = lab.tap_host("br0", 1);
-    let ul = lab.add_netns("ul");
-    lab.ns_ok(&ul, &["ip", "link", "add", "ubr", "type", "bridge"]);
-    lab.ns_ok(&ul, &["ip", "link", "set", "ubr", "up"]);
-    uplink(&lab, &ul, &lab.sw, "u0", LOCAL);
-    Vx { lab, ul, h1 }
-}
-
-/// A veth from namespace `ns` (named `ifname`, address `addr`/24) to the
-/// underlay bridge.
-fn uplink(lab: &Lab, ul: &str, ns: &str, ifname: &str, addr: &str) {
-    let br_end = format!("b{}", &ns[ns.len().saturating_sub(6)..]);
-    run_ok(
-        "ip",
-        &[
-            "-n", ul, "link", "add", &br_end, "mtu", "1600", "type", "veth", "peer", "name",
-            ifname, "mtu", "1600", "netns", ns,
-        ],
-    );
-    lab.ns_ok(ul, &["ip", "link", "set", &br_end, "master", "ubr", "up"]);
-    lab.ns_ok(
-        ns,
-        &["ip", "addr", "add", &format!("{addr}/24"), "dev", ifname],
-    );
-    lab.ns_ok(ns, &["ip", "link", "set", ifname, "up"]);
-}
-
-/// Kernel VTEP number `i`: namespace `k{i}`, underlay address 192.0.2.`i`,
-/// vxlan device `vx0` (VNI, remote = the switch) with lab address `net.i`.
-fn kernel_vtep(v: &mut Vx, i: u32) -> Host {
-    let ns = v.lab.add_netns(&format!("k{i}"));
-    let under = format!("192.0.2.{i}");
-    uplink(&v.lab, &v.ul, &ns, "u0", &under);
-    v.lab.ns_ok(
-        &ns,
-        &[
-            "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI, "local", &under, "remote",
-            LOCAL, "dstport", "4789", "dev", "u0",
-        ],
-    );
-    v.lab
-        .ns_ok(&ns, &["ip", "link", "set", "vx0", "mtu", "1500", "up"]);
-    let ip = v.lab.ip(i);
-    v.lab.ns_ok(
-        &ns,
-        &["ip", "addr", "add", &format!("{ip}/24"), "dev", "vx0"],
-    );
-    let mac = v.lab.mac_of(&ns, "vx0");
-    Host {
-        ns,
-        port: "vx".into(),
-        ifname: "vx0".into(),
-        ip,
-        mac,
-    }
-}
-
-fn add_vxlan(lab: &Lab, remotes: &str, extra: &[&str]) {
-    let mut args = vec![
-        "add-port", "br0", "vx", "--type", "vxlan", "--vni", VNI, "--local", LOCAL, "--remote",
-        remotes,
-    ];
-    args.extend_from_slice(extra);
-    lab.ctl_ok(&args);
-}
-
-fn drops_of(lab: &Lab, port: &str, reason: &str) -> u64 {
-    lab.port_stats(port)["drops"][reason].as_u64().unwrap_or(0)
-}
+use vxlan_support::*;
 
 /// A TAP host and a kernel VTEP reach each other over the tunnel, TCP runs
 /// both ways (64 KiB GSO frames from the TAP are segmented in software before
@@ -266,7 +177,7 @@ fn replication_and_remote_learning() {
     }
 }
 
-/// A datagram with another VNI is dropped and counted (a kernel VTEP on the
+/// A datagram with a VNI no port serves is dropped and counted (a kernel VTEP on the
 /// wrong segment cannot reach h1).
 #[test]
 fn other_vni_is_dropped() {
@@ -306,7 +217,7 @@ fn other_vni_is_dropped() {
         wait_until(Duration::from_secs(3), || drops_of(
             &v.lab,
             "vx",
-            "vni_mismatch"
+            "vni_unknown"
         ) > 0),
         "{}",
         v.lab.port_stats("vx")
@@ -322,7 +233,6 @@ fn vxlan_cli() {
     let cases: &[(&[&str], &str)] = &[
         (&["--local", LOCAL, "--remote", "192.0.2.2"], "--vni"),
         (&["--vni", "5", "--remote", "192.0.2.2"], "--local"),
-        (&["--vni", "5", "--local", LOCAL], "--remote"),
         (
             &["--vni", "5", "--local", LOCAL, "--remote", "2001:db8::2"],
             "same address family",
@@ -332,17 +242,16 @@ fn vxlan_cli() {
             "another unicast",
         ),
         (
-            &[
-                "--vni",
-                "5",
-                "--local",
-                LOCAL,
-                "--remote",
-                "192.0.2.2",
-                "--netns",
-                "x",
-            ],
+            &["--vni", "5", "--local", LOCAL, "--netns", "x"],
             "do not apply",
+        ),
+        (
+            &["--vni", "5", "--local", LOCAL, "--srcport", "60000-50000"],
+            "MIN <= MAX",
+        ),
+        (
+            &["--vni", "5", "--local", LOCAL, "--srcport", "4789"],
+            "MIN-MAX",
         ),
     ];
     for (args, want) in cases {
@@ -352,40 +261,16 @@ fn vxlan_cli() {
         assert!(err.contains(want), "{a:?}: {err}");
     }
     let err = lab.ctl_err(&[
-        "add-port",
-        "br0",
-        "vx",
-        "--type",
-        "vxlan",
-        "--vni",
-        "16777216",
-        "--local",
-        LOCAL,
-        "--remote",
-        "192.0.2.2",
+        "add-port", "br0", "vx", "--type", "vxlan", "--vni", "16777216", "--local", LOCAL,
     ]);
     assert!(err.contains("16777216"), "{err}");
     let err = lab.ctl_err(&["add-port", "br0", "t", "--type", "tap", "--vni", "5"]);
     assert!(err.contains("vxlan"), "{err}");
-    // The local address must exist: binding fails clearly.
-    let err = lab.ctl_err(&[
-        "add-port",
-        "br0",
-        "vx",
-        "--type",
-        "vxlan",
-        "--vni",
-        "5",
-        "--local",
-        "192.0.2.99",
-        "--remote",
-        "192.0.2.2",
-    ]);
-    assert!(err.contains("192.0.2.99:4789"), "{err}");
     let ports = lab.ctl_json(&["list-ports", "br0"]);
     assert_eq!(ports, Value::Array(vec![]), "{ports}");
 
-    // A good one, on an address the switch namespace has.
+    // A good one, on an address the switch namespace has, with no remote
+    // yet (an orchestrator adds them later).
     run_ok(
         "ip",
         &["-n", &lab.sw, "addr", "add", "192.0.2.1/32", "dev", "lo"],
@@ -400,15 +285,16 @@ fn vxlan_cli() {
         "5",
         "--local",
         LOCAL,
-        "--remote",
-        "192.0.2.2,192.0.2.3",
         "--dstport",
         "8472",
+        "--srcport",
+        "50000-50999",
     ]);
-    // The same local address and port cannot be bound twice.
-    let err = lab.ctl_err(&[
+    // Another VNI shares the address and port; the same VNI again does not.
+    lab.ctl_ok(&["add-br", "br1"]);
+    lab.ctl_ok(&[
         "add-port",
-        "br0",
+        "br1",
         "vx2",
         "--type",
         "vxlan",
@@ -421,9 +307,63 @@ fn vxlan_cli() {
         "--dstport",
         "8472",
     ]);
-    assert!(err.contains("in use"), "{err}");
+    let err = lab.ctl_err(&[
+        "add-port",
+        "br1",
+        "vx3",
+        "--type",
+        "vxlan",
+        "--vni",
+        "5",
+        "--local",
+        LOCAL,
+        "--dstport",
+        "8472",
+    ]);
+    assert!(err.contains("VNI 5 is already on 192.0.2.1:8472"), "{err}");
+    // Remotes at run time, with clear errors.
+    lab.ctl_ok(&["set-port", "vx", "--remote-add", "192.0.2.2,192.0.2.3"]);
+    lab.ctl_ok(&["set-port", "vx", "--remote-add", "192.0.2.3,192.0.2.4"]);
+    lab.ctl_ok(&["set-port", "vx", "--remote-del", "192.0.2.2"]);
+    let err = lab.ctl_err(&["set-port", "vx", "--remote-del", "192.0.2.9"]);
+    assert!(err.contains("192.0.2.9 is not a remote"), "{err}");
+    let err = lab.ctl_err(&["set-port", "vx", "--remote-add", "2001:db8::9"]);
+    assert!(err.contains("same address family"), "{err}");
+    let err = lab.ctl_err(&["set-port", "vx", "--remote-add", "224.0.0.1"]);
+    assert!(err.contains("unicast"), "{err}");
+    let info = lab.port_info("br0", "vx");
+    assert_eq!(
+        info["remotes"],
+        serde_json::json!(["192.0.2.3", "192.0.2.4"]),
+        "{info}"
+    );
+    assert_eq!(info["srcport"], "50000-50999", "{info}");
+    assert_eq!(info["up"], true, "{info}");
+    let sports = info["source_ports"].as_array().expect("source_ports");
+    assert!(!sports.is_empty(), "{info}");
+    for p in sports {
+        let p = p.as_u64().unwrap();
+        assert!((50000..=50999).contains(&p), "{info}");
+    }
     let human = lab.ctl_ok(&["list-ports", "br0"]);
     assert!(human.contains("vni 5 192.0.2.1:8472"), "{human}");
+    // A static entry behind a VTEP; --vtep on a port that is not vxlan fails.
+    lab.ctl_ok(&[
+        "fdb-add",
+        "br0",
+        "02:00:00:00:aa:01",
+        "vx",
+        "--vtep",
+        "192.0.2.7",
+    ]);
+    let e = lab
+        .fdb_entry("br0", "02:00:00:00:aa:01")
+        .expect("static entry");
+    assert_eq!(
+        (e["type"].as_str(), e["vtep"].as_str()),
+        (Some("static"), Some("192.0.2.7")),
+        "{e}"
+    );
     let cfg = lab.path("saved.toml");
     lab.ctl_ok(&["save", cfg.to_str().unwrap()]);
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -432,11 +372,16 @@ fn vxlan_cli() {
         "vni = 5",
         "local = \"192.0.2.1\"",
         "dstport = 8472",
+        "srcport = \"50000-50999\"",
+        "remote = [",
+        "\"192.0.2.4\"",
+        "vtep = \"192.0.2.7\"",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
-    // A daemon started from the saved file has the same port again.
+    // A daemon started from the saved file has the same ports again.
     let before = lab.port_info("br0", "vx");
+    let fdb_before = lab.fdb("br0");
     lab.stop_daemon();
     lab.start_daemon(&["--config", cfg.to_str().unwrap()]);
     let after = lab.port_info("br0", "vx");
@@ -446,8 +391,11 @@ fn vxlan_cli() {
         "local",
         "remotes",
         "dstport",
+        "srcport",
         "vtep_learning",
     ] {
         assert_eq!(before[k], after[k], "{k}: {before} vs {after}");
     }
+    assert_eq!(fdb_before, lab.fdb("br0"));
+    assert_eq!(lab.port_info("br1", "vx2")["vni"], 6);
 }

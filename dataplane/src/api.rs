@@ -87,6 +87,12 @@ pub enum Request {
         stp_cost: Option<u32>,
         #[serde(default)]
         stp_priority: Option<u8>,
+        /// VXLAN: remotes to put on the flood list.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remote_add: Vec<std::net::IpAddr>,
+        /// VXLAN: remotes to take off it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remote_del: Vec<std::net::IpAddr>,
     },
     ListPorts {
         #[serde(default)]
@@ -95,12 +101,21 @@ pub enum Request {
     FdbShow {
         bridge: String,
     },
+    /// Stream events (`fdb`, `ports`, `stp`; none: all) as JSON lines after
+    /// the reply, until the client goes away.
+    Monitor {
+        #[serde(default)]
+        kinds: Vec<String>,
+    },
     FdbAdd {
         bridge: String,
         mac: MacAddr,
         port: String,
         #[serde(default)]
         vlan: Option<u16>,
+        /// A VXLAN port: the remote VTEP the station is behind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vtep: Option<std::net::IpAddr>,
     },
     FdbDel {
         bridge: String,

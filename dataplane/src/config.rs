@@ -486,6 +486,58 @@ pub struct PortConfig {
     /// learn where their stations are).
     #[serde(default, skip_serializing_if = "is_false")]
     pub vtep_learning: bool,
+    /// VXLAN: the outer UDP source-port range ("MIN-MAX"; 49152-65535 if
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srcport: Option<PortRange>,
+}
+
+/// A range of UDP ports, both ends inclusive, written `MIN-MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+/// RFC 7348 §5: the outer source port "SHOULD be within the dynamic/private
+/// port range 49152-65535".
+pub const SRCPORT_DEFAULT: PortRange = PortRange {
+    min: 49152,
+    max: 65535,
+};
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PortRange, String> {
+        let bad = || format!("invalid port range '{s}': expected MIN-MAX, 1-65535, MIN <= MAX");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let min: u16 = a.trim().parse().map_err(|_| bad())?;
+        let max: u16 = b.trim().parse().map_err(|_| bad())?;
+        if min == 0 || min > max {
+            return Err(bad());
+        }
+        Ok(PortRange { min, max })
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<PortRange, String> {
+        s.parse()
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        r.to_string()
+    }
 }
 
 /// The IANA-assigned VXLAN port (RFC 7348 section 5).
@@ -524,6 +576,7 @@ impl PortConfig {
             remotes: Vec::new(),
             dstport: None,
             vtep_learning: false,
+            srcport: None,
         }
     }
 
@@ -535,7 +588,8 @@ impl PortConfig {
             || self.local.is_some()
             || !self.remotes.is_empty()
             || self.dstport.is_some()
-            || self.vtep_learning;
+            || self.vtep_learning
+            || self.srcport.is_some();
         match self.kind {
             PortType::Vxlan => {
                 if self.netns.is_some()
@@ -558,33 +612,34 @@ impl PortConfig {
                 if local.is_unspecified() || local.is_multicast() {
                     return Err(format!("--local {local} must be a unicast address"));
                 }
-                if self.remotes.is_empty() {
-                    return Err("a vxlan port needs at least one --remote".into());
-                }
                 if self.remotes.len() > MAX_REMOTES {
                     return Err(format!("too many remotes (limit {MAX_REMOTES})"));
                 }
                 for r in &self.remotes {
-                    if r.is_ipv4() != local.is_ipv4() {
-                        return Err(format!(
-                            "remote {r} and local {local} are not the same address family"
-                        ));
-                    }
-                    if r.is_unspecified() || r.is_multicast() || *r == local {
-                        return Err(format!("remote {r} must be another unicast address"));
-                    }
+                    check_remote(local, *r)?;
                 }
                 if self.dstport == Some(0) {
                     return Err("--dstport must be 1-65535".into());
                 }
+                let dst = self.dstport.unwrap_or(VXLAN_PORT);
+                if let Some(r) = self.srcport {
+                    if (r.min..=r.max).contains(&dst) && r.min == r.max {
+                        return Err(format!("--srcport {r} is only the VXLAN port {dst}"));
+                    }
+                }
                 Ok(())
             }
             _ if vxlan_set => Err(format!(
-                "--vni, --local, --remote, --dstport and --learning are for vxlan ports, not {}",
+                "--vni, --local, --remote, --dstport, --srcport and --learning are for vxlan ports, not {}",
                 self.kind.name()
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The outer source-port range of a VXLAN port.
+    pub fn srcport_range(&self) -> PortRange {
+        self.srcport.unwrap_or(SRCPORT_DEFAULT)
     }
 
     /// The port's bridge membership (VLAN mode, isolation, learning), checked.
@@ -633,6 +688,22 @@ pub struct StaticFdbConfig {
     pub port: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// Behind a VXLAN port: the remote VTEP the station is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<IpAddr>,
+}
+
+/// Checks a remote VTEP address against the port's local address.
+pub fn check_remote(local: IpAddr, r: IpAddr) -> Result<(), String> {
+    if r.is_ipv4() != local.is_ipv4() {
+        return Err(format!(
+            "remote {r} and local {local} are not the same address family"
+        ));
+    }
+    if r.is_unspecified() || r.is_multicast() || r == local {
+        return Err(format!("remote {r} must be another unicast address"));
+    }
+    Ok(())
 }
 
 impl Config {

@@ -115,6 +115,9 @@ pub struct Frame {
     /// Set by a port that could not deliver this slot (the frame is counted
     /// with this reason and not forwarded).
     pub rx_drop: Option<crate::stats::DropReason>,
+    /// Set by a port that receives for others (a VXLAN underlay shared by
+    /// several VNIs): the port the frame enters the switch by.
+    pub ingress: Option<crate::bridge::PortId>,
 }
 
 impl Default for Frame {
@@ -131,6 +134,7 @@ impl Frame {
             len: 0,
             peer: 0,
             rx_drop: None,
+            ingress: None,
         }
     }
 

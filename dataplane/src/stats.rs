@@ -70,8 +70,9 @@ drop_reasons! {
     /// VXLAN: a datagram without a valid VXLAN header (I flag clear, reserved
     /// bits set, too short).
     VxlanMalformed => "vxlan_malformed",
-    /// VXLAN: the datagram carried another segment's VNI.
-    VniMismatch => "vni_mismatch",
+    /// VXLAN: the datagram's VNI is not served by any port on its underlay
+    /// address and UDP port.
+    VniUnknown => "vni_unknown",
     /// VXLAN: from a VTEP that is not a configured remote (and the port does
     /// not learn remotes), or the remote table is full.
     UnknownVtep => "unknown_vtep",

@@ -189,7 +189,8 @@ enum Cmd {
         port: String,
         /// Port kind: tap (the daemon creates or attaches a TAP device), afpacket
         /// (an existing interface in the daemon's namespace) or vxlan (a VTEP:
-        /// needs --vni, --local and --remote)
+        /// needs --vni and --local; remotes with --remote or later with
+        /// set-port --remote-add)
         #[arg(long = "type", value_enum)]
         kind: TypeArg,
         /// tap: create the device in this network namespace (as named by `ip netns`)
@@ -207,15 +208,21 @@ enum Cmd {
         /// vxlan: the VXLAN network identifier (0-16777215)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=16_777_215))]
         vni: Option<u32>,
-        /// vxlan: the underlay address to send from and listen on
+        /// vxlan: the underlay address to send from and listen on (IPv4 or
+        /// IPv6; it may be added to an interface later: the port is down until
+        /// then)
         #[arg(long, value_name = "IP")]
         local: Option<std::net::IpAddr>,
         /// vxlan: remote VTEPs; broadcast and unknown unicast go to all of them
         #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
         remote: Vec<std::net::IpAddr>,
-        /// vxlan: UDP port of the underlay
+        /// vxlan: UDP port of the underlay (shared by every VNI on --local)
         #[arg(long, value_name = "PORT", default_value_t = 4789, value_parser = clap::value_parser!(u16).range(1..))]
         dstport: u16,
+        /// vxlan: outer UDP source ports, picked by a hash of each inner flow
+        /// (default 49152-65535)
+        #[arg(long, value_name = "MIN-MAX")]
+        srcport: Option<dataplane::config::PortRange>,
         /// vxlan: also accept frames from VTEPs that are not a --remote (and
         /// learn the stations behind them)
         #[arg(long)]
@@ -256,11 +263,28 @@ enum Cmd {
         /// STP port priority (0-255, default 128)
         #[arg(long, value_name = "N")]
         stp_priority: Option<u8>,
+        /// vxlan: put these remote VTEPs on the flood list
+        #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
+        remote_add: Vec<std::net::IpAddr>,
+        /// vxlan: take these remote VTEPs off the flood list (and forget the
+        /// stations learned behind them)
+        #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
+        remote_del: Vec<std::net::IpAddr>,
     },
     /// List ports (of one bridge, or all)
     ListPorts { bridge: Option<String> },
     /// Show the forwarding database
     FdbShow { bridge: String },
+    /// Stream events as JSON lines until interrupted: fdb (learned, moved,
+    /// aged, flushed), ports (up, down), stp (role or state changed); none
+    /// given: all
+    #[command(
+        after_help = "Each line is one JSON object, e.g.\n  {\"event\":\"fdb_learned\",\"bridge\":\"br0\",\"mac\":\"02:00:00:00:00:01\",\"vlan\":1,\"port\":\"p1\"}\nEvents: fdb_learned, fdb_moved (with \"from\"), fdb_aged, fdb_flushed (entries\nbehind a VXLAN port add \"vtep\"), port_up, port_down, stp_changed (\"role\",\n\"state\"), events_lost (\"count\": more than 4096 events in 100 ms).\n\nExamples:\n  vswitchctl monitor\n  vswitchctl monitor fdb ports"
+    )]
+    Monitor {
+        #[arg(value_parser = ["fdb", "ports", "stp"])]
+        kinds: Vec<String>,
+    },
     /// Add a static FDB entry (never aged)
     FdbAdd {
         bridge: String,
@@ -269,6 +293,10 @@ enum Cmd {
         port: String,
         #[arg(long, value_parser = parse_vlan)]
         vlan: Option<u16>,
+        /// vxlan port: the station is behind this remote VTEP (its unicast
+        /// goes there only)
+        #[arg(long, value_name = "IP")]
+        vtep: Option<std::net::IpAddr>,
     },
     /// Delete an FDB entry
     FdbDel {
@@ -494,6 +522,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             local,
             remote,
             dstport,
+            srcport,
             learning,
         } => {
             let kind = match kind {
@@ -515,6 +544,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 return Err("--dstport is for vxlan ports".into());
             }
             p.vtep_learning = learning;
+            p.srcport = srcport;
             Request::AddPort { bridge, port: p }
         }
         Cmd::DelPort { port } => Request::DelPort { name: port },
@@ -529,6 +559,8 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             bpdu_guard,
             stp_cost,
             stp_priority,
+            remote_add,
+            remote_del,
         } => {
             if [
                 access.is_some(),
@@ -540,11 +572,13 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 bpdu_guard.is_some(),
                 stp_cost.is_some(),
                 stp_priority.is_some(),
+                !remote_add.is_empty(),
+                !remote_del.is_empty(),
             ]
             .iter()
             .all(|x| !x)
             {
-                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning, --mac-limit, --bpdu-guard, --stp-cost or --stp-priority)".into());
+                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning, --mac-limit, --bpdu-guard, --stp-cost, --stp-priority, --remote-add or --remote-del)".into());
             }
             Request::SetPort {
                 name: port,
@@ -557,20 +591,25 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 bpdu_guard,
                 stp_cost,
                 stp_priority,
+                remote_add,
+                remote_del,
             }
         }
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },
         Cmd::FdbShow { bridge } => Request::FdbShow { bridge },
+        Cmd::Monitor { kinds } => Request::Monitor { kinds },
         Cmd::FdbAdd {
             bridge,
             mac,
             port,
             vlan,
+            vtep,
         } => Request::FdbAdd {
             bridge,
             mac,
             port,
             vlan,
+            vtep,
         },
         Cmd::FdbDel { bridge, mac, vlan } => Request::FdbDel { bridge, mac, vlan },
         Cmd::FdbFlush { bridge, port } => Request::FdbFlush { bridge, port },
@@ -678,6 +717,9 @@ fn main() -> ExitCode {
     if let Request::FdbShow { .. } = req {
         return fdb_show(&cli.socket, &req, json);
     }
+    if let Request::Monitor { .. } = req {
+        return monitor(&cli.socket, &req);
+    }
     let result = Client::connect(&cli.socket).and_then(|mut c| {
         let v = c.call(&req)?;
         Ok((req, v))
@@ -693,6 +735,25 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `monitor`: one JSON line per event, flushed as it comes (a pipe into a
+/// script sees each at once), until interrupted or stdout closes.
+fn monitor(socket: &std::path::Path, req: &Request) -> ExitCode {
+    use std::io::Write;
+    let done = Client::connect(socket).and_then(|mut c| {
+        let mut out = std::io::stdout().lock();
+        c.call_lines(req, |line| {
+            line.is_empty() || writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+        })
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -504,6 +504,18 @@ impl Lab {
         output_timeout(c, CMD_TIMEOUT)
     }
 
+    /// Starts `vswitchctl --socket <lab socket> ARGS` in the background with
+    /// its stdout piped (a `monitor`); killed when the returned value drops.
+    pub fn ctl_spawn(&self, args: &[&str]) -> Bg {
+        let mut c = Command::new(VSWITCHCTL);
+        c.arg("--socket").arg(&self.sock).args(args);
+        c.env_remove("VSWITCH_SOCKET");
+        c.stdout(std::process::Stdio::piped());
+        c.stderr(std::process::Stdio::null());
+        let child = c.spawn().expect("spawn vswitchctl");
+        Bg::new(child, format!("vswitchctl {}", args.join(" ")))
+    }
+
     /// `ctl` that must succeed; returns stdout.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let o = self.ctl(args);

@@ -57,6 +57,7 @@
 //! then. A caller that never ages keeps the lookup's own check, which is
 //! right for 248 days after an entry was last seen.
 
+use super::events::{BridgeEvent, EventLog, FdbChange};
 use crate::MacAddr;
 use std::hash::BuildHasher;
 
@@ -413,6 +414,21 @@ impl Counts {
     }
 }
 
+/// Logs the removal of slot `s` (when a monitor listens).
+#[inline]
+fn log_removed(events: &mut EventLog, s: &Slot, why: FdbChange) {
+    if events.is_on() {
+        let (vlan, mac) = unkey(s.key);
+        events.push(BridgeEvent::Fdb {
+            change: why,
+            vlan,
+            mac,
+            port: s.port(),
+            peer: s.peer,
+        });
+    }
+}
+
 pub struct Fdb {
     table: Table,
     counts: Counts,
@@ -425,6 +441,9 @@ pub struct Fdb {
     latest_ns: u64,
     /// Where the next [`Fdb::age_part`] starts.
     age_cursor: usize,
+    /// Changes for `vswitchctl monitor` (off unless one listens); the bridge
+    /// logs its port events here too.
+    pub events: EventLog,
 }
 
 impl Fdb {
@@ -444,6 +463,7 @@ impl Fdb {
             ageing_ticks: 0,
             latest_ns: 0,
             age_cursor: 0,
+            events: EventLog::default(),
         };
         f.set_ageing(ageing_s);
         f.set_max(fdb_max);
@@ -551,6 +571,13 @@ impl Fdb {
                 *s = Slot::new(k, port, false, peer, now);
                 self.counts.dec(from);
                 self.counts.inc(port);
+                self.events.push(BridgeEvent::Fdb {
+                    change: FdbChange::Moved(from),
+                    vlan,
+                    mac,
+                    port,
+                    peer,
+                });
                 Learn::Moved { from }
             }
             Err(i) => {
@@ -565,6 +592,13 @@ impl Fdb {
                 }
                 self.insert(i, Slot::new(k, port, false, peer, now));
                 self.counts.inc(port);
+                self.events.push(BridgeEvent::Fdb {
+                    change: FdbChange::Learned,
+                    vlan,
+                    mac,
+                    port,
+                    peer,
+                });
                 Learn::New
             }
         }
@@ -636,11 +670,23 @@ impl Fdb {
     /// Adds or replaces a static entry. Fails only when the table is full
     /// (or the port id is beyond [`FDB_MAX_PORT`]).
     pub fn add_static(&mut self, vlan: u16, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
+        self.add_static_via(vlan, mac, port, 0)
+    }
+
+    /// [`Fdb::add_static`] for a station behind remote `peer` of a tunnel
+    /// port (the kernel's `bridge fdb add ... dst IP`).
+    pub fn add_static_via(
+        &mut self,
+        vlan: u16,
+        mac: MacAddr,
+        port: PortId,
+        peer: u16,
+    ) -> Result<(), FdbError> {
         if port > FDB_MAX_PORT {
             return Err(FdbError::Port(port));
         }
         let k = key(vlan, mac);
-        let s = Slot::new(k, port, true, 0, 0);
+        let s = Slot::new(k, port, true, peer, 0);
         match self.table.find(k) {
             Ok(i) => {
                 let old = self.table.slots[i];
@@ -667,24 +713,32 @@ impl Fdb {
             self.counts.dec(s.port());
         }
         self.table.remove_at(i);
+        log_removed(&mut self.events, &s, FdbChange::Flushed);
         Some(Self::entry(&s, self.latest_ns))
     }
 
     /// Removes the entries `gone` selects in slots `from..to`, keeping the
     /// counts right. Returns how many went.
-    fn remove_in(&mut self, from: usize, to: usize, gone: impl FnMut(&Slot) -> bool) -> usize {
-        let counts = &mut self.counts;
+    fn remove_in(
+        &mut self,
+        from: usize,
+        to: usize,
+        why: FdbChange,
+        gone: impl FnMut(&Slot) -> bool,
+    ) -> usize {
+        let (counts, events) = (&mut self.counts, &mut self.events);
         self.table.sweep(from, to, gone, |s| {
             if !s.is_static() {
                 counts.dec(s.port());
             }
+            log_removed(events, s, why);
         })
     }
 
     /// Removes the entries `gone` selects anywhere, then lets the array
     /// shrink if it became mostly empty. Returns how many went.
-    fn remove_where(&mut self, gone: impl FnMut(&Slot) -> bool) -> usize {
-        let n = self.remove_in(0, self.table.slots.len(), gone);
+    fn remove_where(&mut self, why: FdbChange, gone: impl FnMut(&Slot) -> bool) -> usize {
+        let n = self.remove_in(0, self.table.slots.len(), why, gone);
         self.maybe_shrink();
         n
     }
@@ -705,17 +759,27 @@ impl Fdb {
     /// Removes `mac` in every VLAN. Returns how many entries went.
     pub fn remove_mac(&mut self, mac: MacAddr) -> usize {
         let m = mac.to_u64();
-        self.remove_where(|s| s.key & 0xffff_ffff_ffff == m)
+        self.remove_where(FdbChange::Flushed, |s| s.key & 0xffff_ffff_ffff == m)
     }
 
     /// Removes dynamic entries, all or those of one port. Returns how many.
     pub fn flush_dynamic(&mut self, port: Option<PortId>) -> usize {
-        self.remove_where(|s| !s.is_static() && port.is_none_or(|p| p == s.port()))
+        self.remove_where(FdbChange::Flushed, |s| {
+            !s.is_static() && port.is_none_or(|p| p == s.port())
+        })
+    }
+
+    /// Removes the dynamic entries learned behind remote `peer` of tunnel
+    /// port `port` (the remote was taken off the port). Returns how many.
+    pub fn flush_peer(&mut self, port: PortId, peer: u16) -> usize {
+        self.remove_where(FdbChange::Flushed, |s| {
+            !s.is_static() && s.port() == port && s.peer == peer
+        })
     }
 
     /// Removes every entry of `port`, static ones too (port deleted).
     pub fn remove_port(&mut self, port: PortId) -> usize {
-        self.remove_where(|s| s.port() == port)
+        self.remove_where(FdbChange::Flushed, |s| s.port() == port)
     }
 
     /// Drops dynamic entries not seen for the ageing time, all at once.
@@ -724,7 +788,7 @@ impl Fdb {
         self.latest_ns = self.latest_ns.max(now_ns);
         let (now, ageing) = (tick(now_ns), self.ageing_ticks);
         self.age_cursor = 0;
-        self.remove_where(|s| expired(s, now, ageing))
+        self.remove_where(FdbChange::Aged, |s| expired(s, now, ageing))
     }
 
     /// [`Fdb::age`] a part at a time: sweeps the next `1/parts` of the
@@ -739,7 +803,7 @@ impl Fdb {
         let n = self.table.slots.len();
         let from = self.age_cursor.min(n);
         let to = n.min(from + n.div_ceil(parts.max(1)));
-        let gone = self.remove_in(from, to, |s| expired(s, now, ageing));
+        let gone = self.remove_in(from, to, FdbChange::Aged, |s| expired(s, now, ageing));
         self.age_cursor = if to >= n { 0 } else { to };
         if self.age_cursor == 0 {
             self.maybe_shrink();

@@ -1,6 +1,7 @@
 //! The learning bridge: one forwarding decision per frame, pure and
 //! time-injected (IEEE 802.1D-2004 clause 7.7/7.8 relay and learning).
 
+pub mod events;
 pub mod fdb;
 pub mod stp;
 pub mod vlan;
@@ -214,6 +215,9 @@ impl Bridge {
         if was == up {
             return;
         }
+        self.fdb
+            .events
+            .push(events::BridgeEvent::Port { port: pid, up });
         self.sync_stp_port(pid, now_ns);
     }
 

@@ -9,6 +9,7 @@
 //! Counters are per worker and summed when asked for. Time is read once per
 //! batch and passed down.
 
+pub mod monitor;
 mod tables;
 mod worker;
 
@@ -93,6 +94,8 @@ pub(crate) struct Shared {
     router: Arc<Mutex<crate::router::Router>>,
     /// One counter set per worker, indexed by PortId.
     stats: Vec<Arc<Mutex<Vec<PortStats>>>>,
+    /// `vswitchctl monitor` listeners.
+    monitor: monitor::Monitor,
 }
 
 impl Shared {
@@ -141,6 +144,7 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
         tables: Mutex::new(Tables::new(clock, router.clone())),
         router,
         stats: stats.clone(),
+        monitor: monitor::Monitor::default(),
     });
     let mut links = Vec::with_capacity(n);
     let mut threads = Vec::with_capacity(n);
@@ -269,6 +273,11 @@ impl EngineHandle {
         Ok(snap.rows())
     }
 
+    /// `vswitchctl monitor`: a new listener for the events of `kinds`.
+    pub fn monitor(&self, kinds: monitor::Kinds) -> monitor::Subscription {
+        self.shared.monitor.subscribe(kinds)
+    }
+
     /// Applies a configuration (at start). Stops at the first error.
     pub fn apply_config(&self, cfg: &Config) -> Result<(), String> {
         if !cfg.router.is_default() {
@@ -302,6 +311,7 @@ impl EngineHandle {
                     mac: f.mac,
                     port: f.port.clone(),
                     vlan: f.vlan,
+                    vtep: f.vtep,
                 })
                 .map_err(|e| format!("bridge {} fdb {}: {e}", b.name, f.mac))?;
             }
@@ -503,6 +513,10 @@ impl EngineHandle {
                     remotes: cfg.remotes.clone(),
                     dstport: cfg.dstport.unwrap_or(crate::config::VXLAN_PORT),
                     learning: cfg.vtep_learning,
+                    srcport: {
+                        let r = cfg.srcport_range();
+                        (r.min, r.max)
+                    },
                 };
                 let v = VxlanPort::open(&opts).map_err(|e| e.to_string())?;
                 (AnyPort::Vxlan(v), false, None, None)
@@ -527,6 +541,14 @@ impl EngineHandle {
             // Fresh counters for the slot, in every worker.
             for w in &self.shared.stats {
                 lock(w)[pid as usize] = PortStats::default();
+            }
+            if let AnyPort::Vxlan(x) = &*io {
+                // Its underlay may hand it frames from now on; with its local
+                // address missing it is down until the address appears.
+                x.set_pid(pid);
+                if !x.local_up() {
+                    t.set_vxlan_up(pid, false);
+                }
             }
             pid
         };

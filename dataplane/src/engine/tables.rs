@@ -223,6 +223,8 @@ impl Tables {
                 bpdu_guard,
                 stp_cost,
                 stp_priority,
+                remote_add,
+                remote_del,
             } => {
                 let p = self.port_idx(&name)?;
                 let Attach::Bridge(bi) = self.attach[p] else {
@@ -277,11 +279,57 @@ impl Tables {
                     cfg.stp_priority = stp_priority;
                 }
                 let member = cfg.member()?;
+                let io = self.ports[p].as_ref().expect("index").io.clone();
+                let vx = match &*io {
+                    AnyPort::Vxlan(x) => Some(x),
+                    _ => None,
+                };
+                let mut gone_peers = Vec::new();
+                if !remote_add.is_empty() || !remote_del.is_empty() {
+                    let Some(vx) = vx else {
+                        return Err(format!(
+                            "--remote-add and --remote-del are for vxlan ports; '{name}' is a {} port",
+                            cfg.kind.name()
+                        ));
+                    };
+                    let local = vx.local().ip();
+                    for r in &remote_add {
+                        crate::config::check_remote(local, *r)?;
+                    }
+                    let kept = cfg.remotes.len()
+                        - cfg
+                            .remotes
+                            .iter()
+                            .filter(|r| remote_del.contains(r))
+                            .count();
+                    let new = remote_add
+                        .iter()
+                        .filter(|r| !cfg.remotes.contains(r) || remote_del.contains(r))
+                        .count();
+                    if kept + new > crate::config::MAX_REMOTES {
+                        return Err(format!(
+                            "too many remotes (limit {})",
+                            crate::config::MAX_REMOTES
+                        ));
+                    }
+                    gone_peers = vx.del_remotes(&remote_del)?;
+                    vx.add_remotes(&remote_add)?;
+                    cfg.remotes.retain(|r| !remote_del.contains(r));
+                    for r in &remote_add {
+                        if !cfg.remotes.contains(r) {
+                            cfg.remotes.push(*r);
+                        }
+                    }
+                }
                 let now = self.now_ns();
                 if let Some(b) = self.bridges[bi].as_mut() {
                     b.set_member(p as PortId, member);
                     if bpdu_guard.is_some() {
                         b.clear_guard(p as PortId, now);
+                    }
+                    // What was learned behind a remote taken off goes with it.
+                    for peer in gone_peers {
+                        b.fdb.flush_peer(p as PortId, peer);
                     }
                 }
                 self.ports[p].as_mut().expect("index").cfg = cfg;
@@ -311,6 +359,7 @@ impl Tables {
                 mac,
                 port,
                 vlan,
+                vtep,
             } => {
                 if !mac.is_valid_station() {
                     return Err(format!("{mac} is not a unicast station address"));
@@ -332,8 +381,19 @@ impl Tables {
                 if m.vlan.egress_tagged(vlan).is_none() {
                     return Err(format!("port '{port}' does not carry VLAN {vlan}"));
                 }
+                let peer = match (vtep, &*self.ports[pi].as_ref().expect("index").io) {
+                    (None, _) => 0,
+                    (Some(ip), AnyPort::Vxlan(x)) => {
+                        crate::config::check_remote(x.local().ip(), ip)?;
+                        x.static_remote(ip)?
+                    }
+                    (Some(_), _) => {
+                        return Err(format!("--vtep is for vxlan ports; '{port}' is not one"))
+                    }
+                };
+                let b = self.bridges[bi].as_mut().expect("index");
                 b.fdb
-                    .add_static(vlan, mac, pi as PortId)
+                    .add_static_via(vlan, mac, pi as PortId, peer)
                     .map_err(|e| e.to_string())?;
                 Ok(Value::Null)
             }
@@ -486,6 +546,7 @@ impl Tables {
             | Request::DelBr { .. }
             | Request::Stats { .. }
             | Request::FdbShow { .. } => Err("handled by the engine handle".into()),
+            Request::Monitor { .. } => Err("handled by the control server".into()),
         }
     }
 
@@ -664,10 +725,19 @@ impl Tables {
             let c = &s.cfg;
             v["vni"] = json!(c.vni);
             v["local"] = json!(c.local);
-            v["remotes"] = json!(c.remotes);
+            v["remotes"] = json!(x.flood_remotes());
             v["dstport"] = json!(c.dstport.unwrap_or(crate::config::VXLAN_PORT));
+            v["srcport"] = json!(c.srcport_range().to_string());
+            v["source_ports"] = json!(x.source_ports());
             v["vtep_learning"] = json!(c.vtep_learning);
             v["learned_remotes"] = json!(x.learned_remotes());
+            if !x.local_up() {
+                v["up"] = json!(false);
+                v["down_reason"] = json!(format!(
+                    "local address {} is not on any interface",
+                    x.local().ip()
+                ));
+            }
         }
         v
     }
@@ -730,6 +800,10 @@ impl Tables {
                         mac,
                         port: self.port_name(e.port),
                         vlan: (vlan != DEFAULT_VLAN).then_some(vlan),
+                        vtep: match self.ports[e.port as usize].as_ref().map(|p| &*p.io) {
+                            Some(AnyPort::Vxlan(x)) => x.remote(e.peer),
+                            _ => None,
+                        },
                     })
                     .collect();
                 c
@@ -825,6 +899,32 @@ impl Tables {
         b.add_port(slot, member);
         b.set_port_up(slot, true, now);
         Ok(slot)
+    }
+
+    /// A VXLAN port's underlay address came or went: the bridge takes the
+    /// port up or down (no flooding to it while down).
+    pub(crate) fn set_vxlan_up(&mut self, pid: PortId, up: bool) {
+        let now = self.now_ns();
+        if let Some(bi) = self.attach[pid as usize].bridge() {
+            if let Some(b) = self.bridges[bi].as_mut() {
+                if !up {
+                    b.fdb.flush_dynamic(Some(pid));
+                }
+                b.set_port_up(pid, up, now);
+            }
+        }
+    }
+
+    /// The VXLAN ports, to check their underlay addresses outside the lock.
+    pub(crate) fn vxlan_ports(&self) -> Vec<(PortId, Arc<AnyPort>)> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(p, e)| {
+                let e = e.as_ref()?;
+                matches!(*e.io, AnyPort::Vxlan(_)).then(|| (p as PortId, e.io.clone()))
+            })
+            .collect()
     }
 
     /// Puts an entry in a free slot, attached as `attach`.

@@ -28,6 +28,9 @@ const AGEING_PARTS: usize = (1_000_000_000 / TIMER_PERIOD_NS) as usize;
 /// Frames the switch may originate per batch or timer run (ARP, ICMP,
 /// packets released from the ARP queue).
 const ORIG_FRAMES: usize = 32;
+/// VXLAN ports' underlay addresses are checked once in this many timer
+/// periods (1 s).
+const LOCAL_CHECK_TICKS: u64 = 10;
 
 /// The busy-poll window after a wake-up that came `gap` ns after the last
 /// frame (see `Worker::adapt_busy_poll`).
@@ -82,6 +85,11 @@ pub(crate) struct Worker {
     bpdus: Vec<(PortId, Vec<u8>)>,
     bpdu_io: Vec<(PortId, Arc<AnyPort>, Vec<u8>)>,
     ctl_frame: crate::packet::Frame,
+    /// Timer periods run so far.
+    ticks: u64,
+    /// The bridges' event logs are on (someone listened at the last look).
+    monitoring: bool,
+    stp_seen: super::monitor::render::StpSeen,
 }
 
 impl Worker {
@@ -121,6 +129,9 @@ impl Worker {
             bpdus: Vec::new(),
             bpdu_io: Vec::new(),
             ctl_frame: crate::packet::Frame::new(),
+            ticks: 0,
+            monitoring: false,
+            stp_seen: Default::default(),
         };
         Ok((w, tx, waker))
     }
@@ -220,8 +231,18 @@ impl Worker {
     /// Bridge timers, run by one worker: spanning tree every period (BPDUs
     /// it emits are sent after the lock is released) and a part of FDB ageing.
     fn timers(&mut self, now: u64) {
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(LOCAL_CHECK_TICKS) {
+            self.check_vxlan_locals();
+        }
+        let listening = self.shared.monitor.listening();
+        let mut events = Vec::new();
         {
             let mut t = self.shared.tables();
+            if listening || self.monitoring {
+                events = super::monitor::render::drain(&mut t, listening, &mut self.stp_seen);
+                self.monitoring = listening;
+            }
             let Tables { bridges, ports, .. } = &mut *t;
             for b in bridges.iter_mut().flatten() {
                 if b.stp.is_some() {
@@ -234,6 +255,9 @@ impl Worker {
                 }
                 b.fdb.age_part(now, AGEING_PARTS);
             }
+        }
+        if !events.is_empty() || listening {
+            self.shared.monitor.publish(events);
         }
         // The router's timers under its own lock; what they send goes
         // through the bridges under theirs.
@@ -249,7 +273,7 @@ impl Worker {
             pipeline::egress_phase(&mut t.switch(), &[], now, &mut lock(&stats), &mut self.plan);
             self.take_txio(t);
         }
-        self.flush();
+        self.flush(0..0);
         if self.bpdu_io.is_empty() {
             return;
         }
@@ -267,6 +291,40 @@ impl Worker {
                 &mut st[pid as usize],
                 &mut self.scratch,
             );
+        }
+    }
+
+    /// Looks whether each VXLAN port's underlay address is on an interface
+    /// (a bind each, outside the lock) and takes the ports whose answer
+    /// changed up or down.
+    fn check_vxlan_locals(&mut self) {
+        let ports = self.shared.tables().vxlan_ports();
+        let changed: Vec<(PortId, &Arc<AnyPort>, bool)> = ports
+            .iter()
+            .filter_map(|(pid, io)| match &**io {
+                AnyPort::Vxlan(x) if x.check_local() => Some((*pid, io, x.local_up())),
+                _ => None,
+            })
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let mut t = self.shared.tables();
+        for (pid, io, up) in changed {
+            // Still the same port (not deleted, its slot not reused)?
+            let same = t.ports[pid as usize]
+                .as_ref()
+                .is_some_and(|e| Arc::ptr_eq(&e.io, io));
+            if !same {
+                continue;
+            }
+            let name = t.port_name(pid);
+            if up {
+                tracing::info!(port = %name, "VXLAN underlay address is back: port up");
+            } else {
+                tracing::warn!(port = %name, "VXLAN underlay address is gone: port down");
+            }
+            t.set_vxlan_up(pid, up);
         }
     }
 
@@ -365,17 +423,50 @@ impl Worker {
                 return false;
             }
         };
+        let is_vxlan = matches!(**io, AnyPort::Vxlan(_));
         if n == 0 {
             return false;
         }
         self.adapt_busy_poll(now);
         self.last_rx_ns = now;
+        let full = n == self.batch.capacity();
+        if !is_vxlan {
+            self.forward(pid, 0..n, now);
+            return full;
+        }
+        // A VXLAN underlay receives for every VNI on it: each frame enters
+        // by the port its VNI names (frames it refused stay with `pid`, which
+        // counts them). Group the batch by entering port, keeping each
+        // port's frames in their order, and forward group by group.
+        let frames = &mut self.batch.frames[..n];
+        for f in frames.iter_mut() {
+            if f.ingress.is_none() {
+                f.ingress = Some(pid);
+            }
+        }
+        group_by_ingress(frames);
+        let mut a = 0;
+        while a < n {
+            let into = self.batch.frames[a].ingress.unwrap_or(pid);
+            let mut b = a + 1;
+            while b < n && self.batch.frames[b].ingress.unwrap_or(pid) == into {
+                b += 1;
+            }
+            self.forward(into, a..b, now);
+            a = b;
+        }
+        full
+    }
+
+    /// Forwards `self.batch.frames[range]`, which entered by `pid`, and
+    /// sends what the plan says.
+    fn forward(&mut self, pid: PortId, range: std::ops::Range<usize>, now: u64) {
         // Three phases, each under its own lock: the bridges decide, the
         // router routes and translates what they handed it (its NAT writes
         // never hold the bridges' lock), the bridges take what it sends.
         let shared = self.shared.clone();
         let stats = self.stats.clone();
-        let frames = &mut self.batch.frames[..n];
+        let frames = &mut self.batch.frames[range.clone()];
         let routed = {
             let mut guard = shared.tables();
             let t: &mut Tables = &mut guard;
@@ -408,8 +499,7 @@ impl Worker {
                 take_txio(&mut self.txio, &self.plan, t);
             }
         }
-        self.flush();
-        n == self.batch.capacity()
+        self.flush(range);
     }
 
     /// Takes, under the lock, the ports the plan sends on.
@@ -417,15 +507,16 @@ impl Worker {
         take_txio(&mut self.txio, &self.plan, t);
     }
 
-    /// Sends every per-port TX batch of the plan, outside the tables' lock.
-    fn flush(&mut self) {
+    /// Sends every per-port TX batch of the plan, outside the tables' lock;
+    /// the plan's frames are `self.batch.frames[range]`.
+    fn flush(&mut self, range: std::ops::Range<usize>) {
         let mut st = lock(&self.stats);
         for &out in &self.plan.dirty {
             let o = out as usize;
             if let Some(io) = self.txio[o].take() {
                 if !self.plan.txq[o].is_empty() {
                     io.send(
-                        &self.batch.frames,
+                        &self.batch.frames[range.clone()],
                         &self.plan.txq[o],
                         &mut st[o],
                         &mut self.scratch,
@@ -462,6 +553,19 @@ impl Worker {
             lock(&self.stats)[p].drop(DropReason::PortDown);
         }
         self.release(pid);
+    }
+}
+
+/// Orders `frames` by their entering port, keeping the order of each port's
+/// frames (an insertion sort: stable, in place, no allocation; a batch is
+/// small and mostly one run already).
+fn group_by_ingress(frames: &mut [crate::packet::Frame]) {
+    for i in 1..frames.len() {
+        let mut j = i;
+        while j > 0 && frames[j - 1].ingress > frames[j].ingress {
+            frames.swap(j - 1, j);
+            j -= 1;
+        }
     }
 }
 

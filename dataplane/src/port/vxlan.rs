@@ -1,21 +1,27 @@
 //! VXLAN ports: an RFC 7348 VTEP as a bridge port.
 //!
-//! The underlay is one UDP socket bound to `--local` and the VXLAN port
-//! (4789 by default); the kernel builds the outer IP and UDP headers. A frame
-//! leaves as one datagram `[VXLAN header][inner Ethernet frame]` per remote:
-//! to the one remote its destination was learned behind, or to every
-//! configured remote (head-end replication) for broadcast, multicast and
-//! unknown unicast. Receive and send are batched with recvmmsg/sendmmsg; the
-//! inner frame is received straight behind the header's place in the frame
-//! buffer, so decapsulation moves no bytes.
+//! Every VXLAN port (one VNI) on a (local address, UDP port) shares one
+//! underlay socket ([`underlay`]): a datagram is received once, and its VNI
+//! names the port it enters the switch by. A frame leaves as one datagram
+//! `[VXLAN header][inner Ethernet frame]` per remote: to the one remote its
+//! destination was learned (or statically placed) behind, or to every remote
+//! on the flood list (head-end replication) for broadcast, multicast and
+//! unknown unicast. The outer source port is a hash of the inner flow (RFC
+//! 7348 §5), so the underlay's ECMP and the receivers' RSS spread the flows.
+//! Receive and send are batched with recvmmsg/sendmmsg; the inner frame is
+//! received straight behind the header's place in the frame buffer, so
+//! decapsulation moves no bytes.
 //!
-//! Remotes live in a table the port owns: index 0 means "none", then the
-//! configured remotes, then (with `--learning`) VTEPs that sent us frames.
-//! The bridge's FDB stores the index with each station learned here.
+//! Remotes live in a table per VNI: index 0 means "none", then configured,
+//! static and (with `--learning`) learned VTEPs. The bridge's FDB stores the
+//! index with each station learned or placed here.
 //!
 //! A frame whose virtio header asks for an offload (a GSO super-frame or a
 //! partial checksum, as TAP ports deliver TCP) cannot go out as one UDP
-//! payload: it is segmented and checksummed in software first.
+//! payload: it is segmented and checksummed in software first, and sent
+//! with UDP GSO where the kernel has it.
+
+pub mod underlay;
 
 use super::{is_transient, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
@@ -23,13 +29,13 @@ use crate::offload::{self, OffloadError, Segments};
 use crate::packet::VnetHdr;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
-use hashbrown::HashMap;
 use std::io;
 use std::mem;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::Arc;
+use underlay::{JoinError, Remote, RemoteKind, Remotes, Segment, SrcPool, Underlay};
 
 /// VXLAN header length (RFC 7348 section 5).
 pub const VXLAN_HDR_LEN: usize = 8;
@@ -37,10 +43,10 @@ pub const VXLAN_HDR_LEN: usize = 8;
 const FLAG_I: u8 = 0x08;
 /// Largest batch one recvmmsg/sendmmsg call moves.
 const MAX_BATCH: usize = 256;
-const SOCK_BUF: libc::c_int = 8 << 20;
 /// `<linux/udp.h>`: UDP GSO, the kernel splits one send into datagrams of
 /// the given size (Linux 4.18+).
-const SOL_UDP: libc::c_int = 17;
+/// (Not in the libc crate for glibc targets.)
+const SOL_UDP: libc::c_int = libc::SOL_UDP;
 const UDP_SEGMENT: libc::c_int = 103;
 /// At most this many datagrams per UDP GSO send (the kernel's limit is 64
 /// or more, depending on the version).
@@ -57,69 +63,23 @@ pub struct VxlanOptions {
     pub dstport: u16,
     /// Accept (and learn) VTEPs that are not configured remotes.
     pub learning: bool,
-}
-
-/// One remote VTEP, with its socket address built once for sendmmsg.
-struct Remote {
-    ip: IpAddr,
-    name: libc::sockaddr_storage,
-    namelen: libc::socklen_t,
-}
-
-struct Remotes {
-    /// Index 0 is a placeholder ("no remote").
-    list: Vec<Remote>,
-    index: HashMap<IpAddr, u16>,
-    configured: usize,
-    dstport: u16,
-}
-
-impl Remotes {
-    fn new(dstport: u16) -> Remotes {
-        let mut r = Remotes {
-            list: Vec::new(),
-            index: HashMap::new(),
-            configured: 0,
-            dstport,
-        };
-        r.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        r.index.clear();
-        r
-    }
-
-    /// Appends `ip` (unless known or the table is full); its index.
-    fn push(&mut self, ip: IpAddr) -> Option<u16> {
-        if let Some(&i) = self.index.get(&ip) {
-            return Some(i);
-        }
-        if self.list.len() > crate::config::MAX_REMOTES {
-            return None;
-        }
-        // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-        let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let namelen = to_sockaddr(SocketAddr::new(ip, self.dstport), &mut name);
-        let i = self.list.len() as u16;
-        self.list.push(Remote { ip, name, namelen });
-        self.index.insert(ip, i);
-        Some(i)
-    }
-}
-
-/// Where a datagram's source stands in the remote table.
-enum Source {
-    Known(u16),
-    /// Not a remote (yet): learn it if the port does.
-    Unknown(IpAddr),
+    /// The outer UDP source-port range, both ends inclusive.
+    pub srcport: (u16, u16),
 }
 
 pub struct VxlanPort {
-    sock: UdpSocket,
-    vni: u32,
+    under: Arc<Underlay>,
+    seg: Arc<Segment>,
+    pool: Arc<SrcPool>,
+    /// This port's own descriptor of the underlay socket (a dup), so that
+    /// every port on an underlay can be polled like any other port: whichever
+    /// worker sees the socket readable receives for all of its VNIs.
+    poll: UdpSocket,
     hdr: [u8; VXLAN_HDR_LEN],
-    learning: bool,
-    remotes: RwLock<Remotes>,
     /// UDP GSO works on this kernel (cleared at the first refusal).
     udp_gso: AtomicBool,
+    /// The local address is on an interface (see [`VxlanPort::check_local`]).
+    local_up: AtomicBool,
 }
 
 /// The 8-byte VXLAN header for `vni`: I flag, reserved zero, VNI, reserved.
@@ -137,6 +97,65 @@ pub fn parse_vxlan_header(h: &[u8]) -> Result<u32, DropReason> {
     Ok(u32::from_be_bytes([0, h[4], h[5], h[6]]))
 }
 
+/// A hash of a frame's flow: MAC addresses and ethertype, and for IPv4 and
+/// IPv6 the addresses, the protocol and (unless a later fragment) the L4
+/// ports. Stable for the frames of one flow, whatever the VLAN tag edit.
+pub fn flow_hash(f: &[u8]) -> u32 {
+    use crate::wire::{eth::L2, ipv4, ipv6};
+    let Some(l2) = L2::parse(f) else {
+        return 0;
+    };
+    let mut h = Fx::default();
+    h.add(l2.dst.to_u64() ^ (l2.src.to_u64() << 16));
+    h.add(u64::from(l2.ethertype));
+    let l3 = &f[l2.l3..];
+    // The first four bytes of a TCP, UDP or SCTP header: the two ports.
+    let ports = |proto: u8, p: &[u8]| match (proto, p) {
+        (ipv4::PROTO_TCP | ipv4::PROTO_UDP | 132, [a, b, c, d, ..]) => {
+            u64::from(u32::from_be_bytes([*a, *b, *c, *d]))
+        }
+        _ => 0,
+    };
+    match l2.ethertype {
+        crate::wire::eth::ETHERTYPE_IPV4 => {
+            if let Ok(ip) = ipv4::Ipv4::new_checked(l3) {
+                h.add((u64::from(u32::from(ip.src())) << 32) | u64::from(u32::from(ip.dst())));
+                h.add(u64::from(ip.protocol()));
+                if !ip.is_fragment() {
+                    h.add(ports(ip.protocol(), ip.payload()));
+                }
+            }
+        }
+        crate::wire::eth::ETHERTYPE_IPV6 => {
+            if let Ok(ip) = ipv6::Ipv6::new_checked(l3) {
+                let (s, d) = (u128::from(ip.src()), u128::from(ip.dst()));
+                h.add(s as u64 ^ (s >> 64) as u64);
+                h.add(d as u64 ^ (d >> 64) as u64);
+                h.add(u64::from(ip.next_header()));
+                h.add(ports(ip.next_header(), ip.payload()));
+            }
+        }
+        _ => {}
+    }
+    h.finish()
+}
+
+/// FxHash's multiply-rotate step (rustc's hasher), with a final fold.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn finish(&self) -> u32 {
+        let x = self.0 ^ (self.0 >> 29);
+        (x ^ (x >> 32)) as u32
+    }
+}
+
 /// Per-worker scratch for recvmmsg/sendmmsg on VXLAN sockets; the raw
 /// pointers are rewritten before each call and never read after it.
 pub struct VxlanScratch {
@@ -152,6 +171,8 @@ pub struct VxlanScratch {
     /// A frame with its tag edit applied (or its checksum completed), when
     /// the offload work needs it in one piece.
     flat: Vec<u8>,
+    /// The source socket of each item of the current send.
+    sock_of: Vec<u8>,
 }
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are scratch space, filled in
@@ -174,117 +195,125 @@ impl Default for VxlanScratch {
             segs: Segments::new(),
             gso_iovs: Vec::with_capacity(2 * GSO_MAX_SEGS),
             flat: Vec::with_capacity(crate::packet::MAX_FRAME + 4),
+            sock_of: Vec::with_capacity(MAX_BATCH),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VxlanError {
-    #[error("cannot bind the VXLAN socket to {0}: {1}")]
-    Bind(SocketAddr, io::Error),
+    #[error(transparent)]
+    Join(#[from] JoinError),
     #[error("VXLAN socket on {0}: {1}")]
     Socket(SocketAddr, io::Error),
-}
-
-/// Writes `addr` as a sockaddr_in/sockaddr_in6 into `st`; returns its length.
-fn to_sockaddr(addr: SocketAddr, st: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_in is plain old data; all-zero is valid.
-            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-            // SAFETY: sockaddr_storage is larger than and aligned for any
-            // sockaddr type; we write one sockaddr_in at its start.
-            unsafe { std::ptr::write((st as *mut libc::sockaddr_storage).cast(), sin) };
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: sockaddr_in6 is plain old data; all-zero is valid.
-            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr.s6_addr = a.ip().octets();
-            sin6.sin6_scope_id = a.scope_id();
-            // SAFETY: as above, for one sockaddr_in6.
-            unsafe { std::ptr::write((st as *mut libc::sockaddr_storage).cast(), sin6) };
-            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
-}
-
-/// The source address the kernel wrote into `st` (recvmmsg's msg_name).
-fn from_sockaddr(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<IpAddr> {
-    match st.ss_family as libc::c_int {
-        libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which
-            // fits and is suitably aligned inside sockaddr_storage.
-            let sin: libc::sockaddr_in =
-                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
-            Some(IpAddr::V4(Ipv4Addr::from(
-                sin.sin_addr.s_addr.to_ne_bytes(),
-            )))
-        }
-        libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for a sockaddr_in6.
-            let sin6: libc::sockaddr_in6 =
-                unsafe { std::ptr::read((st as *const libc::sockaddr_storage).cast()) };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            // A v4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
-            Some(match ip.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(ip),
-            })
-        }
-        _ => None,
-    }
 }
 
 impl VxlanPort {
     pub fn open(o: &VxlanOptions) -> Result<VxlanPort, VxlanError> {
         let local = SocketAddr::new(o.local, o.dstport);
-        let sock = UdpSocket::bind(local).map_err(|e| VxlanError::Bind(local, e))?;
-        let err = |e| VxlanError::Socket(local, e);
-        sock.set_nonblocking(true).map_err(err)?;
-        crate::sys::set_socket_buffers(sock.as_raw_fd(), SOCK_BUF);
         let mut remotes = Remotes::new(o.dstport);
         for r in &o.remotes {
-            remotes.push(*r);
+            remotes
+                .add_flood(*r)
+                .map_err(|e| VxlanError::Socket(local, io::Error::other(e)))?;
         }
-        remotes.configured = remotes.list.len() - 1;
+        let seg = Arc::new(Segment::new(o.vni, o.learning, remotes));
+        let (under, pool) = Underlay::join(local, seg.clone(), o.srcport)?;
+        let poll = match under.sock.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                under.leave(&seg);
+                return Err(VxlanError::Socket(local, e));
+            }
+        };
         Ok(VxlanPort {
-            sock,
-            vni: o.vni,
+            under,
+            seg,
+            pool,
+            poll,
             hdr: vxlan_header(o.vni),
-            learning: o.learning,
-            remotes: RwLock::new(remotes),
             udp_gso: AtomicBool::new(true),
+            local_up: AtomicBool::new(underlay::is_local(o.local)),
         })
     }
 
     pub fn vni(&self) -> u32 {
-        self.vni
+        self.seg.vni
+    }
+
+    /// Tells the receive path which PortId this port's frames enter by.
+    pub fn set_pid(&self, pid: u32) {
+        self.seg.set_pid(pid);
     }
 
     /// The remote VTEP behind table index `peer` (None for 0 or unknown).
     pub fn remote(&self, peer: u16) -> Option<IpAddr> {
-        let r = self.remotes();
-        (peer != 0)
-            .then(|| r.list.get(peer as usize).map(|x| x.ip))
-            .flatten()
+        self.seg.remotes().ip(peer)
     }
 
-    fn remotes(&self) -> std::sync::RwLockReadGuard<'_, Remotes> {
-        self.remotes.read().unwrap_or_else(|e| e.into_inner())
+    /// The flood list now.
+    pub fn flood_remotes(&self) -> Vec<IpAddr> {
+        self.seg.remotes().flood_ips()
+    }
+
+    /// Remotes learned from traffic (not configured).
+    pub fn learned_remotes(&self) -> Vec<IpAddr> {
+        self.seg.remotes().of_kind(RemoteKind::Learned)
+    }
+
+    /// The source ports the flows are spread over.
+    pub fn source_ports(&self) -> Vec<u16> {
+        self.pool.socks.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// Adds remotes to the flood list.
+    pub fn add_remotes(&self, ips: &[IpAddr]) -> Result<(), String> {
+        let mut r = self.seg.remotes_mut();
+        for ip in ips {
+            r.add_flood(*ip)?;
+        }
+        Ok(())
+    }
+
+    /// Takes remotes off the flood list (all or none); their table indexes.
+    pub fn del_remotes(&self, ips: &[IpAddr]) -> Result<Vec<u16>, String> {
+        let mut r = self.seg.remotes_mut();
+        let flood: Vec<IpAddr> = r.flood_ips();
+        if let Some(ip) = ips.iter().find(|ip| !flood.contains(ip)) {
+            return Err(format!("{ip} is not a remote of this port"));
+        }
+        ips.iter().map(|ip| r.del_flood(*ip)).collect()
+    }
+
+    /// The table index for a static FDB entry's VTEP.
+    pub fn static_remote(&self, ip: IpAddr) -> Result<u16, String> {
+        self.seg.remotes_mut().add_static(ip)
+    }
+
+    /// Whether the local address is on an interface, as last checked.
+    pub fn local_up(&self) -> bool {
+        self.local_up.load(Ordering::Relaxed)
+    }
+
+    /// Looks again whether the local address is on an interface; true if
+    /// that changed.
+    pub fn check_local(&self) -> bool {
+        let now = underlay::is_local(self.under.local.ip());
+        self.local_up.swap(now, Ordering::Relaxed) != now
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.under.local
     }
 
     /// Sends segments `segs[range]` (equal sizes but the last) to
     /// `to` as one UDP GSO send: the kernel cuts the buffer into one datagram
     /// per segment, each with its own VXLAN header. False if the kernel
     /// refused UDP GSO (the caller falls back to one datagram per segment).
+    #[allow(clippy::too_many_arguments)]
     fn send_gso(
         &self,
+        fd: RawFd,
         to: &Remote,
         segs: &Segments,
         range: std::ops::Range<usize>,
@@ -329,7 +358,7 @@ impl VxlanPort {
             // SAFETY: `m` points at the name, the iovecs (over the port's
             // header and the segments) and the control buffer, all live for
             // the call; the kernel only reads them.
-            let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &m, libc::MSG_DONTWAIT) };
+            let r = unsafe { libc::sendmsg(fd, &m, libc::MSG_DONTWAIT) };
             match crate::sys::cvt_size(r) {
                 Ok(_) => {
                     stats.tx_packets += n as u64;
@@ -348,7 +377,7 @@ impl VxlanPort {
                     ) =>
                 {
                     tracing::info!(
-                        vni = self.vni,
+                        vni = self.seg.vni,
                         "UDP GSO refused ({e}): one datagram per segment"
                     );
                     self.udp_gso.store(false, Ordering::Relaxed);
@@ -362,70 +391,55 @@ impl VxlanPort {
         }
     }
 
-    /// Remotes learned from traffic (not configured).
-    pub fn learned_remotes(&self) -> Vec<IpAddr> {
-        let r = self.remotes();
-        r.list[1 + r.configured..].iter().map(|x| x.ip).collect()
-    }
-
-    /// Checks a received datagram: its VXLAN header, its source VTEP, and
-    /// whether the inner frame's checksum was left partial. Returns the
-    /// remote's table index and the virtio header the frame needs, if any.
+    /// Checks a received datagram as [`Port::recv`] does (header, VNI,
+    /// source VTEP) and returns the entering port, the remote's table index
+    /// and the virtio header the inner frame needs, if any.
     pub fn decap(
         &self,
         hdr: &[u8; VXLAN_HDR_LEN],
         src: Option<IpAddr>,
         inner: &[u8],
-    ) -> Result<(u16, Option<VnetHdr>), DropReason> {
-        let source = self.check(&self.remotes(), hdr, src)?;
-        let peer = self.known(source)?;
-        Ok((peer, inner_offload(inner)))
+    ) -> Result<(u32, u16, Option<VnetHdr>), DropReason> {
+        let (pid, peer) = demux(&self.under, hdr, src)?;
+        Ok((pid, peer, inner_offload(inner)))
     }
 
-    /// The header and VNI of a datagram, and where its source stands.
-    fn check(&self, r: &Remotes, hdr: &[u8], src: Option<IpAddr>) -> Result<Source, DropReason> {
-        if parse_vxlan_header(hdr)? != self.vni {
-            return Err(DropReason::VniMismatch);
-        }
-        let ip = src.ok_or(DropReason::UnknownVtep)?;
-        Ok(match r.index.get(&ip) {
-            Some(&i) => Source::Known(i),
-            None => Source::Unknown(ip),
-        })
-    }
-
-    /// The table index of a source: known, newly learned (with
-    /// `--learning`, taking the write lock), or refused. No read guard may be
-    /// held by the caller.
-    fn known(&self, s: Source) -> Result<u16, DropReason> {
-        let ip = match s {
-            Source::Known(i) => return Ok(i),
-            Source::Unknown(_) if !self.learning => return Err(DropReason::UnknownVtep),
-            Source::Unknown(ip) => ip,
-        };
-        let mut r = self.remotes.write().unwrap_or_else(|e| e.into_inner());
-        let i = r.push(ip).ok_or(DropReason::UnknownVtep)?;
-        tracing::info!(remote = %ip, vni = self.vni, "learned a remote VTEP");
-        Ok(i)
-    }
-
-    /// Sends the messages prepared in `msgs[..n]`, counting per message.
+    /// Sends the messages prepared in `msgs[..n]` on `fd`, counting per
+    /// message.
     fn send_prepared(
-        &self,
+        fd: RawFd,
         msgs: &mut [libc::mmsghdr],
         iovs: &[libc::iovec],
         n: usize,
         stats: &mut PortStats,
     ) {
-        super::sendmmsg_counted(
-            self.sock.as_raw_fd(),
-            &mut msgs[..n],
-            iovs,
-            3,
-            VXLAN_HDR_LEN,
-            stats,
-        );
+        super::sendmmsg_counted(fd, &mut msgs[..n], iovs, 3, VXLAN_HDR_LEN, stats);
     }
+}
+
+impl Drop for VxlanPort {
+    fn drop(&mut self) {
+        self.under.leave(&self.seg);
+    }
+}
+
+/// Hands a datagram to its segment: the VNI's port (PortId) and the source
+/// VTEP's index in its table (learned there if the segment learns).
+fn demux(under: &Underlay, hdr: &[u8], src: Option<IpAddr>) -> Result<(u32, u16), DropReason> {
+    let vni = parse_vxlan_header(hdr)?;
+    let seg = under.segments().get(&vni).cloned();
+    let seg = seg.ok_or(DropReason::VniUnknown)?;
+    let pid = seg.pid().ok_or(DropReason::VniUnknown)?;
+    let ip = src.ok_or(DropReason::UnknownVtep)?;
+    if let Some(i) = seg.remotes().accepted(&ip) {
+        return Ok((pid, i));
+    }
+    if !seg.learning {
+        return Err(DropReason::UnknownVtep);
+    }
+    let i = seg.remotes_mut().learn(ip).ok_or(DropReason::UnknownVtep)?;
+    tracing::info!(remote = %ip, vni, "learned a remote VTEP");
+    Ok((pid, i))
 }
 
 /// Points message `k` at `n` iovecs from `iovs[3k]` and at `name` (the
@@ -473,7 +487,6 @@ fn software_pieces(
     offload::segment(&VnetHdr::parse(&hb), flat, segs)
 }
 
-/// A remote's address as sendmmsg's msg_name (only read by the kernel).
 /// The virtio header a decapsulated frame needs: NEEDS_CSUM where the
 /// sender left the checksum partial, and GSO for a TCP super-frame that a
 /// Linux VTEP sent as one datagram (see [`offload::tunnel_gso`]).
@@ -482,6 +495,7 @@ fn inner_offload(inner: &[u8]) -> Option<VnetHdr> {
     Some(offload::tunnel_gso(inner, &h, offload::TUNNEL_INNER_MTU).unwrap_or(h))
 }
 
+/// A remote's address as sendmmsg's msg_name (only read by the kernel).
 fn name_of(r: &Remote) -> *mut libc::sockaddr_storage {
     (&r.name as *const libc::sockaddr_storage).cast_mut()
 }
@@ -495,7 +509,7 @@ fn iov(b: &[u8]) -> libc::iovec {
 
 impl Port for VxlanPort {
     fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.poll.as_raw_fd()
     }
 
     fn recv(&self, frames: &mut [Frame], sc: &mut IoScratch) -> io::Result<usize> {
@@ -511,31 +525,21 @@ impl Port for VxlanPort {
             let name: *mut libc::sockaddr_storage = &mut sc.names[k];
             prep(&mut sc.msgs, &mut sc.iovs, k, 1, name, namelen);
         }
-        let got = super::recvmmsg(self.sock.as_raw_fd(), &mut sc.msgs[..n])?;
-        // One read lock for the batch; dropped only to learn a new remote.
-        let mut remotes = self.remotes();
+        let got = super::recvmmsg(self.under.sock.as_raw_fd(), &mut sc.msgs[..n])?;
         for (k, f) in frames[..got].iter_mut().enumerate() {
+            f.ingress = None;
             let m = &sc.msgs[k];
             let len = m.msg_len as usize;
             if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VXLAN_HDR_LEN {
                 f.rx_drop = Some(DropReason::VxlanMalformed);
                 continue;
             }
-            let src = from_sockaddr(&sc.names[k], m.msg_hdr.msg_namelen);
-            let peer = match self.check(&remotes, f.encap_header(VXLAN_HDR_LEN), src) {
-                Ok(Source::Known(p)) => Ok(p),
-                Ok(unknown) => {
-                    drop(remotes);
-                    let p = self.known(unknown);
-                    remotes = self.remotes();
-                    p
-                }
-                Err(r) => Err(r),
-            };
-            match peer {
-                Ok(p) => {
+            let src = underlay::from_sockaddr(&sc.names[k], m.msg_hdr.msg_namelen);
+            match demux(&self.under, f.encap_header(VXLAN_HDR_LEN), src) {
+                Ok((pid, peer)) => {
                     f.set_rx_len_encap(len, VXLAN_HDR_LEN);
-                    f.peer = p;
+                    f.peer = peer;
+                    f.ingress = Some(pid);
                     if let Some(h) = inner_offload(f.data()) {
                         f.set_vnet(&h);
                     }
@@ -561,98 +565,118 @@ impl Port for VxlanPort {
             segs,
             gso_iovs,
             flat,
+            sock_of,
         } = &mut io_sc.vxlan;
-        let remotes = self.remotes();
-        let flood = 1..=remotes.configured;
-        let mut k = 0;
+        let remotes = self.seg.remotes();
+        // Each item's source socket, from its flow's hash; then one pass per
+        // socket in use, so that each sendmmsg goes out on one socket.
+        sock_of.clear();
+        let mut used = 0u64;
         for it in items {
-            let f = &frames[it.idx as usize];
-            let dsts = if it.peer != 0 && (it.peer as usize) < remotes.list.len() {
-                it.peer as usize..=it.peer as usize
-            } else {
-                flood.clone()
-            };
-            if offload::needs_software(&f.vnet()) {
-                // A UDP payload cannot carry offloads: segment (and
-                // checksum) in software, then send every piece now (the
-                // buffers are reused by the next frame).
-                if k > 0 {
-                    self.send_prepared(msgs, iovs, k, stats);
-                    k = 0;
-                }
-                let count = match software_pieces(f, it.edit, segs, flat) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        stats.drop(DropReason::OffloadFailed);
-                        continue;
-                    }
-                };
-                if count > 1 && self.udp_gso.load(Ordering::Relaxed) {
-                    // UDP GSO: one send per destination and up to 64 KiB.
-                    let per = segs.get(0).map_or(1, |s| {
-                        (GSO_MAX_BYTES / (s.len() + VXLAN_HDR_LEN)).clamp(1, GSO_MAX_SEGS)
-                    });
-                    let mut done = true;
-                    'dsts: for d in dsts.clone() {
-                        let mut first = 0;
-                        while first < count {
-                            let n = per.min(count - first);
-                            if !self.send_gso(
-                                &remotes.list[d],
-                                segs,
-                                first..first + n,
-                                gso_iovs,
-                                stats,
-                            ) {
-                                done = false;
-                                break 'dsts;
-                            }
-                            first += n;
-                        }
-                    }
-                    if done {
-                        continue;
-                    }
-                }
-                for s in 0..count {
-                    let Some(piece) = segs.get(s) else { break };
-                    for d in dsts.clone() {
-                        if k == MAX_BATCH {
-                            self.send_prepared(msgs, iovs, k, stats);
-                            k = 0;
-                        }
-                        let r = &remotes.list[d];
-                        iovs[3 * k] = iov(&self.hdr);
-                        iovs[3 * k + 1] = iov(piece);
-                        prep(msgs, iovs, k, 2, name_of(r), r.namelen);
-                        k += 1;
-                    }
-                }
-                self.send_prepared(msgs, iovs, k, stats);
-                k = 0;
-                continue;
-            }
-            for d in dsts {
-                if k == MAX_BATCH {
-                    self.send_prepared(msgs, iovs, k, stats);
-                    k = 0;
-                }
-                let r = &remotes.list[d];
-                iovs[3 * k] = iov(&self.hdr);
-                if it.edit == TagEdit::None {
-                    iovs[3 * k + 1] = iov(f.data());
-                    prep(msgs, iovs, k, 2, name_of(r), r.namelen);
-                } else {
-                    let (n, rest) = f.edited_prefix(it.edit, &mut prefixes[k]);
-                    iovs[3 * k + 1] = iov(&prefixes[k][VNET_HDR_LEN..n]);
-                    iovs[3 * k + 2] = iov(&f.data()[rest..]);
-                    prep(msgs, iovs, k, 3, name_of(r), r.namelen);
-                }
-                k += 1;
-            }
+            let s = self.pool.pick(flow_hash(frames[it.idx as usize].data()));
+            sock_of.push(s as u8);
+            used |= 1 << s;
         }
-        if k > 0 {
-            self.send_prepared(msgs, iovs, k, stats);
+        while used != 0 {
+            let s = used.trailing_zeros() as usize;
+            used &= used - 1;
+            let fd = self.pool.socks[s].1.as_raw_fd();
+            let mut k = 0;
+            for (it, _) in items
+                .iter()
+                .zip(sock_of.iter())
+                .filter(|(_, &x)| x as usize == s)
+            {
+                let f = &frames[it.idx as usize];
+                let one = [it.peer];
+                let dsts: &[u16] = if it.peer != 0 && (it.peer as usize) < remotes.list.len() {
+                    &one
+                } else {
+                    &remotes.flood
+                };
+                if offload::needs_software(&f.vnet()) {
+                    // A UDP payload cannot carry offloads: segment (and
+                    // checksum) in software, then send every piece now (the
+                    // buffers are reused by the next frame).
+                    if k > 0 {
+                        Self::send_prepared(fd, msgs, iovs, k, stats);
+                        k = 0;
+                    }
+                    let count = match software_pieces(f, it.edit, segs, flat) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            stats.drop(DropReason::OffloadFailed);
+                            continue;
+                        }
+                    };
+                    if count > 1 && self.udp_gso.load(Ordering::Relaxed) {
+                        // UDP GSO: one send per destination and up to 64 KiB.
+                        let per = segs.get(0).map_or(1, |s| {
+                            (GSO_MAX_BYTES / (s.len() + VXLAN_HDR_LEN)).clamp(1, GSO_MAX_SEGS)
+                        });
+                        let mut done = true;
+                        'dsts: for &d in dsts {
+                            let mut first = 0;
+                            while first < count {
+                                let n = per.min(count - first);
+                                if !self.send_gso(
+                                    fd,
+                                    &remotes.list[d as usize],
+                                    segs,
+                                    first..first + n,
+                                    gso_iovs,
+                                    stats,
+                                ) {
+                                    done = false;
+                                    break 'dsts;
+                                }
+                                first += n;
+                            }
+                        }
+                        if done {
+                            continue;
+                        }
+                    }
+                    for p in 0..count {
+                        let Some(piece) = segs.get(p) else { break };
+                        for &d in dsts {
+                            if k == MAX_BATCH {
+                                Self::send_prepared(fd, msgs, iovs, k, stats);
+                                k = 0;
+                            }
+                            let r = &remotes.list[d as usize];
+                            iovs[3 * k] = iov(&self.hdr);
+                            iovs[3 * k + 1] = iov(piece);
+                            prep(msgs, iovs, k, 2, name_of(r), r.namelen);
+                            k += 1;
+                        }
+                    }
+                    Self::send_prepared(fd, msgs, iovs, k, stats);
+                    k = 0;
+                    continue;
+                }
+                for &d in dsts {
+                    if k == MAX_BATCH {
+                        Self::send_prepared(fd, msgs, iovs, k, stats);
+                        k = 0;
+                    }
+                    let r = &remotes.list[d as usize];
+                    iovs[3 * k] = iov(&self.hdr);
+                    if it.edit == TagEdit::None {
+                        iovs[3 * k + 1] = iov(f.data());
+                        prep(msgs, iovs, k, 2, name_of(r), r.namelen);
+                    } else {
+                        let (n, rest) = f.edited_prefix(it.edit, &mut prefixes[k]);
+                        iovs[3 * k + 1] = iov(&prefixes[k][VNET_HDR_LEN..n]);
+                        iovs[3 * k + 2] = iov(&f.data()[rest..]);
+                        prep(msgs, iovs, k, 3, name_of(r), r.namelen);
+                    }
+                    k += 1;
+                }
+            }
+            if k > 0 {
+                Self::send_prepared(fd, msgs, iovs, k, stats);
+            }
         }
     }
 
@@ -670,37 +694,4 @@ impl Port for VxlanPort {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_roundtrip() {
-        let h = vxlan_header(0x12_3456);
-        assert_eq!(h, [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
-        assert_eq!(parse_vxlan_header(&h), Ok(0x12_3456));
-        // Reserved bits are ignored on receipt.
-        let mut r = h;
-        r[1] = 0xff;
-        r[7] = 0xff;
-        assert_eq!(parse_vxlan_header(&r), Ok(0x12_3456));
-    }
-
-    #[test]
-    fn header_without_i_flag_is_refused() {
-        let mut h = vxlan_header(5);
-        h[0] = 0;
-        assert_eq!(parse_vxlan_header(&h), Err(DropReason::VxlanMalformed));
-        assert_eq!(parse_vxlan_header(&h[..4]), Err(DropReason::VxlanMalformed));
-    }
-
-    #[test]
-    fn sockaddr_roundtrip() {
-        // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-        let mut st: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        for a in ["192.0.2.7:4789", "[2001:db8::7]:4789"] {
-            let a: SocketAddr = a.parse().unwrap();
-            let n = to_sockaddr(a, &mut st);
-            assert_eq!(from_sockaddr(&st, n), Some(a.ip()));
-        }
-    }
-}
+mod tests;

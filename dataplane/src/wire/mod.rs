@@ -7,6 +7,7 @@
 //!   update that TTL decrement uses (RFC 1812 §5.3.1).
 //! - [`arp`]: ARP for IPv4 over Ethernet (RFC 826).
 //! - [`icmp`]: ICMP echo and error messages (RFC 792, RFC 1812 §4.3.2).
+//! - [`ipv6`]: the IPv6 fixed header (RFC 8200), read only.
 //! - [`eth`]: the Ethernet header and an optional 802.1Q tag in front of
 //!   the L3 header.
 
@@ -15,6 +16,7 @@ pub mod checksum;
 pub mod eth;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
 
 /// Internet checksum (RFC 1071) of `data`, complemented, as stored.
 pub fn checksum(data: &[u8]) -> u16 {
