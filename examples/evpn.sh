@@ -47,6 +47,8 @@ import json, sys
 for p in json.load(sys.stdin):
     if p["name"] == "vx": print("\n".join(sorted(p.get("remotes") or [])))'
 }
+# floods_to_n N COUNT: swN's flood list has COUNT entries.
+floods_to_n() { test "$(remotes "$1" | wc -l)" = "$2"; }
 # not_floods_to N IP: swN's flood list lacks IP.
 not_floods_to() { ! remotes "$1" | grep -qx "$2"; }
 # vtep_of N MAC: the VTEP swN's FDB has MAC behind (empty if none).
@@ -56,6 +58,8 @@ import json, sys
 for e in json.load(sys.stdin):
     if e["mac"] == sys.argv[1] and e.get("vtep"): print(e["vtep"])' "$2"
 }
+# vtep_is N MAC IP: swN's FDB has MAC behind VTEP IP.
+vtep_is() { test "$(vtep_of "$1" "$2")" = "$3"; }
 # wait_for SECONDS COMMAND...: retry until it succeeds.
 wait_for() { local t=$1; shift; for _ in $(seq $((t * 4))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done; return 1; }
 
@@ -116,17 +120,18 @@ done
 echo "== waiting for the BGP sessions and the type-3 routes"
 for i in 1 2 3; do
   desc="sw$i floods VNI 100 to the two others (from their type-3 routes)"
-  check wait_for 40 test "$(remotes $i | wc -l)" = 2
+  check wait_for 40 floods_to_n $i 2
 done
 for i in 1 2 3; do for j in 1 2 3; do
   [ $i = $j ] && continue
   desc="h$i pings h$j"; check ip netns exec evpn-h$i ping -c 2 -i 0.2 -W 2 10.200.0.$j
 done; done
 mac1=$(ip -n evpn-h1 -j link show eth0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
-desc="sw2 has h1's MAC behind sw1 (its type-2 route)"; check wait_for 15 test "$(vtep_of 2 "$mac1")" = 10.100.0.1
+desc="sw2 has h1's MAC behind sw1 (its type-2 route)"; check wait_for 15 vtep_is 2 "$mac1" 10.100.0.1
 
 echo; echo "== sw1: gobgp global rib -a evpn"; ip netns exec evpn-sw1 gobgp global rib -a evpn
 echo; echo "== sw1: vswitchctl list-ports br0"; ctl 1 list-ports br0
+echo "sw1 floods VNI 100 to: $(remotes 1 | tr '\n' ' ')"
 echo; echo "== sw1: vswitchctl fdb-show br0"; ctl 1 fdb-show br0
 
 echo; echo "== h1 moves from sw1 to sw3 (same MAC, same address)"
@@ -134,8 +139,8 @@ ctl 1 del-port vm1
 ctl 3 add-port br0 vm1 --type tap --netns evpn-h1 --ifname eth0 --mac "$mac1"
 ip -n evpn-h1 addr add 10.200.0.1/24 dev eth0
 desc="h1 pings h2 from behind sw3"; check wait_for 30 ip netns exec evpn-h1 ping -c 1 -W 1 10.200.0.2
-desc="sw2 now has h1's MAC behind sw3"; check wait_for 15 test "$(vtep_of 2 "$mac1")" = 10.100.0.3
-desc="sw1 too"; check wait_for 15 test "$(vtep_of 1 "$mac1")" = 10.100.0.3
+desc="sw2 now has h1's MAC behind sw3"; check wait_for 15 vtep_is 2 "$mac1" 10.100.0.3
+desc="sw1 too"; check wait_for 15 vtep_is 1 "$mac1" 10.100.0.3
 echo "sw2: h1's MAC $mac1 is behind $(vtep_of 2 "$mac1")"
 
 if [ "$keep" = 1 ]; then
