@@ -69,9 +69,6 @@ struct Args {
     /// vswitchd's control socket
     #[arg(long, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// The vswitchctl program (default: the one next to this program, else from PATH)
-    #[arg(long, value_name = "PROG")]
-    vswitchctl: Option<String>,
     /// The gobgp CLI program
     #[arg(long, value_name = "PROG", default_value = "gobgp")]
     gobgp: String,
@@ -91,7 +88,7 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 1.0,
           value_parser = parse_interval)]
     interval: f64,
-    /// Seconds to wait for one gobgp or vswitchctl command
+    /// Seconds to wait for one gobgp command
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     command_timeout: u64,
     /// One round, then exit (without withdrawing anything)
@@ -113,16 +110,6 @@ fn parse_interval(s: &str) -> Result<f64, String> {
         Ok(v) if (0.05..=3600.0).contains(&v) => Ok(v),
         _ => Err(format!("'{s}': expected seconds between 0.05 and 3600")),
     }
-}
-
-/// The vswitchctl next to our own binary, if there is one.
-fn default_vswitchctl() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.join("vswitchctl")))
-        .filter(|p| p.is_file())
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "vswitchctl".to_string())
 }
 
 fn main() -> ExitCode {
@@ -227,8 +214,6 @@ fn run(args: Args) -> Result<(), String> {
     let mut agent = Agent {
         switch: Switch {
             socket: args.socket.clone(),
-            ctl: args.vswitchctl.clone().unwrap_or_else(default_vswitchctl),
-            timeout,
             only: args.ports.clone(),
         },
         gobgp: Gobgp {

@@ -1,5 +1,5 @@
-//! Running the helper programs (`gobgp`, `vswitchctl`) with a time limit, so
-//! a hung speaker never hangs the agent.
+//! Running the `gobgp` CLI with a time limit, so a hung speaker never
+//! hangs the agent.
 
 use std::io::Read;
 use std::process::{Command, Stdio};

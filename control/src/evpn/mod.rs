@@ -10,7 +10,7 @@
 //! - [`reconcile`]: the pure decision, (local state, RIB, what the agent
 //!   programmed) → actions.
 //! - [`gobgp`], [`switch`]: carry the actions out (the `gobgp` CLI, the
-//!   control socket and `vswitchctl`).
+//!   control socket).
 //!
 //! Standards: RFC 7432 (BGP MPLS-Based Ethernet VPN) §7.2 MAC/IP
 //! Advertisement route (type 2), §7.3 Inclusive Multicast Ethernet Tag route

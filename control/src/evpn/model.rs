@@ -207,11 +207,11 @@ pub enum Action {
     /// `gobgp global rib del -a evpn ...`; the label is part of the type-2
     /// NLRI as GoBGP's CLI spells it.
     Withdraw { nlri: Nlri, label: u32 },
-    /// `vswitchctl set-port PORT --remote-add IP`
+    /// `set-port PORT --remote-add IP` (as vswitchctl spells it)
     RemoteAdd { port: String, ip: Ipv4Addr },
-    /// `vswitchctl set-port PORT --remote-del IP`
+    /// `set-port PORT --remote-del IP`
     RemoteDel { port: String, ip: Ipv4Addr },
-    /// `vswitchctl fdb-add BR MAC PORT --vtep IP --vlan V`; with `replace`
+    /// `fdb-add BR MAC PORT --vtep IP --vlan V`; with `replace`
     /// the entry there is deleted first.
     FdbAdd {
         bridge: String,
@@ -221,7 +221,7 @@ pub enum Action {
         vtep: Ipv4Addr,
         replace: bool,
     },
-    /// `vswitchctl fdb-del BR MAC --vlan V`
+    /// `fdb-del BR MAC --vlan V`
     FdbDel {
         bridge: String,
         mac: MacAddr,

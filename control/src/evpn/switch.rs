@@ -1,27 +1,25 @@
-//! vswitchd: its state read over the control socket with the crate's client
-//! (`control::client` requests `ListPorts` and `FdbShow`,
-//! the same JSON `vswitchctl --json` prints), changes made with
-//! `vswitchctl` (`set-port --remote-add/--remote-del`,
-//! `fdb-add --vtep`, `fdb-del`), the command-line contract of
-//! `../shared/design/interface.md`.
+//! vswitchd over its control socket, with the crate's client
+//! (`control::client`): `ListPorts` and `FdbShow` to read (the JSON
+//! `vswitchctl --json` prints), `SetPort` with `remote_add`/`remote_del`,
+//! `FdbAdd` with `vtep` and `FdbDel` to change.
+//!
+//! The changes are written as JSON objects and read back through the
+//! daemon's own [`Request`] type (`deny_unknown_fields`): fields the daemon
+//! adds later take their defaults, a renamed one is a clear error rather
+//! than a request that silently does nothing.
 
-use super::exec;
 use super::local;
 use super::model::{Action, LocalState};
 use control::client::Client;
 use dataplane::api::Request;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// How to reach one vswitchd.
 #[derive(Debug, Clone)]
 pub struct Switch {
     pub socket: PathBuf,
-    /// The `vswitchctl` program.
-    pub ctl: String,
-    pub timeout: Duration,
     /// Only these VXLAN ports (all when empty).
     pub only: Vec<String>,
 }
@@ -56,20 +54,14 @@ impl Switch {
         Ok((st, notes))
     }
 
-    fn ctl(&self, args: Vec<String>) -> Result<(), String> {
-        let mut all = vec!["--socket".to_string(), self.socket.display().to_string()];
-        all.extend(args);
-        exec::run(&self.ctl, &all, self.timeout).map(drop)
-    }
-
     /// Carries out one vswitchd action (others are not for the switch). A
     /// failing `fdb-del` before a replacing `fdb-add` is fine: the entry
     /// may just have aged out.
     pub fn apply(&self, a: &Action) -> Result<(), String> {
-        let steps = ctl_args(a);
+        let steps = requests(a)?;
         let n = steps.len();
-        for (i, args) in steps.into_iter().enumerate() {
-            match self.ctl(args) {
+        for (i, req) in steps.iter().enumerate() {
+            match self.call(req) {
                 Err(e) if i + 1 == n => return Err(e),
                 _ => {}
             }
@@ -78,25 +70,25 @@ impl Switch {
     }
 }
 
-/// The `vswitchctl` command lines (without `--socket`) for an action.
-pub fn ctl_args(a: &Action) -> Vec<Vec<String>> {
-    let s = |x: &str| x.to_string();
+/// The control-socket requests for an action, in order.
+pub fn requests(a: &Action) -> Result<Vec<Request>, String> {
+    request_json(a)
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value::<Request>(v.clone())
+                .map_err(|e| format!("vswitchd does not take the request {v}: {e}"))
+        })
+        .collect()
+}
+
+/// The same as JSON objects of the control protocol.
+pub fn request_json(a: &Action) -> Vec<Value> {
     match a {
         Action::RemoteAdd { port, ip } => {
-            vec![vec![
-                s("set-port"),
-                port.clone(),
-                s("--remote-add"),
-                ip.to_string(),
-            ]]
+            vec![json!({"cmd": "set-port", "name": port, "remote_add": [ip]})]
         }
         Action::RemoteDel { port, ip } => {
-            vec![vec![
-                s("set-port"),
-                port.clone(),
-                s("--remote-del"),
-                ip.to_string(),
-            ]]
+            vec![json!({"cmd": "set-port", "name": port, "remote_del": [ip]})]
         }
         Action::FdbAdd {
             bridge,
@@ -108,80 +100,94 @@ pub fn ctl_args(a: &Action) -> Vec<Vec<String>> {
         } => {
             let mut v = Vec::new();
             if *replace {
-                v.push(fdb_del(bridge, &mac.to_string(), *vlan));
+                v.push(json!({"cmd": "fdb-del", "bridge": bridge, "mac": mac, "vlan": vlan}));
             }
-            v.push(vec![
-                s("fdb-add"),
-                bridge.clone(),
-                mac.to_string(),
-                port.clone(),
-                s("--vtep"),
-                vtep.to_string(),
-                s("--vlan"),
-                vlan.to_string(),
-            ]);
+            v.push(
+                json!({"cmd": "fdb-add", "bridge": bridge, "mac": mac, "port": port,
+                          "vlan": vlan, "vtep": vtep}),
+            );
             v
         }
-        Action::FdbDel { bridge, mac, vlan } => vec![fdb_del(bridge, &mac.to_string(), *vlan)],
+        Action::FdbDel { bridge, mac, vlan } => {
+            vec![json!({"cmd": "fdb-del", "bridge": bridge, "mac": mac, "vlan": vlan})]
+        }
         _ => Vec::new(),
     }
-}
-
-fn fdb_del(bridge: &str, mac: &str, vlan: u16) -> Vec<String> {
-    vec![
-        "fdb-del".into(),
-        bridge.into(),
-        mac.into(),
-        "--vlan".into(),
-        vlan.to_string(),
-    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     #[test]
-    fn command_lines() {
+    fn requests_are_the_daemons() {
         let ip = Ipv4Addr::new(10, 0, 0, 2);
-        let j = |a: &Action| ctl_args(a).iter().map(|v| v.join(" ")).collect::<Vec<_>>();
-        assert_eq!(
-            j(&Action::RemoteAdd {
-                port: "vx".into(),
-                ip
-            }),
-            ["set-port vx --remote-add 10.0.0.2"]
+        let r = requests(&Action::RemoteAdd {
+            port: "vx".into(),
+            ip,
+        })
+        .unwrap();
+        match &r[..] {
+            [Request::SetPort {
+                name,
+                remote_add,
+                remote_del,
+                access_vlan: None,
+                ..
+            }] => {
+                assert_eq!(name, "vx");
+                assert_eq!(remote_add, &[IpAddr::V4(ip)]);
+                assert!(remote_del.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = requests(&Action::RemoteDel {
+            port: "vx".into(),
+            ip,
+        })
+        .unwrap();
+        assert!(
+            matches!(&r[..], [Request::SetPort { remote_del, .. }] if remote_del == &[IpAddr::V4(ip)])
         );
-        assert_eq!(
-            j(&Action::RemoteDel {
-                port: "vx".into(),
-                ip
-            }),
-            ["set-port vx --remote-del 10.0.0.2"]
-        );
-        let mac = "02:00:00:00:00:05".parse().unwrap();
-        assert_eq!(
-            j(&Action::FdbAdd {
-                bridge: "br0".into(),
-                mac,
-                vlan: 1,
-                port: "vx".into(),
-                vtep: ip,
-                replace: true
-            }),
-            [
-                "fdb-del br0 02:00:00:00:00:05 --vlan 1",
-                "fdb-add br0 02:00:00:00:00:05 vx --vtep 10.0.0.2 --vlan 1"
-            ]
-        );
-        assert_eq!(
-            j(&Action::FdbDel {
-                bridge: "br0".into(),
-                mac,
-                vlan: 1
-            }),
-            ["fdb-del br0 02:00:00:00:00:05 --vlan 1"]
-        );
+        let mac: dataplane::MacAddr = "02:00:00:00:00:05".parse().unwrap();
+        let r = requests(&Action::FdbAdd {
+            bridge: "br0".into(),
+            mac,
+            vlan: 3,
+            port: "vx".into(),
+            vtep: ip,
+            replace: true,
+        })
+        .unwrap();
+        match &r[..] {
+            [Request::FdbDel {
+                bridge,
+                mac: m1,
+                vlan: Some(3),
+            }, Request::FdbAdd {
+                mac: m2,
+                port,
+                vlan: Some(3),
+                vtep: Some(v),
+                ..
+            }] => {
+                assert_eq!((bridge.as_str(), *m1, *m2), ("br0", mac, mac));
+                assert_eq!((port.as_str(), *v), ("vx", IpAddr::V4(ip)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = requests(&Action::FdbDel {
+            bridge: "br0".into(),
+            mac,
+            vlan: 1,
+        })
+        .unwrap();
+        assert!(matches!(&r[..], [Request::FdbDel { vlan: Some(1), .. }]));
+        assert!(requests(&Action::ForgetFdb {
+            key: ("br0".into(), 1, mac)
+        })
+        .unwrap()
+        .is_empty());
     }
 }
