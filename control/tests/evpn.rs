@@ -244,8 +244,9 @@ fn uplink(ul: &Lab, ns: &str, i: usize, addr: &str) {
 }
 
 /// `n` hosts on VNI 100 with speakers and agents running; `remote`: a
-/// flood-list entry configured by hand on every VXLAN port.
-fn overlay(n: usize, remote: Option<&str>) -> Overlay {
+/// flood-list entry configured by hand on every VXLAN port; `extra`: more
+/// route-reflector clients (UL.n+1, ...), started by the test.
+fn overlay(n: usize, remote: Option<&str>, extra: usize) -> Overlay {
     let ul = Lab::new();
     ul.ns_ok(&ul.sw, &["ip", "link", "add", "ubr", "type", "bridge"]);
     ul.ns_ok(&ul.sw, &["ip", "link", "set", "ubr", "up"]);
@@ -291,7 +292,8 @@ fn overlay(n: usize, remote: Option<&str>) -> Overlay {
             under,
         });
     }
-    let clients: Vec<String> = ov.nodes.iter().map(|n| n.under.clone()).collect();
+    let mut clients: Vec<String> = ov.nodes.iter().map(|n| n.under.clone()).collect();
+    clients.extend((n + 1..=n + extra).map(|i| format!("{}.{i}", ov.ul.net)));
     ov.rr = Some(start_gobgpd(
         &ov.ul,
         &ov.ul.sw,
@@ -333,7 +335,7 @@ fn evpn_three_hosts_find_each_other_follow_a_move_and_forget_a_leaver() {
     if !have_gobgp() {
         return;
     }
-    let mut ov = overlay(3, None);
+    let mut ov = overlay(3, None, 0);
 
     // Type 3: each VXLAN port floods to the two others, learned from BGP.
     wait_full_mesh(&ov);
@@ -516,7 +518,7 @@ fn evpn_routes_reach_the_peer_and_leave_with_the_agent() {
     // One host; its VXLAN port has a remote configured by hand, which the
     // agent must leave alone.
     let hand = "10.255.255.7".to_string();
-    let ov = overlay(1, Some(&hand));
+    let ov = overlay(1, Some(&hand), 0);
     let n = &ov.nodes[0];
     let t3 = format!("[type:multicast][rd:{0}:{VNI}][etag:0][ip:{0}]", n.under);
     assert!(
@@ -563,6 +565,197 @@ fn evpn_routes_reach_the_peer_and_leave_with_the_agent() {
         rr_rib(&ov)
     );
     assert_eq!(ov.nodes[0].remotes(), vec![hand]);
+}
+
+/// Programs a kernel VTEP's FDB from its speaker's RIB, as an EVPN speaker
+/// would for a Linux VTEP: each other VTEP's type-3 route appends an
+/// all-zero (flood) entry, each type-2 route a MAC entry. Returns how many
+/// of each it saw.
+fn program_kernel_vtep(lab: &Lab, ns: &str, own: &str) -> (usize, usize) {
+    let out = lab.ns_ok(ns, &["gobgp", "global", "rib", "-a", "evpn", "-j"]);
+    let rib: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let fdb = lab.ns_ok(ns, &["bridge", "fdb", "show", "dev", "vx0"]);
+    let (mut t3, mut t2) = (0, 0);
+    for paths in rib.as_object().into_iter().flat_map(|m| m.values()) {
+        for p in paths.as_array().into_iter().flatten() {
+            let v = &p["nlri"]["value"];
+            let nh = p["attrs"]
+                .as_array()
+                .and_then(|a| a.iter().find_map(|x| x["nexthop"].as_str()))
+                .unwrap_or("");
+            if nh == own || nh.is_empty() {
+                continue;
+            }
+            match p["nlri"]["type"].as_u64() {
+                Some(3) => {
+                    t3 += 1;
+                    if !fdb.contains(&format!("00:00:00:00:00:00 dst {nh} ")) {
+                        lab.ns_ok(
+                            ns,
+                            &[
+                                "bridge",
+                                "fdb",
+                                "append",
+                                "00:00:00:00:00:00",
+                                "dev",
+                                "vx0",
+                                "dst",
+                                nh,
+                            ],
+                        );
+                    }
+                }
+                Some(2) => {
+                    t2 += 1;
+                    let mac = v["mac"].as_str().unwrap_or("");
+                    lab.ns_ok(
+                        ns,
+                        &["bridge", "fdb", "replace", mac, "dev", "vx0", "dst", nh],
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    (t3, t2)
+}
+
+#[test]
+fn evpn_kernel_vtep_with_its_own_speaker_joins() {
+    if !have_gobgp() {
+        return;
+    }
+    // Two vswitchd hosts with agents, and a Linux VTEP (vxlan device,
+    // nolearning) whose routes a plain GoBGP speaker announces.
+    let mut ov = overlay(2, None, 1);
+    let k = ov.ul.add_netns("k");
+    let under = format!("{}.3", ov.ul.net);
+    uplink(&ov.ul, &k, 3, &under);
+    ov.ul.ns_ok(
+        &k,
+        &[
+            "ip",
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            VNI,
+            "local",
+            &under,
+            "dstport",
+            "4789",
+            "nolearning",
+            "dev",
+            "ul0",
+        ],
+    );
+    ov.ul
+        .ns_ok(&k, &["ip", "link", "set", "vx0", "mtu", "1500", "up"]);
+    let kip = ov.nodes[0].lab.ip(3);
+    ov.ul.ns_ok(
+        &k,
+        &["ip", "addr", "add", &format!("{kip}/24"), "dev", "vx0"],
+    );
+    let kmac = ov.ul.mac_of(&k, "vx0");
+    let rr = format!("{}.254", ov.ul.net);
+    let _speaker = start_gobgpd(
+        &ov.ul,
+        &k,
+        &gobgp_conf(&under, std::slice::from_ref(&rr), false),
+        "kernel",
+    );
+    let rd = format!("{under}:{VNI}");
+    let rt = format!("{ASN}:{VNI}");
+    let add = |args: &[&str]| {
+        let mut a = vec!["gobgp", "global", "rib", "add", "-a", "evpn"];
+        a.extend_from_slice(args);
+        wait_until(Duration::from_secs(10), || {
+            ov.ul.ns_exec(&k, &a).status.success()
+        })
+    };
+    assert!(add(&[
+        "multicast",
+        &under,
+        "etag",
+        "0",
+        "rd",
+        &rd,
+        "rt",
+        &rt,
+        "encap",
+        "vxlan",
+        "pmsi",
+        "ingress-repl",
+        VNI,
+        &under,
+        "nexthop",
+        &under,
+    ]));
+    assert!(add(&[
+        "macadv", &kmac, "0.0.0.0", "etag", "0", "label", VNI, "rd", &rd, "rt", &rt, "encap",
+        "vxlan", "nexthop", &under,
+    ]));
+
+    // The vswitchd hosts flood to the kernel VTEP and know its MAC.
+    for n in &ov.nodes {
+        let want = Some(("vx".to_string(), true, Some(under.clone())));
+        assert!(
+            wait_until(Duration::from_secs(40), || n.remotes().contains(&under)
+                && n.entry(&kmac) == want),
+            "{}: flood list {:?}, kernel VTEP MAC {:?}",
+            n.under,
+            n.remotes(),
+            n.entry(&kmac)
+        );
+    }
+    // The kernel VTEP gets its flood list from its RIB; the hosts reach it.
+    assert!(
+        wait_until(Duration::from_secs(20), || program_kernel_vtep(
+            &ov.ul, &k, &under
+        )
+        .0 == 2),
+        "kernel VTEP's RIB: {:?}",
+        program_kernel_vtep(&ov.ul, &k, &under)
+    );
+    for n in &ov.nodes {
+        assert!(
+            n.lab.ping(&n.host, &kip),
+            "{} cannot reach the kernel VTEP",
+            n.host.ns
+        );
+    }
+    // Having spoken, the hosts are advertised: the kernel VTEP gets their
+    // MACs and reaches them by unicast.
+    assert!(
+        wait_until(Duration::from_secs(20), || program_kernel_vtep(
+            &ov.ul, &k, &under
+        ) == (2, 2)),
+        "kernel VTEP's RIB: {:?}",
+        program_kernel_vtep(&ov.ul, &k, &under)
+    );
+    let fdb = ov.ul.ns_ok(&k, &["bridge", "fdb", "show", "dev", "vx0"]);
+    let kh = Host {
+        ns: k.clone(),
+        port: String::new(),
+        ifname: "vx0".into(),
+        ip: kip.clone(),
+        mac: kmac.clone(),
+    };
+    for n in &ov.nodes {
+        assert!(
+            fdb.contains(&format!("{} dst {} ", n.host.mac, n.under)),
+            "kernel FDB lacks {} -> {}: {fdb}",
+            n.host.mac,
+            n.under
+        );
+        assert!(
+            n.lab.ping(&kh, &n.host.ip),
+            "the kernel VTEP cannot reach {}",
+            n.host.ip
+        );
+    }
 }
 
 #[test]
