@@ -71,6 +71,9 @@ gobgp_conf() {
   for n in $neighbours; do
     printf '\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "%s"\n    peer-as = 65000\n' "$n"
     printf '  [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n'
+    printf '    idle-hold-time-after-reset = 1\n'
+    # The reflector waits for its clients to call: no connection collisions.
+    [ "$rr" = rr ] && printf '  [neighbors.transport.config]\n    passive-mode = true\n'
     [ "$rr" = rr ] && printf '  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = "%s"\n' "$id"
     printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "l2vpn-evpn"\n'
   done

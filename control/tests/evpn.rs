@@ -95,7 +95,9 @@ impl Drop for Proc {
 }
 
 /// gobgpd's configuration: iBGP in AS 65000, l2vpn-evpn, to `neighbors`
-/// (as route reflector clients with `rr`).
+/// (with `rr`: route reflector clients, waited for rather than called, so
+/// no connection collisions; a session that resets comes back after 1 s,
+/// not gobgpd's default 30).
 fn gobgp_conf(id: &str, neighbors: &[String], rr: bool) -> String {
     let mut s = format!(
         "[global.config]\n  as = {ASN}\n  router-id = \"{id}\"\n  local-address-list = [\"{id}\"]\n"
@@ -103,11 +105,12 @@ fn gobgp_conf(id: &str, neighbors: &[String], rr: bool) -> String {
     for n in neighbors {
         s += &format!(
             "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{n}\"\n    peer-as = {ASN}\n\
-             \x20 [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n"
+             \x20 [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n    idle-hold-time-after-reset = 1\n"
         );
         if rr {
             s += &format!(
-                "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{id}\"\n"
+                "  [neighbors.transport.config]\n    passive-mode = true\n\
+                 \x20 [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{id}\"\n"
             );
         }
         s += "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"l2vpn-evpn\"\n";
@@ -260,6 +263,15 @@ fn overlay(n: usize, remote: Option<&str>, extra: usize) -> Overlay {
         rr: None,
         ul,
     };
+    let clients: Vec<String> = (1..=n + extra)
+        .map(|i| format!("{}.{i}", ov.ul.net))
+        .collect();
+    ov.rr = Some(start_gobgpd(
+        &ov.ul,
+        &ov.ul.sw,
+        &gobgp_conf(&rr_addr, &clients, true),
+        "rr",
+    ));
     let mut overlay_net: Option<String> = None;
     for i in 1..=n {
         let mut lab = Lab::with_daemon();
@@ -292,14 +304,6 @@ fn overlay(n: usize, remote: Option<&str>, extra: usize) -> Overlay {
             under,
         });
     }
-    let mut clients: Vec<String> = ov.nodes.iter().map(|n| n.under.clone()).collect();
-    clients.extend((n + 1..=n + extra).map(|i| format!("{}.{i}", ov.ul.net)));
-    ov.rr = Some(start_gobgpd(
-        &ov.ul,
-        &ov.ul.sw,
-        &gobgp_conf(&rr_addr, &clients, true),
-        "rr",
-    ));
     for node in &mut ov.nodes {
         node.start_agent();
     }
