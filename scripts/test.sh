@@ -40,3 +40,5 @@ cargo test --workspace -- --test-threads=2 2>&1 | tee "$log"
 # One closing line over all test binaries (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+echo "== fuzzing (each target 30 s over the committed seeds; skipped without nightly)"
+./scripts/fuzz.sh 30

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod fdbshow;
 pub mod persist;
+pub mod privs;
 pub mod server;
 pub mod table;
 

@@ -14,9 +14,68 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Most clients served at once; more are answered with an error and closed.
-pub const MAX_CLIENTS: usize = 64;
-/// A client idle this long is disconnected.
+pub const MAX_CLIENTS: usize = 256;
+/// A client idle this long between requests is disconnected.
 const IDLE: Duration = Duration::from_secs(600);
+/// A request must arrive whole within this long of its first byte: a client
+/// that dribbles bytes cannot hold a slot for ever.
+pub const LINE_DEADLINE: Duration = Duration::from_secs(10);
+/// A client that does not read its answers for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a waiting read looks at its deadlines.
+const TICK: Duration = Duration::from_millis(500);
+
+enum ReadError {
+    Closed,
+    TooLong,
+    TooSlow,
+}
+
+/// Reads one request line (up to and without its newline) into `line`:
+/// at most [`MAX_LINE`] bytes, whole within [`LINE_DEADLINE`] of its first
+/// byte, after at most [`IDLE`] of silence.
+fn read_request(r: &mut BufReader<UnixStream>, line: &mut Vec<u8>) -> Result<(), ReadError> {
+    let waiting = std::time::Instant::now();
+    let mut started: Option<std::time::Instant> = None;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok([]) => return Err(ReadError::Closed),
+            Ok(b) => b,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                match started {
+                    Some(t) if t.elapsed() > LINE_DEADLINE => return Err(ReadError::TooSlow),
+                    None if waiting.elapsed() > IDLE => return Err(ReadError::Closed),
+                    _ => continue,
+                }
+            }
+            Err(_) => return Err(ReadError::Closed),
+        };
+        let t = *started.get_or_insert_with(std::time::Instant::now);
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1),
+            None => (buf, buf.len()),
+        };
+        let complete = done > chunk.len();
+        if line.len() + chunk.len() > MAX_LINE {
+            return Err(ReadError::TooLong);
+        }
+        line.extend_from_slice(chunk);
+        r.consume(done);
+        if complete {
+            return Ok(());
+        }
+        if t.elapsed() > LINE_DEADLINE {
+            return Err(ReadError::TooSlow);
+        }
+    }
+}
 
 pub struct Server {
     pub handle: EngineHandle,
@@ -58,28 +117,36 @@ impl Server {
     }
 
     fn client(&self, stream: UnixStream) {
-        let _ = stream.set_read_timeout(Some(IDLE));
+        // Short reads, so that deadlines are checked while a client is slow.
+        let _ = stream.set_read_timeout(Some(TICK));
         let Ok(mut out) = stream.try_clone() else {
             return;
         };
+        let _ = out.set_write_timeout(Some(WRITE_TIMEOUT));
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
         loop {
             line.clear();
-            // Read at most MAX_LINE + 1 bytes so an endless line cannot grow memory.
-            let n = match (&mut reader)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
-            {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if n > MAX_LINE {
-                let _ = write_reply(
-                    &mut out,
-                    Err(format!("request longer than {MAX_LINE} bytes")),
-                );
-                return;
+            match read_request(&mut reader, &mut line) {
+                Ok(()) => {}
+                Err(ReadError::Closed) => return,
+                Err(ReadError::TooLong) => {
+                    let _ = write_reply(
+                        &mut out,
+                        Err(format!("request longer than {MAX_LINE} bytes")),
+                    );
+                    return;
+                }
+                Err(ReadError::TooSlow) => {
+                    let _ = write_reply(
+                        &mut out,
+                        Err(format!(
+                            "request not completed within {} s",
+                            LINE_DEADLINE.as_secs()
+                        )),
+                    );
+                    return;
+                }
             }
             let text = String::from_utf8_lossy(&line);
             let text = text.trim();

@@ -457,8 +457,11 @@ pub fn segment(h: &VnetHdr, frame: &[u8], out: &mut Segments) -> Result<usize, O
     };
     let pseudo = Csum::default().add(addrs).add_u16(u16::from(l.proto));
     let ip_id = be16(frame, l.l3 + 4);
-    let seq = be32(frame, l.l4 + 4);
-    let flags = frame[l.l4 + 13];
+    // Sequence number and flags are TCP's: a UDP header ends at l4 + 8.
+    let (seq, flags) = match kind {
+        Kind::Tcp { .. } => (be32(frame, l.l4 + 4), frame[l.l4 + 13]),
+        Kind::Udp => (0, 0),
+    };
 
     let mut at = 0;
     for i in 0..count {
@@ -1409,6 +1412,42 @@ mod tests {
     /// A kernel VTEP's TCP super-frame (no virtio header, partial checksum)
     /// becomes a GSO frame cut for a 1500-byte inner MTU; the segments carry
     /// the same bytes and fit the MTU.
+    /// Found by the `offload_segment` fuzz target: a UDP-GSO frame whose UDP
+    /// header ends the frame made `segment` read TCP's flags past the end
+    /// (index out of bounds: the len is 55 but the index is 55).
+    #[test]
+    fn fuzz_regression_udp_gso_reads_no_tcp_fields() {
+        let input = hex(
+            "2c050200f5f52605000000003b0105000000000000000800470000263b0500000b1126\
+             05050026050000000a00000b100b000001000500000a410082e40b3f00b1",
+        );
+        let h = VnetHdr::parse(input[..VNET_HDR_LEN].try_into().unwrap());
+        let mut out = Segments::new();
+        let _ = segment(&h, &input[VNET_HDR_LEN..], &mut out);
+        // And a well-formed UDP-GSO frame that ends with its UDP header.
+        let frame = PacketBuilder::ethernet2(SRC, DST)
+            .ipv4(V4_SRC, V4_DST, 64)
+            .udp(1000, 2000);
+        let mut f = Vec::new();
+        frame.write(&mut f, &[]).unwrap();
+        let h = VnetHdr {
+            gso_type: VnetHdr::GSO_UDP_L4,
+            gso_size: 100,
+            hdr_len: f.len() as u16,
+            ..VnetHdr::default()
+        };
+        let mut out = Segments::new();
+        let _ = segment(&h, &f, &mut out);
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
     fn tunnel_super_frames_get_gso_back() {
         let data = payload(60_000);

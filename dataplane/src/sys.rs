@@ -210,8 +210,16 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> 
         s.spawn(|| {
             // SAFETY: setns(2) on this thread only (it is a fresh thread that
             // exits when `f` returns), with a namespace fd we own.
-            cvt(unsafe { libc::setns(nsfd.as_raw_fd(), libc::CLONE_NEWNET) })
-                .map_err(|e| io::Error::new(e.kind(), format!("entering netns {ns}: {e}")))?;
+            cvt(unsafe { libc::setns(nsfd.as_raw_fd(), libc::CLONE_NEWNET) }).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                    " (entering a network namespace needs CAP_SYS_ADMIN: a vswitchd \
+                         started with --user gets ports in other namespaces from its \
+                         --config file only)"
+                } else {
+                    ""
+                };
+                io::Error::new(e.kind(), format!("entering netns {ns}: {e}{hint}"))
+            })?;
             f()
         })
         .join()

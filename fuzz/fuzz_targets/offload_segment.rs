@@ -1,6 +1,6 @@
 //! Software segmentation and checksum completion on arbitrary frames with
 //! arbitrary virtio headers (the first 10 input bytes), and the VXLAN
-//! receive-side checks on the rest: nothing may panic, and segmentation
+//! receive-side checks and the outer source-port flow hash on the rest: nothing may panic, and segmentation
 //! output stays bounded.
 #![no_main]
 use dataplane::offload::{segment, Segments, MAX_SEGMENTS};
@@ -29,5 +29,6 @@ fuzz_target!(|data: &[u8]| {
         }
     });
     let _ = parse_vxlan_header(frame);
+    let _ = dataplane::port::vxlan::flow_hash(frame);
     let _ = partial_csum(frame);
 });

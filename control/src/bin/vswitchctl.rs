@@ -964,6 +964,15 @@ fn snat_src(r: &Value) -> String {
 
 fn print_human(req: &Request, v: &Value) {
     match req {
+        Request::SetPort { name, .. } => {
+            for e in arr(&v["removed_static"]) {
+                eprintln!(
+                    "note: removed the static FDB entry {} in VLAN {}: port '{name}' no longer carries that VLAN",
+                    s(&e["mac"]),
+                    s(&e["vlan"])
+                );
+            }
+        }
         Request::ListBr => table_of(
             &["BRIDGE", "STP", "AGEING", "FDB_MAX", "FDB", "PORTS"],
             v,

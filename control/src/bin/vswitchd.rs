@@ -49,6 +49,13 @@ struct Args {
     /// Group allowed to use the control socket (mode 0660 instead of 0600)
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+    /// Once the --config ports are open, run as this user with only
+    /// CAP_NET_ADMIN and CAP_NET_RAW. Ports in other network namespaces can
+    /// then only come from --config (entering a namespace needs
+    /// CAP_SYS_ADMIN), and `save` needs write access to the config's
+    /// directory
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -134,7 +141,13 @@ fn run(args: Args) -> Result<(), String> {
     }
     let (_lock_file, lock_path) = lock(&args.socket)?;
     let config = match &args.config {
-        Some(p) => persist::load(p)?,
+        Some(p) => {
+            let stale = persist::remove_stale_temps(p);
+            if stale > 0 {
+                tracing::info!(stale, "removed temporary files of interrupted saves");
+            }
+            persist::load(p)?
+        }
         None => Default::default(),
     };
 
@@ -166,6 +179,26 @@ fn run(args: Args) -> Result<(), String> {
             return Err(e);
         }
     };
+    if let Some(name) = &args.user {
+        // Before the control server starts: its threads inherit this
+        // thread's (reduced) capabilities.
+        let dropped = control::privs::lookup(name).and_then(|u| {
+            control::privs::drop_to(&u)?;
+            Ok(u)
+        });
+        match dropped {
+            Ok(u) => tracing::info!(
+                user = %u.name,
+                uid = u.uid,
+                "running unprivileged, with CAP_NET_ADMIN and CAP_NET_RAW only"
+            ),
+            Err(e) => {
+                handle.shutdown();
+                let _ = fs::remove_file(&args.socket);
+                return Err(format!("--user {name}: {e}"));
+            }
+        }
+    }
     let server = Server {
         handle: handle.clone(),
         config_path: args.config.clone(),

@@ -232,6 +232,8 @@ impl Tables {
                 };
                 let slot = self.ports[p].as_ref().expect("index from port_idx");
                 let mut cfg = slot.cfg.clone();
+                let vlans_change =
+                    access_vlan.is_some() || trunk_vlans.is_some() || native_vlan.is_some();
                 match (access_vlan, trunk_vlans) {
                     (Some(_), Some(_)) => {
                         return Err("give either --access or --trunk, not both".into())
@@ -322,7 +324,25 @@ impl Tables {
                     }
                 }
                 let now = self.now_ns();
+                let mut stranded = Vec::new();
                 if let Some(b) = self.bridges[bi].as_mut() {
+                    // Static entries in VLANs the port no longer carries
+                    // would make `save` write a file the daemon refuses:
+                    // they go, and the reply says which.
+                    let statics = if vlans_change {
+                        b.fdb.entries_unsorted(now)
+                    } else {
+                        Vec::new()
+                    };
+                    for (vlan, mac, e) in statics {
+                        if e.is_static
+                            && e.port == p as PortId
+                            && member.vlan.egress_tagged(vlan).is_none()
+                        {
+                            b.fdb.remove(vlan, mac);
+                            stranded.push(json!({"mac": mac.to_string(), "vlan": vlan}));
+                        }
+                    }
                     b.set_member(p as PortId, member);
                     if bpdu_guard.is_some() {
                         b.clear_guard(p as PortId, now);
@@ -333,7 +353,11 @@ impl Tables {
                     }
                 }
                 self.ports[p].as_mut().expect("index").cfg = cfg;
-                Ok(Value::Null)
+                if stranded.is_empty() {
+                    Ok(Value::Null)
+                } else {
+                    Ok(json!({ "removed_static": stranded }))
+                }
             }
             Request::ListPorts { bridge } => {
                 let filter = match bridge {

@@ -534,6 +534,23 @@ fn classify(h: &SlotHdr, frame_size: usize) -> Slot {
     }
 }
 
+/// For the `afpacket_slot` fuzz target: reads a ring slot's header from
+/// arbitrary bytes (`status` word, then the rest of `struct tpacket2_hdr`)
+/// and classifies it for slots of `frame_size` bytes, as the receive path
+/// does. Returns where a whole frame would be read (`mac..mac + len`), if
+/// anywhere.
+#[doc(hidden)]
+pub fn fuzz_classify(status: u32, hdr: &[u8; 28], frame_size: usize) -> Option<(usize, usize)> {
+    match classify(&SlotHdr::parse(status, hdr), frame_size) {
+        Slot::Whole { mac, len } => Some((mac, len)),
+        _ => None,
+    }
+}
+
+/// The least offset of a frame in a slot (header and virtio header first).
+#[doc(hidden)]
+pub const FUZZ_MIN_MAC: usize = MIN_MAC;
+
 impl RxRing {
     fn new(map: sys::Mmap, geo: RingGeometry, frame_nr: usize) -> RxRing {
         RxRing {
