@@ -17,6 +17,8 @@ command -v tshark >/dev/null || need+=(tshark)
 command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
 # The router tests check the NAT against coturn's RFC 5780 discovery client.
 command -v turnutils_natdiscovery >/dev/null || need+=(coturn)
+# The EVPN tests run GoBGP as the BGP speaker.
+command -v gobgpd >/dev/null || need+=(gobgpd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq

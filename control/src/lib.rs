@@ -6,6 +6,7 @@
 //! `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
 
 pub mod client;
+pub mod evpn;
 pub mod fdbshow;
 pub mod persist;
 pub mod privs;

@@ -18,15 +18,13 @@
 //! heals anything missed (a restarted gobgpd or vswitchd, an entry deleted
 //! by hand), and vswitchd's FDB has to be read anyway.
 
-#[path = "../evpn/mod.rs"]
-mod evpn;
 
 use clap::Parser;
 use control::{DEFAULT_SOCKET, SOCKET_ENV};
-use evpn::gobgp::Gobgp;
-use evpn::model::{Action, LocalState, Programmed};
-use evpn::reconcile::{self, Settings};
-use evpn::switch::Switch;
+use control::evpn::gobgp::Gobgp;
+use control::evpn::model::{Action, LocalState, Programmed};
+use control::evpn::reconcile::{self, Settings};
+use control::evpn::switch::Switch;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,7 +145,7 @@ impl Agent {
     }
 
     /// Both sides' current state, or `None` (logged) if one cannot be read.
-    fn read(&mut self) -> Option<(LocalState, Vec<evpn::model::Path>)> {
+    fn read(&mut self) -> Option<(LocalState, Vec<control::evpn::model::Path>)> {
         let local = match self.switch.state() {
             Ok((st, notes)) => {
                 for n in notes {

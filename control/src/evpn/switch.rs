@@ -1,5 +1,5 @@
 //! vswitchd over its control socket, with the crate's client
-//! (`control::client`): `ListPorts` and `FdbShow` to read (the JSON
+//! (`crate::client`): `ListPorts` and `FdbShow` to read (the JSON
 //! `vswitchctl --json` prints), `SetPort` with `remote_add`/`remote_del`,
 //! `FdbAdd` with `vtep` and `FdbDel` to change.
 //!
@@ -10,7 +10,7 @@
 
 use super::local;
 use super::model::{Action, LocalState};
-use control::client::Client;
+use crate::client::Client;
 use dataplane::api::Request;
 use serde_json::{json, Value};
 use std::marker::PhantomData;
