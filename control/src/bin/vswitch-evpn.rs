@@ -18,13 +18,12 @@
 //! heals anything missed (a restarted gobgpd or vswitchd, an entry deleted
 //! by hand), and vswitchd's FDB has to be read anyway.
 
-
 use clap::Parser;
-use control::{DEFAULT_SOCKET, SOCKET_ENV};
 use control::evpn::gobgp::Gobgp;
 use control::evpn::model::{Action, LocalState, Programmed};
 use control::evpn::reconcile::{self, Settings};
 use control::evpn::switch::Switch;
+use control::{DEFAULT_SOCKET, SOCKET_ENV};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
