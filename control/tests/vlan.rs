@@ -938,9 +938,11 @@ fn vlan_config_and_fdb() {
 
     // A static entry needs a VLAN the port carries.
     lab.ctl_err(&["fdb-add", "br0", "02:00:00:00:77:02", "p1", "--vlan", "30"]);
-    // Changing a port's VLAN flushes what it learned; statics stay.
+    // Changing a port's VLANs flushes what it learned; statics in VLANs it
+    // still carries stay, those it no longer carries go (with a note: a
+    // saved configuration must start again).
     lab.ctl_ok(&["fdb-add", "br0", "02:00:00:00:77:02", "p1", "--vlan", "10"]);
-    lab.ctl_ok(&["set-port", "p1", "--access", "20"]);
+    lab.ctl_ok(&["set-port", "p1", "--trunk", "10,20", "--native", "10"]);
     assert!(
         fdb_of(&lab, &h1.mac).is_empty(),
         "h1's learned entry survived a VLAN change{}",
@@ -956,6 +958,18 @@ fn vlan_config_and_fdb() {
         .fdb_entry("br0", "02:00:00:00:77:02")
         .expect("static entry");
     assert_eq!(e["type"], "static", "{e}");
+    let o = lab.ctl(&["set-port", "p1", "--access", "20"]);
+    assert!(o.status.success());
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        note.contains("02:00:00:00:77:02") && note.contains("VLAN 10"),
+        "{note}"
+    );
+    assert!(
+        fdb_of(&lab, "02:00:00:00:77:02").is_empty(),
+        "{}",
+        diag(&lab)
+    );
     assert!(
         !lab.ping_once(&h1, &h2.ip),
         "h1 (now VLAN 20) reached h2 (VLAN 10)"
