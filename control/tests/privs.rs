@@ -54,6 +54,13 @@ fn unprivileged_daemon_still_forwards() {
     .unwrap();
     lab.start_daemon(&["--config", cfg.to_str().unwrap(), "--user", "nobody"]);
     let pid = lab.daemon_pid();
+    // The socket accepts connections just before the drop: wait for it.
+    assert!(
+        wait_until(Duration::from_secs(5), || status(pid, "Uid:")
+            .starts_with("65534")),
+        "vswitchd did not become nobody\n{}",
+        lab.daemon_log()
+    );
     // Every id is nobody's; only CAP_NET_ADMIN (12) and CAP_NET_RAW (13)
     // are left, in every set that matters; no way back.
     let uid = status(pid, "Uid:");
