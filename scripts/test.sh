@@ -19,6 +19,9 @@ command -v ovs-vswitchd >/dev/null || need+=(openvswitch-switch)
 command -v turnutils_natdiscovery >/dev/null || need+=(coturn)
 # The EVPN tests run GoBGP as the BGP speaker.
 command -v gobgpd >/dev/null || need+=(gobgpd)
+# The metrics tests check /metrics with promtool and scrape it with a real
+# Prometheus.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq

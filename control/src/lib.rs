@@ -8,6 +8,7 @@
 pub mod client;
 pub mod evpn;
 pub mod fdbshow;
+pub mod metrics;
 pub mod persist;
 pub mod privs;
 pub mod server;

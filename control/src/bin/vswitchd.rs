@@ -56,6 +56,14 @@ struct Args {
     /// directory
     #[arg(long, value_name = "USER")]
     user: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (off unless
+    /// given): per-port packets, bytes, drops by reason and link state, FDB
+    /// size and learning, STP state and topology changes, NAT flows, worker
+    /// busy time and batch sizes. No authentication: bind it to loopback or
+    /// a management address, e.g. `--metrics 127.0.0.1:9477`, then
+    /// `curl http://127.0.0.1:9477/metrics`
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -150,6 +158,13 @@ fn run(args: Args) -> Result<(), String> {
         }
         None => Default::default(),
     };
+    // Bound before the workers start: a bad address stops the start with
+    // nothing to undo.
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(control::metrics::bind)
+        .transpose()?;
 
     // Signals first, so a SIGTERM during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
@@ -207,6 +222,20 @@ fn run(args: Args) -> Result<(), String> {
         .name("vswitch-accept".into())
         .spawn(move || server.serve(listener))
         .map_err(|e| format!("starting the control server: {e}"))?;
+    if let Some(listener) = metrics {
+        let addr = listener.local_addr().map(|a| a.to_string());
+        let h = handle.clone();
+        let started = std::thread::Builder::new()
+            .name("vswitch-metrics".into())
+            .spawn(move || control::metrics::serve(listener, h));
+        if let Err(e) = started {
+            handle.shutdown();
+            let _ = fs::remove_file(&args.socket);
+            return Err(format!("starting the metrics server: {e}"));
+        }
+        let addr = addr.unwrap_or_default();
+        tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
+    }
     tracing::info!(socket = %args.socket.display(), workers, "vswitchd ready");
 
     // Wait for SIGINT/SIGTERM, then stop the workers and remove the devices

@@ -444,6 +444,10 @@ pub struct Fdb {
     /// Changes for `vswitchctl monitor` (off unless one listens); the bridge
     /// logs its port events here too.
     pub events: EventLog,
+    /// Stations learned new, and stations that moved to another port, since
+    /// the FDB was made (`vswitchd --metrics`).
+    learned: u64,
+    moved: u64,
 }
 
 impl Fdb {
@@ -464,6 +468,8 @@ impl Fdb {
             latest_ns: 0,
             age_cursor: 0,
             events: EventLog::default(),
+            learned: 0,
+            moved: 0,
         };
         f.set_ageing(ageing_s);
         f.set_max(fdb_max);
@@ -489,6 +495,11 @@ impl Fdb {
 
     pub fn dynamic_len(&self) -> usize {
         self.counts.total
+    }
+
+    /// Learning events so far: (stations learned new, stations moved).
+    pub fn learn_events(&self) -> (u64, u64) {
+        (self.learned, self.moved)
     }
 
     #[inline(always)]
@@ -571,6 +582,7 @@ impl Fdb {
                 *s = Slot::new(k, port, false, peer, now);
                 self.counts.dec(from);
                 self.counts.inc(port);
+                self.moved += 1;
                 self.events.push(BridgeEvent::Fdb {
                     change: FdbChange::Moved(from),
                     vlan,
@@ -592,6 +604,7 @@ impl Fdb {
                 }
                 self.insert(i, Slot::new(k, port, false, peer, now));
                 self.counts.inc(port);
+                self.learned += 1;
                 self.events.push(BridgeEvent::Fdb {
                     change: FdbChange::Learned,
                     vlan,
@@ -853,6 +866,18 @@ mod tests {
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([2, 0, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn learn_events_count_new_and_moved_stations_only() {
+        let mut f = Fdb::new(300, Some(1));
+        f.learn(1, mac(1), 7, 0, None); // new
+        f.learn(1, mac(1), 7, S, None); // refreshed
+        f.learn(1, mac(1), 8, 2 * S, None); // moved
+        f.learn(1, mac(2), 8, 3 * S, None); // full: not learned
+        f.add_static(1, mac(3), 8).unwrap();
+        f.learn(1, mac(3), 7, 4 * S, None); // static: not moved
+        assert_eq!(f.learn_events(), (1, 1));
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub struct Bridge {
     pub mac: MacAddr,
     /// Spanning tree, while on.
     pub stp: Option<Stp>,
+    /// Topology changes spanning tree detected or was told of (kept across
+    /// turning it off and on; `vswitchd --metrics`).
+    pub topology_changes: u64,
 }
 
 impl Bridge {
@@ -176,6 +179,7 @@ impl Bridge {
             runtime: Vec::new(),
             mac: random_local_mac(),
             stp: None,
+            topology_changes: 0,
         }
     }
 
@@ -278,7 +282,9 @@ impl Bridge {
         };
         stp.tick(now_ns, out);
         let fast = stp.fast_ageing_s();
-        stp.take_topology_change();
+        if stp.take_topology_change() {
+            self.topology_changes += 1;
+        }
         let ageing = fast.unwrap_or(self.settings.ageing_s);
         self.fdb.set_ageing(ageing);
         for pid in self.ports.clone() {

@@ -9,6 +9,7 @@
 //! Counters are per worker and summed when asked for. Time is read once per
 //! batch and passed down.
 
+pub mod metrics;
 pub mod monitor;
 mod tables;
 mod worker;
@@ -96,6 +97,8 @@ pub(crate) struct Shared {
     stats: Vec<Arc<Mutex<Vec<PortStats>>>>,
     /// `vswitchctl monitor` listeners.
     monitor: monitor::Monitor,
+    /// Busy time and batch sizes, one set per worker (`--metrics`).
+    worker_counters: Vec<metrics::WorkerCounters>,
 }
 
 impl Shared {
@@ -145,6 +148,7 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
         router,
         stats: stats.clone(),
         monitor: monitor::Monitor::default(),
+        worker_counters: (0..n).map(|_| Default::default()).collect(),
     });
     let mut links = Vec::with_capacity(n);
     let mut threads = Vec::with_capacity(n);

@@ -208,6 +208,7 @@ impl Worker {
                 return;
             }
             let now = self.now_ns();
+            let frames_before = self.shared.worker_counters[self.id].frames();
             // One batch per ready port per turn: fair between busy ports.
             for _ in 0..self.ready.len() {
                 let Some(pid) = self.ready.pop_front() else {
@@ -218,6 +219,10 @@ impl Worker {
                 } else {
                     self.queued[pid as usize] = false;
                 }
+            }
+            let counters = &self.shared.worker_counters[self.id];
+            if counters.frames() != frames_before {
+                counters.busy(self.now_ns().saturating_sub(now));
             }
             if now >= self.next_timer_ns {
                 if self.id == 0 {
@@ -429,6 +434,7 @@ impl Worker {
         }
         self.adapt_busy_poll(now);
         self.last_rx_ns = now;
+        self.shared.worker_counters[self.id].batch(n);
         let full = n == self.batch.capacity();
         if !is_vxlan {
             self.forward(pid, 0..n, now);
