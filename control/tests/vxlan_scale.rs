@@ -415,3 +415,49 @@ fn vlans_of_one_bridge_map_to_vnis() {
         "{e}"
     );
 }
+
+/// TCP from a TAP host (64 KiB TSO frames) crosses the underlay whole:
+/// written into the underlay's UDP-tunnel GSO TAP, routed out of the veth
+/// unsegmented, so the kernel VTEP decapsulates packets far above the MTU.
+/// With `VSWITCH_VXLAN_TAP=0` the port segments in software and sends with
+/// UDP GSO (MTU-sized datagrams); both carry the transfer.
+#[test]
+fn super_frames_cross_the_underlay_whole() {
+    for tap in [true, false] {
+        let env: &[(&str, &str)] = if tap {
+            &[]
+        } else {
+            &[("VSWITCH_VXLAN_TAP", "0")]
+        };
+        let mut v = vx_lab_env(true, env);
+        let k2 = kernel_vtep(&mut v, 2);
+        add_vxlan(&v.lab, "192.0.2.2", &[]);
+        let info = v.lab.port_info("br0", "vx");
+        assert_eq!(info["tunnel_gso"], tap, "{info}");
+        assert!(v.lab.ping(&v.h1, &k2.ip));
+        // What the kernel VTEP decapsulates: one packet per datagram it
+        // got (a UDP GSO send is split back into datagrams on receipt, a
+        // tunnel GSO one is not).
+        let (p0, b0) = rx_counts(&v.lab, &k2.ns, "vx0");
+        let bytes = v.lab.iperf_tcp(&v.h1, &k2);
+        let (p1, b1) = rx_counts(&v.lab, &k2.ns, "vx0");
+        let mean = (b1 - b0) / (p1 - p0).max(1);
+        eprintln!(
+            "tunnel TAP {tap}: {bytes} bytes of TCP, {} packets decapsulated, mean {mean} bytes",
+            p1 - p0
+        );
+        assert!(bytes > 10_000_000, "tunnel TAP {tap}: only {bytes} bytes");
+        if tap {
+            assert!(
+                mean > 8000,
+                "super-frames were cut: mean datagram {mean} bytes"
+            );
+        } else {
+            assert!(
+                mean < 1700,
+                "software segmentation: mean datagram {mean} bytes"
+            );
+        }
+        assert_eq!(drops_of(&v.lab, "vx", "tx_error"), 0);
+    }
+}

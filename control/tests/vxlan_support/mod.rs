@@ -28,7 +28,13 @@ pub struct Vx {
 /// switch's underlay veth (MTU 1600, so 1500-byte inner frames need no
 /// fragmentation), with LOCAL on it unless `with_local` is false.
 pub fn vx_lab_with(with_local: bool) -> Vx {
-    let mut lab = Lab::with_daemon();
+    vx_lab_env(with_local, &[])
+}
+
+/// [`vx_lab_with`], the daemon started with `env`.
+pub fn vx_lab_env(with_local: bool, env: &[(&str, &str)]) -> Vx {
+    let mut lab = Lab::new();
+    lab.start_daemon_env(&[], env);
     lab.add_br("br0", &[]);
     let h1 = lab.tap_host("br0", 1);
     let ul = lab.add_netns("ul");
@@ -211,6 +217,20 @@ pub fn udp_flows(lab: &Lab, from: &Host, to_ip: &str, sports: &[u16], n: u32) {
         from.ip
     );
     lab.ns_ok(&from.ns, &["python3", "-c", &script]);
+}
+
+/// Received packets and bytes of `ifname` in `ns`.
+pub fn rx_counts(lab: &Lab, ns: &str, ifname: &str) -> (u64, u64) {
+    let read = |what: &str| -> u64 {
+        lab.ns_ok(
+            ns,
+            &["cat", &format!("/sys/class/net/{ifname}/statistics/{what}")],
+        )
+        .trim()
+        .parse()
+        .expect("counter")
+    };
+    (read("rx_packets"), read("rx_bytes"))
 }
 
 /// Fixes `ip` to `mac` in `h`'s neighbour table (no ARP needed).

@@ -753,6 +753,7 @@ impl Tables {
             v["dstport"] = json!(c.dstport.unwrap_or(crate::config::VXLAN_PORT));
             v["srcport"] = json!(c.srcport_range().to_string());
             v["source_ports"] = json!(x.source_ports());
+            v["tunnel_gso"] = json!(x.tunnel_gso());
             v["vtep_learning"] = json!(c.vtep_learning);
             v["learned_remotes"] = json!(x.learned_remotes());
             if !x.local_up() {

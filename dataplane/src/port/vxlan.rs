@@ -21,6 +21,7 @@
 //! payload: it is segmented and checksummed in software first, and sent
 //! with UDP GSO where the kernel has it.
 
+pub mod tunnel_tap;
 pub mod underlay;
 
 use super::{is_transient, Caps, IoScratch, Port, TxItem};
@@ -404,6 +405,70 @@ impl VxlanPort {
         Ok((pid, peer, inner_offload(inner)))
     }
 
+    /// Whether super-frames go whole through the underlay's tunnel TAP.
+    pub fn tunnel_gso(&self) -> bool {
+        self.under.tap.as_ref().is_some_and(|t| t.usable())
+    }
+
+    /// Sends frame `f`, whose virtio header asks for offloads, whole through
+    /// the underlay's tunnel TAP to each of `dsts`. False if it cannot go
+    /// that way (no TAP, a tag edit, an IPv6 remote, too big, or the kernel
+    /// refused): the caller segments it.
+    fn send_whole(
+        &self,
+        f: &Frame,
+        edit: TagEdit,
+        dsts: &[u16],
+        remotes: &Remotes,
+        stats: &mut PortStats,
+    ) -> bool {
+        let Some(tap) = self.under.tap.as_ref() else {
+            return false;
+        };
+        let h = f.vnet();
+        let data = f.data();
+        if edit != TagEdit::None || !tap.takes(&h, data.len()) {
+            return false;
+        }
+        let Some(l2) = crate::wire::eth::L2::parse(data) else {
+            return false;
+        };
+        let sport = self.source_port(flow_hash(data));
+        let segs = if h.gso_type == crate::packet::VnetHdr::GSO_NONE || h.gso_size == 0 {
+            1
+        } else {
+            data.len()
+                .saturating_sub(usize::from(h.hdr_len))
+                .div_ceil(usize::from(h.gso_size))
+                .max(1)
+        };
+        let wire_bytes = data.len() + (segs - 1) * usize::from(h.hdr_len);
+        let mut hdrs = [0u8; tunnel_tap::TUNNEL_HDR_LEN + tunnel_tap::OUTER_LEN];
+        for &d in dsts {
+            let Some(IpAddr::V4(to)) = remotes.list.get(d as usize).map(|r| r.ip) else {
+                return false;
+            };
+            tap.headers((&h, l2.l3, data.len()), (to, sport), &self.hdr, &mut hdrs);
+            match tap.write(&hdrs, data) {
+                Ok(()) => {
+                    stats.tx_packets += segs as u64;
+                    stats.tx_bytes += wire_bytes as u64;
+                }
+                Err(_) if !tap.usable() => return false,
+                Err(e) if is_transient(&e) => stats.drop(DropReason::TxQueueFull),
+                Err(_) => stats.drop(DropReason::TxError),
+            }
+        }
+        true
+    }
+
+    /// The outer source port for a flow hash, in the port's range.
+    fn source_port(&self, h: u32) -> u16 {
+        let (min, max) = self.pool.range;
+        let span = u64::from(max - min) + 1;
+        min + ((u64::from(h) * span) >> 32) as u16
+    }
+
     /// Sends the messages prepared in `msgs[..n]` on `fd`, counting per
     /// message.
     fn send_prepared(
@@ -594,6 +659,11 @@ impl Port for VxlanPort {
                 } else {
                     &remotes.flood
                 };
+                if offload::needs_software(&f.vnet())
+                    && self.send_whole(f, it.edit, dsts, &remotes, stats)
+                {
+                    continue;
+                }
                 if offload::needs_software(&f.vnet()) {
                     // A UDP payload cannot carry offloads: segment (and
                     // checksum) in software, then send every piece now (the

@@ -257,6 +257,9 @@ impl SrcPool {
 pub struct Underlay {
     pub sock: UdpSocket,
     pub local: SocketAddr,
+    /// Where super-frames go whole (IPv4, where the kernel takes
+    /// UDP-tunnel GSO on a TAP; see [`super::tunnel_tap`]).
+    pub tap: Option<super::tunnel_tap::TunnelTap>,
     segs: RwLock<HashMap<u32, Arc<Segment>>>,
     pools: Mutex<Vec<Weak<SrcPool>>>,
 }
@@ -294,9 +297,23 @@ impl Underlay {
             None => {
                 let sock = bind_udp(local).map_err(|e| JoinError::Bind(local, e))?;
                 crate::sys::set_socket_buffers(std::os::fd::AsRawFd::as_raw_fd(&sock), SOCK_BUF);
+                let tap = match local.ip() {
+                    IpAddr::V4(v4) => match super::tunnel_tap::TunnelTap::open(v4) {
+                        Ok(t) => {
+                            tracing::info!(tap = %t.name, %local, "VXLAN super-frames go whole through a UDP-tunnel GSO TAP");
+                            Some(t)
+                        }
+                        Err(e) => {
+                            tracing::info!(%local, "no UDP-tunnel GSO TAP ({e}): super-frames are segmented in software");
+                            None
+                        }
+                    },
+                    IpAddr::V6(_) => None,
+                };
                 let u = Arc::new(Underlay {
                     sock,
                     local,
+                    tap,
                     segs: RwLock::new(HashMap::new()),
                     pools: Mutex::new(Vec::new()),
                 });
