@@ -354,14 +354,33 @@ VTEP_REMOTE = "192.0.2.2"
 VNI = "100"
 
 
-def remote_vtep(env, opts):
+# The underlay veth's offloads (the -gro and -wire rows).  A veth hands a GSO
+# packet to its peer whole: the kernel's vxlan sends one 64 KiB UDP-tunnel GSO
+# packet, vswitchd one UDP GSO send of MTU-sized datagrams, which H2's UDP
+# layer splits again (the VXLAN socket takes no UDP_L4 GSO) before decapsulating
+# each.  "wire" makes the veth behave as a link between two NICs: the sender's
+# u0 segments everything in software (TSO, UDP GSO, tunnel GSO off), so MTU-sized
+# datagrams cross it, and H2's eth0 re-assembles them with GRO (its UDP tunnel
+# GRO coalesces VXLAN datagrams into inner TCP super-packets).  veth runs NAPI
+# GRO only for packets from a sender without TSO, or from a local socket when
+# the receiver has rx-udp-gro-forwarding or rx-gro-list.
+UNDERLAY_WIRE_TX_OFF = ("tso", "gso", "tx-udp-segmentation", "tx-udp_tnl-segmentation",
+                        "tx-udp_tnl-csum-segmentation")
+
+
+def remote_vtep(env, opts, underlay=None):
     """H2 as a kernel VTEP: underlay veth u0 (switch, VTEP_LOCAL) <-> eth0 (H2,
     VTEP_REMOTE), MTU 1600 so 1500-byte inner frames are not fragmented, and a
-    vxlan device vx0 carrying H2's address."""
+    vxlan device vx0 carrying H2's address.  `underlay`: None (veth defaults),
+    "gro" (H2's eth0 receives with --underlay-gro-features, default GRO and
+    rx-udp-gro-forwarding) or "wire" (that, and u0 segments in software what it
+    sends, as a NIC puts MTU-sized packets on a wire)."""
     veth_into(env.sw, "u0", env.h2)
     for ns, ifname, addr in ((env.sw, "u0", VTEP_LOCAL), (env.h2, "eth0", VTEP_REMOTE)):
         run(nsexec(ns, "ip", "link", "set", ifname, "mtu", "1600", "up"))
         run(nsexec(ns, "ip", "addr", "add", "%s/24" % addr, "dev", ifname))
+    if underlay:
+        underlay_gro(env, opts, underlay == "wire")
     run(nsexec(env.h2, "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI,
                "local", VTEP_REMOTE, "remote", VTEP_LOCAL, "dstport", "4789", "dev", "eth0"))
     run(nsexec(env.h2, "ip", "link", "set", "vx0", "mtu", "1500", "up"))
@@ -371,9 +390,41 @@ def remote_vtep(env, opts):
     env.h2_if = "vx0"
 
 
-def setup_kernel_vxlan(env, opts):
+ETHTOOL_LONG_NAMES = {"gro": "generic-receive-offload", "lro": "large-receive-offload",
+                      "tso": "tcp-segmentation-offload", "gso": "generic-segmentation-offload"}
+
+
+def ethtool_set(ns, ifname, feats, state):
+    """ethtool -K ifname f1 state f2 state ...; checks that every feature took."""
+    if not shutil.which("ethtool"):
+        raise BenchError("the -gro and -wire rows need ethtool")
+    cmd = ["ethtool", "-K", ifname]
+    for f in feats:
+        cmd += [f, state]
+    run(nsexec(ns, *cmd))
+    shown = run(nsexec(ns, "ethtool", "-k", ifname)).stdout
+    for f in feats:
+        name = ETHTOOL_LONG_NAMES.get(f, f)
+        if not re.search(r"^\s*%s: %s" % (re.escape(name), state), shown, re.M):
+            raise BenchError("%s in %s did not take %s %s" % (ifname, ns, f, state))
+
+
+def underlay_gro(env, opts, wire=False):
+    """Turns on the --underlay-gro-features on H2's underlay veth (a veth
+    before 5.13 has no NAPI GRO); with `wire`, also turns off every kind of
+    segmentation offload on the sending end u0."""
+    feats = [f for f in opts.underlay_gro_features.split(",") if f]
+    ethtool_set(env.h2, "eth0", feats, "on")
+    env.notes.append("H2's underlay veth: %s on" % ", ".join(feats))
+    if wire:
+        ethtool_set(env.sw, "u0", UNDERLAY_WIRE_TX_OFF, "off")
+        env.notes.append("underlay veth u0 segments in software: %s off"
+                         % ", ".join(UNDERLAY_WIRE_TX_OFF))
+
+
+def setup_kernel_vxlan(env, opts, underlay=None):
     kernel_bridge(env, opts, (("p1", env.h1),))
-    remote_vtep(env, opts)
+    remote_vtep(env, opts, underlay)
     run(nsexec(env.sw, "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI,
                "local", VTEP_LOCAL, "remote", VTEP_REMOTE, "dstport", "4789", "dev", "u0"))
     run(nsexec(env.sw, "ip", "link", "set", "vx0", "mtu", "1500", "master", "br0", "up"))
@@ -381,9 +432,9 @@ def setup_kernel_vxlan(env, opts):
     env.notes.append("H1 on a veth into a Linux bridge with a vxlan device; H2 a kernel VTEP")
 
 
-def setup_vswitch_vtep(env, opts):
+def setup_vswitch_vtep(env, opts, underlay=None):
     vswitch_taps(env, opts, (("h1", env.h1),))
-    remote_vtep(env, opts)
+    remote_vtep(env, opts, underlay)
     vswitchctl(env, opts, "add-port", "br0", "vx", "--type", "vxlan", "--vni", VNI,
                "--local", VTEP_LOCAL, "--remote", VTEP_REMOTE)
     host_addr(env.h1, "eth0", env.h1_ip)
@@ -518,6 +569,18 @@ SCENARIOS = [
              "kernel", None, CPU_KERNEL),
     Scenario("vs-vtep", "vswitch VTEP", setup_vswitch_vtep, teardown_common,
              "vswitch", "kvxlan", CPU_DAEMON),
+    Scenario("kvxlan-gro", "kernel bridge+vxlan, underlay GRO",
+             lambda env, opts: setup_kernel_vxlan(env, opts, "gro"), teardown_common,
+             "kernel", None, CPU_KERNEL),
+    Scenario("vs-vtep-gro", "vswitch VTEP, underlay GRO",
+             lambda env, opts: setup_vswitch_vtep(env, opts, "gro"), teardown_common,
+             "vswitch", "kvxlan-gro", CPU_DAEMON),
+    Scenario("kvxlan-wire", "kernel bridge+vxlan, wire-like underlay",
+             lambda env, opts: setup_kernel_vxlan(env, opts, "wire"), teardown_common,
+             "kernel", None, CPU_KERNEL),
+    Scenario("vs-vtep-wire", "vswitch VTEP, wire-like underlay",
+             lambda env, opts: setup_vswitch_vtep(env, opts, "wire"), teardown_common,
+             "vswitch", "kvxlan-wire", CPU_DAEMON),
     Scenario("kernel-router", "kernel router+SNAT", setup_kernel_router, teardown_common,
              "kernel", None, CPU_KERNEL_ROUTER),
     Scenario("vs-rtap", "vswitch router TAP", setup_vswitch_router_tap, teardown_common,
@@ -530,6 +593,7 @@ SCENARIOS = [
 SCENARIO_GROUPS = {
     "l2": ["direct", "kernel", "vs-tap", "vs-afp", "kvxlan", "vs-vtep"],
     "routed": ["kernel-router", "vs-rtap", "vs-rafp"],
+    "vxlan-underlay": ["kvxlan-gro", "vs-vtep-gro", "kvxlan-wire", "vs-vtep-wire"],
 }
 
 
@@ -1453,6 +1517,10 @@ def parse_args(argv):
                          "CPU-above-direct rows")
     ap.add_argument("--no-offload", action="store_true",
                     help="turn TSO/GSO/GRO off on every veth/TAP endpoint (ethtool)")
+    ap.add_argument("--underlay-gro-features", default="gro,rx-udp-gro-forwarding",
+                    metavar="F1,F2",
+                    help="ethtool features the -gro and -wire VXLAN rows turn on on H2's "
+                         "underlay veth (default gro,rx-udp-gro-forwarding)")
     ap.add_argument("--perf", metavar="DIR",
                     help="record vswitchd with perf during each throughput test (files "
                          "<scenario>-<test>-r<round>.data in DIR) and add a section on where "
