@@ -193,6 +193,7 @@ class Env:
         self.switch_pid = None      # PID whose CPU is "the switch", if any
         self.daemon = None          # Popen of vswitchd
         self.daemon_log = None
+        self.daemon_env = []        # VAR=VALUE settings for vswitchd
         self.socket = None
         self.namespaces = []
         self.tap_hosts = []         # namespaces holding daemon-created TAPs
@@ -244,7 +245,8 @@ def start_vswitchd(env, opts):
     env.socket = "/tmp/%s-%s.sock" % (TAG, env.name)
     env.daemon_log = "/tmp/%s-%s-vswitchd.log" % (TAG, env.name)
     REG.files.extend([env.socket, env.socket + ".lock", env.daemon_log])
-    cmd = nsexec(env.sw, os.path.join(opts.bin_dir, "vswitchd"), "--socket", env.socket)
+    cmd = nsexec(env.sw, *(["env"] + env.daemon_env if env.daemon_env else []),
+                 os.path.join(opts.bin_dir, "vswitchd"), "--socket", env.socket)
     if opts.workers:
         cmd += ["--workers", str(opts.workers)]
     cmd += opts.vswitchd_arg
@@ -432,13 +434,19 @@ def setup_kernel_vxlan(env, opts, underlay=None):
     env.notes.append("H1 on a veth into a Linux bridge with a vxlan device; H2 a kernel VTEP")
 
 
-def setup_vswitch_vtep(env, opts, underlay=None):
+def setup_vswitch_vtep(env, opts, underlay=None, tunnel_tap=True):
+    if not tunnel_tap:
+        # The path before the UDP-tunnel GSO TAP: software segmentation and
+        # UDP GSO sends.
+        env.daemon_env = ["VSWITCH_VXLAN_TAP=0"]
     vswitch_taps(env, opts, (("h1", env.h1),))
     remote_vtep(env, opts, underlay)
     vswitchctl(env, opts, "add-port", "br0", "vx", "--type", "vxlan", "--vni", VNI,
                "--local", VTEP_LOCAL, "--remote", VTEP_REMOTE)
     host_addr(env.h1, "eth0", env.h1_ip)
-    env.notes.append("H1 on a vswitchd TAP port, a vswitchd VXLAN port; H2 a kernel VTEP")
+    env.notes.append("H1 on a vswitchd TAP port, a vswitchd VXLAN port (%s); H2 a kernel VTEP"
+                     % ("super-frames whole through a UDP-tunnel GSO TAP" if tunnel_tap
+                        else "super-frames segmented in software, UDP GSO"))
 
 
 # Routed rows: H1 in an inside subnet, H2 in an outside one, a router between
@@ -569,6 +577,9 @@ SCENARIOS = [
              "kernel", None, CPU_KERNEL),
     Scenario("vs-vtep", "vswitch VTEP", setup_vswitch_vtep, teardown_common,
              "vswitch", "kvxlan", CPU_DAEMON),
+    Scenario("vs-vtep-sw", "vswitch VTEP, software GSO",
+             lambda env, opts: setup_vswitch_vtep(env, opts, tunnel_tap=False), teardown_common,
+             "vswitch", "kvxlan", CPU_DAEMON),
     Scenario("kvxlan-gro", "kernel bridge+vxlan, underlay GRO",
              lambda env, opts: setup_kernel_vxlan(env, opts, "gro"), teardown_common,
              "kernel", None, CPU_KERNEL),
@@ -591,7 +602,7 @@ SCENARIOS = [
 
 # Names that stand for several scenarios in --scenarios.
 SCENARIO_GROUPS = {
-    "l2": ["direct", "kernel", "vs-tap", "vs-afp", "kvxlan", "vs-vtep"],
+    "l2": ["direct", "kernel", "vs-tap", "vs-afp", "kvxlan", "vs-vtep", "vs-vtep-sw"],
     "routed": ["kernel-router", "vs-rtap", "vs-rafp"],
     "vxlan-underlay": ["kvxlan-gro", "vs-vtep-gro", "kvxlan-wire", "vs-vtep-wire"],
 }
