@@ -11,7 +11,7 @@
 #   vmlinuz      the kernel
 #   initrd.gz    busybox, the virtio-net modules (virtio_ring, virtio,
 #                virtio_pci_*_dev, virtio_pci, failover, net_failover,
-#                virtio_net) and 8021q, examples/vm/init as /init and the
+#                virtio_net) and 8021q (with llc, stp, garp, mrp), examples/vm/init as /init and the
 #                guest tools vm-send (TCP to a host with nc) and vm-serve
 #                (a file over HTTP with busybox httpd, for fetch.py)
 # Rebuilt only when the packages or the guest files change; safe to run
@@ -79,7 +79,7 @@ for app in $("$root/bin/busybox" --list); do
 done
 moddir=$(echo "$work"/k/lib/modules/*)
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
-         failover net_failover virtio_net 8021q; do
+         failover net_failover virtio_net llc stp garp mrp 8021q; do
   f=$(find "$moddir" -name "$m.ko*" | head -1)
   [ -n "$f" ] || continue   # built in, or not in this kernel
   case "$f" in
