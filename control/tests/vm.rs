@@ -241,3 +241,40 @@ fn two_guests_in_different_vlans_are_isolated() {
         );
     }
 }
+
+/// A guest that tags its own traffic (eth0.20 in the guest, `vm.vlan=20`)
+/// on a trunk port carrying VLANs 10 and 20: it reaches the VLAN 20 host,
+/// its frames are learned in VLAN 20, and the VLAN 10 host stays out of
+/// reach.
+#[test]
+fn guest_tagging_on_a_trunk_port() {
+    let Some(kit) = kit() else { return };
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.tap_host("br0", 1);
+    let h2 = lab.tap_host("br0", 2);
+    lab.ctl_ok(&["set-port", "p1", "--access", "10"]);
+    lab.ctl_ok(&["set-port", "p2", "--access", "20"]);
+    let mut g = Guest::boot(&lab, &kit, spec(&lab, "g1", 5, Some(20)));
+    wait_tap(&lab, &mut g);
+    let tap = g.spec.tap.clone();
+    lab.ctl_ok(&[
+        "add-port", "br0", "vm1", "--type", "afpacket", "--ifname", &tap,
+    ]);
+    lab.ctl_ok(&["set-port", "vm1", "--trunk", "10,20"]);
+    g.wait_ready(BOOT);
+    assert!(
+        g.ping(&h2.ip, 10),
+        "g1 (tagged 20) cannot ping h2 (VLAN 20)"
+    );
+    assert!(lab.ping(&h2, &g.ip()), "h2 cannot ping g1");
+    assert!(
+        g.unreachable(&h1.ip, 3),
+        "g1 (tagged 20) reaches h1 (VLAN 10)"
+    );
+    let e = lab
+        .fdb_entry("br0", &g.spec.mac)
+        .expect("guest MAC learned");
+    assert_eq!(e["vlan"], 20, "{e}");
+    assert_eq!(e["port"], "vm1", "{e}");
+}
