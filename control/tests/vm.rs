@@ -140,7 +140,8 @@ fn qemu_tap_attached_as_afpacket() {
 
 /// (b) A persistent TAP made beforehand (`ip tuntap add`), attached to the
 /// bridge before the VM starts, then opened by QEMU: the guest and a host
-/// ping each other. When the VM goes away the TAP and the port stay.
+/// ping each other. When the VM goes away the TAP and the port stay, and
+/// the VM booted again on the same TAP is reachable again.
 #[test]
 fn persistent_tap_attached_before_boot() {
     let Some(kit) = kit() else { return };
@@ -169,6 +170,23 @@ fn persistent_tap_attached_before_boot() {
     );
     let info = lab.port_info("br0", "vm1");
     assert_eq!(info["ifname"], tap.as_str(), "{info}");
+
+    // The VM restarts on the same TAP: the port carries its traffic again.
+    let spec2 = g.spec.clone();
+    drop(g);
+    let mut g = Guest::boot(&lab, &kit, spec2);
+    g.wait_ready(BOOT);
+    assert!(
+        g.ping(&h1.ip, 10),
+        "after a restart on the persistent TAP the guest cannot ping {}; port: {}",
+        h1.ip,
+        lab.port_info("br0", "vm1")
+    );
+    assert!(
+        lab.ping(&h1, &g.ip()),
+        "{} cannot ping the restarted guest",
+        h1.ns
+    );
 }
 
 /// (c) Two guests on one bridge in different VLANs (access 10 and 20), each
