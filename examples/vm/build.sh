@@ -30,7 +30,7 @@ apt_dl() { (cd "$cache" && apt-get -q -o APT::Sandbox::User=root download "$@" >
 # The concrete kernel package behind the meta-package (or the name itself
 # when it is already concrete, e.g. linux-image-6.1.0-57-cloud-amd64).
 resolve() {
-  apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
+  { apt-cache depends "$meta" 2>/dev/null || true; } | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
 kpkg=$(resolve)
 if [ -z "$kpkg" ] && ! apt-cache show "$meta" >/dev/null 2>&1; then
