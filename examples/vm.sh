@@ -4,10 +4,11 @@
 # /var/cache/vswitch-vm) under TCG, its virtio-net NIC on a TAP that vswitch
 # attaches as an AF_PACKET port, as a VM manager wires it. A namespace host
 # h1 (10.78.0.1) sits on a TAP port of the same bridge. The guest
-# (10.78.0.100) pings h1, h1 pings the guest, and the guest sends 20 MiB over
-# TCP to h1 (busybox nc; TSO and checksum offloads from the guest's
-# virtio-net travel through the TAP and the switch); then everything is torn
-# down.
+# (10.78.0.100) pings h1, h1 pings the guest, the guest sends 8 MiB over TCP
+# to h1 (busybox nc), and h1 downloads 20 MiB five times from the guest's
+# busybox httpd (sendfile: the guest's virtio-net TSO super-frames and
+# checksum offload travel whole through the TAP and the switch); then
+# everything is torn down.
 #   sudo examples/vm.sh                # QEMU creates the TAP (-netdev tap,ifname=...)
 #   sudo examples/vm.sh --persistent   # a persistent TAP made first (ip tuntap add)
 #   sudo examples/vm.sh --console      # the guest's serial console instead of the
