@@ -26,9 +26,11 @@ fn spec(lab: &Lab, name: &str, i: u8, vlan: Option<u16>) -> GuestSpec {
 
 /// (a) QEMU creates its TAP (`-netdev tap,ifname=...,script=no`) and vswitch
 /// attaches it with `--type afpacket`. The guest and a namespace host on a
-/// TAP port ping each other; a 20 MiB TCP transfer from the guest arrives
-/// whole (byte count and SHA-256), carried as TSO super-frames with
-/// checksum offload from the guest's virtio-net through the AF_PACKET port.
+/// TAP port ping each other; TCP from the guest arrives whole (byte count
+/// and SHA-256): 8 MiB the guest sends with nc, and 5 x 20 MiB h1 downloads
+/// from the guest's httpd, carried as TSO super-frames with checksum
+/// offload from the guest's virtio-net through the AF_PACKET port.
+/// `del-port` then leaves QEMU's TAP in place and cuts the guest off.
 #[test]
 fn qemu_tap_attached_as_afpacket() {
     let Some(kit) = kit() else { return };
@@ -135,6 +137,18 @@ fn qemu_tap_attached_as_afpacket() {
         got.mbit,
         p1 - p0,
         lens.len()
+    );
+
+    // del-port detaches the VM: its TAP (QEMU's) stays, the guest is cut off.
+    lab.ctl_ok(&["del-port", "vm1"]);
+    let tap = g.spec.tap.clone();
+    assert!(
+        lab.link_exists(&lab.sw, &tap),
+        "del-port removed QEMU's TAP"
+    );
+    assert!(
+        g.unreachable(&h1.ip, 2),
+        "the guest still reaches h1 after del-port"
     );
 }
 
