@@ -22,6 +22,9 @@ command -v gobgpd >/dev/null || need+=(gobgpd)
 # The metrics tests check /metrics with promtool and scrape it with a real
 # Prometheus.
 command -v promtool >/dev/null || need+=(prometheus)
+# The VM tests boot QEMU guests under TCG (the guest's kernel and busybox
+# come from `apt-get download`, see examples/vm/build.sh).
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq

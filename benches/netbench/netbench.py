@@ -516,6 +516,147 @@ def setup_vswitch_router_afpacket(env, opts):
                      "up, SNAT out of up); AF_PACKET ports on veth ends")
 
 
+# --------------------------------------------------------------------------
+# VM rows: a QEMU guest (TCG) on a TAP, as a VM manager wires it
+#     H1 (eth0 10.201.0.1)  <-- switch -->  guest (virtio-net 10.201.0.2)
+# The guest is examples/vm's kit (a Debian kernel, a busybox initramfs); it
+# serves a file with busybox httpd (sendfile: 64 KiB TSO super-frames) and
+# H1 downloads it: TCP guest -> H1. QEMU runs in the switch namespace, where
+# its TAP is a port of the kernel bridge (kernel-vm) or an AF_PACKET port of
+# vswitchd (vs-vm). A TCG guest is CPU-bound: these rows compare the
+# switches under a slow sender, not line rate.
+# --------------------------------------------------------------------------
+
+VM_TAP = "vmtap0"
+VM_MAC = "52:54:00:c9:00:02"
+VM_MIB = 32
+VM_HTTP_PORT = 8080
+VM_TESTS = ("tcp1", "rtt")
+
+
+def vm_kit(opts):
+    """(kernel, initrd) from examples/vm/build.sh, built once per run."""
+    if getattr(opts, "vm_kit", None):
+        return opts.vm_kit
+    if not shutil.which("qemu-system-x86_64"):
+        raise BenchError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+    cp = run(["bash", os.path.join(REPO_ROOT, "examples", "vm", "build.sh")], timeout=600,
+             check=False)
+    kv = dict(line.split("=", 1) for line in cp.stdout.splitlines() if "=" in line)
+    if cp.returncode != 0 or "KERNEL" not in kv or "INITRD" not in kv:
+        raise BenchError("examples/vm/build.sh failed: %s" % cp.stderr[-500:])
+    opts.vm_kit = (kv["KERNEL"], kv["INITRD"])
+    return opts.vm_kit
+
+
+def vm_boot(env, opts, attach):
+    """Boots the guest in the switch namespace on TAP VM_TAP (QEMU creates
+    it), calls attach() once the TAP exists, and waits until the guest
+    serves its file."""
+    kernel, initrd = vm_kit(opts)
+    env.h2_ip = H2_IP
+    env.vm_console = "/tmp/%s-%s-console.log" % (TAG, env.name)
+    REG.files.append(env.vm_console)
+    append = ("console=ttyS0 quiet panic=-1 vm.name=bench vm.ip=%s/%d vm.run=vm-serve,%d,%d"
+              % (H2_IP, PREFIX_LEN, VM_MIB, VM_HTTP_PORT))
+    cmd = nsexec(env.sw, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-smp", "1",
+                 "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
+                 "-monitor", "none", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
+                 "-append", append,
+                 "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vnet_hdr=on" % VM_TAP,
+                 "-device", "virtio-net-pci,netdev=n0,mac=%s" % VM_MAC)
+    con = open(env.vm_console, "wb")
+    try:
+        # `ip netns exec` execs QEMU: the PID is QEMU's.
+        env.vm = spawn(cmd, "qemu[%s]" % env.name, stdout=con, stderr=subprocess.STDOUT)
+    finally:
+        con.close()
+    deadline = time.monotonic() + 20
+    while run(nsexec(env.sw, "ip", "link", "show", VM_TAP), check=False).returncode != 0:
+        if env.vm.poll() is not None or time.monotonic() > deadline:
+            raise BenchError("QEMU did not create TAP %s; console:\n%s"
+                             % (VM_TAP, tail_file(env.vm_console)))
+        time.sleep(0.1)
+    attach()
+    deadline = time.monotonic() + 180
+    while True:
+        with open(env.vm_console, "rb") as f:
+            text = f.read().decode(errors="replace")
+        if "@@SERVE" in text:
+            break
+        if env.vm.poll() is not None or time.monotonic() > deadline:
+            raise BenchError("the guest did not come up; console:\n%s" % text[-1500:])
+        time.sleep(0.2)
+    env.notes.append("QEMU %s guest (TCG, 1 vCPU) on TAP %s, virtio-net vnet_hdr=on; "
+                     "H1 downloads %d MiB from its busybox httpd" % ("x86_64", VM_TAP, VM_MIB))
+
+
+def setup_kernel_vm(env, opts):
+    for n in (env.sw, env.h1):
+        env.ns(n)
+    run(nsexec(env.sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"))
+    run(nsexec(env.sw, "ip", "link", "set", "br0", "up"))
+    veth_into(env.sw, "p1", env.h1)
+    run(nsexec(env.sw, "ip", "link", "set", "p1", "master", "br0"))
+    host_addr(env.h1, "eth0", env.h1_ip)
+
+    def attach():
+        run(nsexec(env.sw, "ip", "link", "set", VM_TAP, "master", "br0"))
+        run(nsexec(env.sw, "ip", "link", "set", VM_TAP, "up"))
+    vm_boot(env, opts, attach)
+    env.notes.append("kernel bridge (STP off): H1 on a veth, the guest's TAP a bridge port")
+
+
+def setup_vswitch_vm(env, opts):
+    vswitch_taps(env, opts, (("h1", env.h1),))
+    host_addr(env.h1, "eth0", env.h1_ip)
+    vm_boot(env, opts, lambda: vswitchctl(env, opts, "add-port", "br0", "vm", "--type",
+                                          "afpacket", "--ifname", VM_TAP))
+    env.notes.append("vswitchd: H1 on a TAP port, the guest's TAP an AF_PACKET port")
+
+
+def teardown_vm(env):
+    vm = getattr(env, "vm", None)
+    if vm is not None:
+        REG.kill_proc(vm, "qemu[%s]" % env.name, grace=3.0)
+        env.vm = None
+    teardown_common(env)
+
+
+def test_vm_tcp(env, opts):
+    """TCP guest -> H1: H1 downloads the guest's file for --duration seconds."""
+    qemu0 = proc_cpu_s(env.vm.pid)
+    with CpuWindow(env.switch_pid) as win:
+        client = Measured(nsexec(env.h1, "python3",
+                                 os.path.join(REPO_ROOT, "examples", "vm", "fetch.py"),
+                                 "http://%s:%d/data" % (env.h2_ip, VM_HTTP_PORT),
+                                 "%ds" % opts.duration),
+                          "fetch[%s]" % env.name)
+        client.wait(opts.duration + 60)
+    qemu_s = proc_cpu_s(env.vm.pid) - qemu0
+    try:
+        fj = json.loads(client.stdout())
+    except ValueError:
+        raise BenchError("fetch.py gave no JSON (rc %s): %s" % (client.returncode,
+                                                                client.stderr()[-500:]))
+    if client.returncode != 0 or fj.get("bytes") != VM_MIB << 20:
+        raise BenchError("fetch.py: %s" % fj)
+    cpu = win.result(client.cpu_s + qemu_s)
+    gbps = fj["mbit"] / 1e3
+    sw = switch_cores(env, cpu)
+    return {
+        "gbps": gbps,
+        "retransmits": None,
+        "switch_cores": sw,
+        "switch_cores_per_gbps": (sw / gbps) if (sw is not None and gbps > 0) else None,
+        "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
+        "sys_minus_endpoints_per_gbps": (cpu["system_minus_endpoints_cores"] / gbps) if gbps > 0 else None,
+        "total_cores": cpu["system_busy_cores"],
+        "total_cores_per_gbps": (cpu["system_busy_cores"] / gbps) if gbps > 0 else None,
+        "steal_cores": cpu["steal_cores"],
+    }
+
+
 def teardown_common(env):
     try:
         had_daemon = env.daemon is not None
@@ -541,7 +682,7 @@ def teardown_common(env):
 
 
 class Scenario:
-    def __init__(self, name, label, setup, teardown, kind, baseline, cpu_method):
+    def __init__(self, name, label, setup, teardown, kind, baseline, cpu_method, tests=None):
         # kind: "kernel" (a baseline), "vswitch" (compared with `baseline`) or
         # "reference" (no switch at all; used for the CPU-above-direct rows)
         self.name = name
@@ -551,6 +692,7 @@ class Scenario:
         self.kind = kind              # "kernel" or "vswitch"
         self.baseline = baseline      # scenario name this one is compared with (None = is a baseline)
         self.cpu_method = cpu_method
+        self.tests = tests            # names of the tests it runs (None: all)
 
 
 CPU_KERNEL = ("system busy CPU from /proc/stat (user+nice+system+irq+softirq) over the "
@@ -598,6 +740,11 @@ SCENARIOS = [
              "vswitch", "kernel-router", CPU_DAEMON),
     Scenario("vs-rafp", "vswitch router AF_PACKET", setup_vswitch_router_afpacket, teardown_common,
              "vswitch", "kernel-router", CPU_DAEMON),
+    Scenario("kernel-vm", "kernel bridge + QEMU TAP", setup_kernel_vm, teardown_vm,
+             "kernel", None, CPU_KERNEL + "; QEMU (the guest) counts as an endpoint, so the "
+             "bridge's work done in QEMU's TAP writes is not in it", tests=VM_TESTS),
+    Scenario("vs-vm", "vswitch + QEMU TAP (AF_PACKET)", setup_vswitch_vm, teardown_vm,
+             "vswitch", "kernel-vm", CPU_DAEMON, tests=VM_TESTS),
 ]
 
 # Names that stand for several scenarios in --scenarios.
@@ -605,6 +752,7 @@ SCENARIO_GROUPS = {
     "l2": ["direct", "kernel", "vs-tap", "vs-afp", "kvxlan", "vs-vtep", "vs-vtep-sw"],
     "routed": ["kernel-router", "vs-rtap", "vs-rafp"],
     "vxlan-underlay": ["kvxlan-gro", "vs-vtep-gro", "kvxlan-wire", "vs-vtep-wire"],
+    "vm": ["kernel-vm", "vs-vm"],
 }
 
 
@@ -773,6 +921,8 @@ def print_profile(agg, scenarios, tests, out=sys.stdout):
 
 def test_tcp(streams):
     def t(env, opts):
+        if getattr(env, "vm", None) is not None:
+            return test_vm_tcp(env, opts)
         snap = Counters(env, opts)
         cj, sj, cpu = iperf3(env, opts, ["-P", str(streams)], counters=snap)
         gbps = cj["end"]["sum_received"]["bits_per_second"] / 1e9
@@ -1130,6 +1280,8 @@ def run_benchmark(opts, scenarios, tests):
                     errors.append({"round": rnd + 1, "scenario": sc.name, "error": str(e)})
                     continue
                 for t in tests:
+                    if sc.tests is not None and t.name not in sc.tests:
+                        continue
                     try:
                         env.perf_tag = "%s-%s-r%d" % (sc.name, t.name, rnd + 1)
                         env.profile = None
@@ -1620,6 +1772,10 @@ def main(argv):
     scenarios = pick(SCENARIOS, opts.scenarios, "scenario", SCENARIO_GROUPS)
     if opts.no_reference and not opts.scenarios:
         scenarios = [s for s in scenarios if s.kind != "reference"]
+    if not opts.scenarios:
+        # The VM rows boot QEMU guests: only when asked for (--scenarios vm).
+        scenarios = [s for s in scenarios if s.name not in SCENARIO_GROUPS["vm"]]
+        opts.skipped = "kernel-vm,vs-vm (QEMU guests: ask with --scenarios vm)"
     # a compared scenario needs its baseline in the run to get a ratio; that is fine
     # either way, the absolute numbers are still reported.
 
@@ -1654,9 +1810,10 @@ def main(argv):
             sys.exit("%s/vswitchctl has no router commands (add-rif, add-snat), which %s need; "
                      "build a vswitch with the router or leave them out of --scenarios"
                      % (opts.bin_dir, names))
-        opts.skipped = ("%s (%s/vswitchctl has no router commands: add-rif, add-snat)"
-                        % (names, opts.bin_dir))
-        log("warning: skipping " + opts.skipped)
+        why = ("%s (%s/vswitchctl has no router commands: add-rif, add-snat)"
+               % (names, opts.bin_dir))
+        opts.skipped = "; ".join(x for x in (opts.skipped, why) if x)
+        log("warning: skipping " + why)
         scenarios = [s for s in scenarios if s not in routed]
 
     benchlib.interrupt_on_signals()
