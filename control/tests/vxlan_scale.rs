@@ -439,8 +439,28 @@ fn super_frames_cross_the_underlay_whole() {
         // got (a UDP GSO send is split back into datagrams on receipt, a
         // tunnel GSO one is not).
         let (p0, b0) = rx_counts(&v.lab, &k2.ns, "vx0");
+        let sn = vxlan_sniffer(&v.lab, &v.lab.sw, "u0", "3");
         let bytes = v.lab.iperf_tcp(&v.h1, &k2);
         let (p1, b1) = rx_counts(&v.lab, &k2.ns, "vx0");
+        // Every packet of one TCP flow, super-frame or ACK, leaves from one
+        // outer source port.
+        let mut ports: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        for r in vxlan_records(sn).iter().filter(|r| r["src"] == LOCAL) {
+            if let Some(f) = r["flow"].as_str().filter(|f| f.ends_with("/6")) {
+                ports
+                    .entry(f.to_string())
+                    .or_default()
+                    .insert(r["sport"].as_u64().unwrap());
+            }
+        }
+        assert!(!ports.is_empty(), "no TCP seen on the underlay");
+        for (f, p) in &ports {
+            assert_eq!(
+                p.len(),
+                1,
+                "tunnel TAP {tap}: flow {f} left from ports {p:?}"
+            );
+        }
         let mean = (b1 - b0) / (p1 - p0).max(1);
         eprintln!(
             "tunnel TAP {tap}: {bytes} bytes of TCP, {} packets decapsulated, mean {mean} bytes",

@@ -206,16 +206,31 @@ impl Bg {
         }
     }
 
-    /// Waits for the process to finish and returns the rest of its stdout.
+    /// Waits for the process to finish and returns the rest of its stdout
+    /// (read while it runs, so that a long output cannot fill the pipe and
+    /// stall it).
     pub fn finish(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let mut reader: Option<Box<dyn Read + Send>> = match self.rest.take() {
+            Some(r) => Some(Box::new(r)),
+            None => self
+                .child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(mut r) = reader.take() {
+            thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                let _ = tx.send(s);
+            });
+        } else {
+            let _ = tx.send(String::new());
+        }
         let status = wait_exit(&mut self.child, timeout)
             .unwrap_or_else(|| panic!("{} did not finish within {timeout:?}", self.what));
-        let mut s = String::new();
-        if let Some(mut r) = self.rest.take() {
-            let _ = r.read_to_string(&mut s);
-        } else if let Some(mut o) = self.child.stdout.take() {
-            let _ = o.read_to_string(&mut s);
-        }
+        let s = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
         (status, s)
     }
 }

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Record the VXLAN datagrams on an underlay interface, with a raw AF_PACKET socket.
 
-usage: vxlan_sniff.py IFACE SECONDS [--dstport 4789] [--outgoing-only]
+usage: vxlan_sniff.py IFACE SECONDS [--dstport 4789] [--outgoing-only] [--max N]
 
 Prints "ready" once the socket is bound, then, after SECONDS, one JSON list
 with an object per VXLAN datagram (IPv4 or IPv6 underlay, both directions):
 {"src": outer source address, "dst": outer destination, "sport": outer UDP
 source port, "vni": N, "inner_src": MAC, "inner_dst": MAC, "inner_ethertype":
 N, "flow": "a.b.c.d:P>e.f.g.h:Q/proto" or null}. With --outgoing-only, only
-datagrams this host sends are listed.
+datagrams this host sends are listed. At most N (default 2000) are kept:
+the capture ends there (under a bulk transfer the list would not fit a pipe).
 """
 
 import argparse
@@ -90,6 +91,7 @@ def main():
     p.add_argument("seconds", type=float)
     p.add_argument("--dstport", type=int, default=4789)
     p.add_argument("--outgoing-only", action="store_true")
+    p.add_argument("--max", type=int, default=2000)
     a = p.parse_args()
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -117,6 +119,8 @@ def main():
         rec = parse(frame, a.dstport)
         if rec is not None:
             out.append(rec)
+            if len(out) >= a.max:
+                break
     print(json.dumps(out), flush=True)
 
 

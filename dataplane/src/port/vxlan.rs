@@ -462,11 +462,11 @@ impl VxlanPort {
         true
     }
 
-    /// The outer source port for a flow hash, in the port's range.
+    /// The outer source port for a flow hash: the port of the pool socket
+    /// the flow's other frames are sent from, so that every packet of a
+    /// flow, whole super-frame or not, leaves from one port.
     fn source_port(&self, h: u32) -> u16 {
-        let (min, max) = self.pool.range;
-        let span = u64::from(max - min) + 1;
-        min + ((u64::from(h) * span) >> 32) as u16
+        self.pool.socks[self.pool.pick(h)].0
     }
 
     /// Sends the messages prepared in `msgs[..n]` on `fd`, counting per
