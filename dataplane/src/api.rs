@@ -49,6 +49,9 @@ pub enum Request {
         max_age_s: Option<u8>,
         #[serde(default)]
         forward_delay_s: Option<u8>,
+        /// Link-local groups to relay (bit X: 01:80:C2:00:00:0X).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_fwd_mask: Option<u16>,
     },
     ListBr,
     /// Spanning-tree state of a bridge.
@@ -87,6 +90,9 @@ pub enum Request {
         stp_cost: Option<u32>,
         #[serde(default)]
         stp_priority: Option<u8>,
+        /// Broadcast/multicast/unknown-unicast frames a second (0: off).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storm_limit: Option<u32>,
         /// VXLAN: remotes to put on the flood list.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         remote_add: Vec<std::net::IpAddr>,

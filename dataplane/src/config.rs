@@ -391,6 +391,9 @@ pub struct BridgeConfig {
     pub max_age_s: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_delay_s: Option<u8>,
+    /// Link-local groups relayed (bit X: 01:80:C2:00:00:0X).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_fwd_mask: Option<u16>,
     #[serde(default, rename = "port", skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortConfig>,
     #[serde(default, rename = "fdb", skip_serializing_if = "Vec::is_empty")]
@@ -408,6 +411,7 @@ impl BridgeConfig {
             hello_s: None,
             max_age_s: None,
             forward_delay_s: None,
+            group_fwd_mask: None,
             ports: Vec::new(),
             fdb: Vec::new(),
         }
@@ -486,6 +490,10 @@ pub struct PortConfig {
     /// learn where their stations are).
     #[serde(default, skip_serializing_if = "is_false")]
     pub vtep_learning: bool,
+    /// Storm control: broadcast, multicast and unknown unicast frames a
+    /// second entering the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_limit: Option<u32>,
     /// VXLAN: the outer UDP source-port range ("MIN-MAX"; 49152-65535 if
     /// absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -577,6 +585,7 @@ impl PortConfig {
             dstport: None,
             vtep_learning: false,
             srcport: None,
+            storm_limit: None,
         }
     }
 
@@ -672,6 +681,7 @@ impl PortConfig {
             },
             stp_priority: self.stp_priority.unwrap_or(DEFAULT_STP_PRIORITY),
             internal: false,
+            storm_limit: self.storm_limit.filter(|&l| l > 0),
         })
     }
 

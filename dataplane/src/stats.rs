@@ -31,8 +31,12 @@ drop_reasons! {
     Malformed => "malformed",
     /// Source address is multicast/broadcast or all-zero (never a station).
     InvalidSrcMac => "invalid_src_mac",
-    /// IEEE 802.1D reserved group address (01:80:C2:00:00:0x) a bridge must not forward.
+    /// IEEE 802.1D reserved group address (01:80:C2:00:00:0x) a bridge must
+    /// not forward (unless the bridge's group_fwd_mask relays it).
     LinkLocal => "link_local",
+    /// Storm control: broadcast, multicast or unknown unicast beyond the
+    /// port's `--storm-limit` rate.
+    StormLimit => "storm_limit",
     /// The destination was learned on the ingress port: a bridge never sends a frame back.
     SamePort => "same_port",
     /// A VLAN the port does not carry, a VLAN-tagged frame on an access port,

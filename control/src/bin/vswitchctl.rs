@@ -128,6 +128,15 @@ fn parse_vlan_list(s: &str) -> Result<String, String> {
     dataplane::bridge::vlan::VlanSet::parse(s).map(|v| v.to_ranges())
 }
 
+/// A 16-bit mask, in hex (`0x4000`) or decimal.
+fn parse_mask(s: &str) -> Result<u16, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse::<u16>(),
+    };
+    v.map_err(|_| format!("'{s}' is not a 16-bit mask (e.g. 0x4000)"))
+}
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" | "true" | "yes" => Ok(true),
@@ -177,6 +186,12 @@ enum Cmd {
         /// STP forward delay in seconds (4-30, default 15)
         #[arg(long, value_name = "S")]
         forward_delay: Option<u8>,
+        /// Relay these link-local groups 01:80:C2:00:00:0X instead of
+        /// dropping them: bit X set, e.g. 0x4000 for LLDP (0E), 0x0004 for
+        /// LACP (02), 0x0008 for 802.1X (03); 0 relays none. Bits 0 (STP)
+        /// and 1 (pause) are refused, as by Linux's group_fwd_mask
+        #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+        group_fwd_mask: Option<u16>,
     },
     /// List bridges
     ListBr,
@@ -263,6 +278,11 @@ enum Cmd {
         /// STP port priority (0-255, default 128)
         #[arg(long, value_name = "N")]
         stp_priority: Option<u8>,
+        /// Storm control: broadcast, multicast and unknown-unicast frames
+        /// entering the port beyond this many a second are dropped (counted
+        /// as storm_limit; known unicast is never limited; 0: off)
+        #[arg(long, value_name = "PPS")]
+        storm_limit: Option<u32>,
         /// vxlan: put these remote VTEPs on the flood list
         #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
         remote_add: Vec<std::net::IpAddr>,
@@ -486,6 +506,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             hello,
             max_age,
             forward_delay,
+            group_fwd_mask,
         } => {
             if ageing.is_none()
                 && fdb_max.is_none()
@@ -494,8 +515,9 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 && hello.is_none()
                 && max_age.is_none()
                 && forward_delay.is_none()
+                && group_fwd_mask.is_none()
             {
-                return Err("set-br: nothing to set (give --ageing, --fdb-max, --stp, --priority, --hello, --max-age or --forward-delay)".into());
+                return Err("set-br: nothing to set (give --ageing, --fdb-max, --stp, --priority, --hello, --max-age, --forward-delay or --group-fwd-mask)".into());
             }
             Request::SetBr {
                 name: bridge,
@@ -506,6 +528,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 hello_s: hello,
                 max_age_s: max_age,
                 forward_delay_s: forward_delay,
+                group_fwd_mask,
             }
         }
         Cmd::ListBr => Request::ListBr,
@@ -561,6 +584,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             stp_priority,
             remote_add,
             remote_del,
+            storm_limit,
         } => {
             if [
                 access.is_some(),
@@ -574,11 +598,12 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 stp_priority.is_some(),
                 !remote_add.is_empty(),
                 !remote_del.is_empty(),
+                storm_limit.is_some(),
             ]
             .iter()
             .all(|x| !x)
             {
-                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning, --mac-limit, --bpdu-guard, --stp-cost, --stp-priority, --remote-add or --remote-del)".into());
+                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning, --mac-limit, --bpdu-guard, --stp-cost, --stp-priority, --storm-limit, --remote-add or --remote-del)".into());
             }
             Request::SetPort {
                 name: port,
@@ -593,6 +618,7 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 stp_priority,
                 remote_add,
                 remote_del,
+                storm_limit,
             }
         }
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },

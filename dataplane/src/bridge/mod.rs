@@ -68,6 +68,10 @@ pub struct BridgeSettings {
     pub fdb_max: Option<u32>,
     /// Spanning-tree parameters (used while `stp` is on).
     pub stp_params: StpSettings,
+    /// Link-local groups 01:80:C2:00:00:0X relayed instead of dropped (bit
+    /// X), as the Linux bridge's `group_fwd_mask`; bits 0 (STP) and 1
+    /// (pause) are never set.
+    pub group_fwd_mask: u16,
 }
 
 impl Default for BridgeSettings {
@@ -77,9 +81,14 @@ impl Default for BridgeSettings {
             ageing_s: DEFAULT_AGEING_S,
             fdb_max: None,
             stp_params: StpSettings::default(),
+            group_fwd_mask: 0,
         }
     }
 }
+
+/// Group-forwarding bits that cannot be set: 0 (STP BPDUs, governed by
+/// spanning tree) and 1 (802.3x pause, never forwarded by a bridge).
+pub const GROUP_FWD_RESTRICTED: u16 = 0x0003;
 
 /// The STP group address (802.1D 7.12.3).
 pub const STP_GROUP: MacAddr = MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]);
@@ -108,6 +117,9 @@ pub struct Member {
     /// A router interface's internal port: always forwarding, never in
     /// spanning tree (like the Linux bridge's own local port).
     pub internal: bool,
+    /// Broadcast, multicast and unknown unicast entering the port beyond
+    /// this many frames a second are dropped (`--storm-limit`).
+    pub storm_limit: Option<u32>,
 }
 
 impl Default for Member {
@@ -121,6 +133,7 @@ impl Default for Member {
             stp_cost: DEFAULT_STP_COST,
             stp_priority: DEFAULT_STP_PRIORITY,
             internal: false,
+            storm_limit: None,
         }
     }
 }
@@ -147,6 +160,42 @@ struct PortRuntime {
     guard_tripped: bool,
     /// Last STP state seen, to flush entries when a port stops forwarding.
     forwarding: bool,
+    /// Storm control: the port's token bucket.
+    storm: StormBucket,
+}
+
+/// A token bucket for storm control, in frames; time is an argument.
+#[derive(Debug, Clone, Copy, Default)]
+struct StormBucket {
+    /// Credit in frame-nanoseconds (one frame costs 1e9).
+    credit: u64,
+    last_ns: u64,
+    primed: bool,
+}
+
+impl StormBucket {
+    /// Takes one frame's token at `now` under a limit of `pps` frames a
+    /// second with a burst of a tenth of a second's worth (at least one);
+    /// false if none is left.
+    fn take(&mut self, pps: u32, now: u64) -> bool {
+        const NS: u64 = 1_000_000_000;
+        let cap = (u64::from(pps) / 10).max(1) * NS;
+        if !self.primed {
+            self.primed = true;
+            self.credit = cap;
+        } else {
+            let earned = now
+                .saturating_sub(self.last_ns)
+                .saturating_mul(u64::from(pps));
+            self.credit = self.credit.saturating_add(earned).min(cap);
+        }
+        self.last_ns = now;
+        if self.credit < NS {
+            return false;
+        }
+        self.credit -= NS;
+        true
+    }
 }
 
 /// One bridge: its member ports and forwarding database.
@@ -401,8 +450,13 @@ impl Bridge {
         if self.guard_tripped(ingress) {
             return Decision::drop(DropReason::BpduGuard);
         }
-        let (learning, limit, guard, internal) =
-            (m.learning, m.mac_limit, m.bpdu_guard, m.internal);
+        let (learning, limit, guard, internal, storm) = (
+            m.learning,
+            m.mac_limit,
+            m.bpdu_guard,
+            m.internal,
+            m.storm_limit,
+        );
         if eth.dst == STP_GROUP {
             if guard {
                 // BPDU guard (edge port protection): a BPDU means a switch
@@ -461,6 +515,21 @@ impl Bridge {
             };
         }
         let (verdict, peer) = self.forward(ingress, class.vid, eth.dst, now_ns);
+        if verdict == Verdict::Flood {
+            if let Some(pps) = storm {
+                // Storm control: broadcast, multicast and unknown unicast
+                // beyond the port's rate go no further (known unicast is
+                // never limited).
+                if !self.rt(ingress).storm.take(pps, now_ns) {
+                    return Decision {
+                        verdict: Verdict::Drop(DropReason::StormLimit),
+                        peer: 0,
+                        class,
+                        learn,
+                    };
+                }
+            }
+        }
         Decision {
             verdict,
             peer,
@@ -513,7 +582,10 @@ impl Bridge {
         if dst.is_multicast() {
             // 802.1D 7.12.6: reserved addresses are not relayed; the STP group
             // address is flooded like any multicast while STP is off.
-            if dst.is_link_local() && (dst.0[5] != 0 || self.settings.stp) {
+            if dst.is_link_local()
+                && (dst.0[5] != 0 || self.settings.stp)
+                && self.settings.group_fwd_mask & (1 << (dst.0[5] & 0x0f)) == 0
+            {
                 return (Verdict::Drop(DropReason::LinkLocal), 0);
             }
             return (Verdict::Flood, 0);
@@ -671,6 +743,61 @@ mod tests {
             b.decide(1, &frame(lldp, A), 0).verdict,
             Verdict::Drop(DropReason::LinkLocal)
         );
+    }
+
+    #[test]
+    fn group_fwd_mask_relays_chosen_groups() {
+        let mut b = br();
+        b.settings.group_fwd_mask = 1 << 0x0e;
+        let lldp = [0x01, 0x80, 0xc2, 0, 0, 0x0e];
+        let lacp = [0x01, 0x80, 0xc2, 0, 0, 0x02];
+        assert_eq!(b.decide(1, &frame(lldp, A), 0).verdict, Verdict::Flood);
+        assert_eq!(
+            b.decide(1, &frame(lacp, A), 0).verdict,
+            Verdict::Drop(DropReason::LinkLocal)
+        );
+        // With spanning tree on, BPDUs stay its own whatever the mask.
+        b.settings.group_fwd_mask = 0xfffc;
+        b.set_stp(true, 0);
+        let stp = [0x01, 0x80, 0xc2, 0, 0, 0];
+        assert_ne!(b.decide(1, &frame(stp, A), 0).verdict, Verdict::Flood);
+    }
+
+    #[test]
+    fn storm_limit_caps_floods_not_known_unicast() {
+        let mut b = br();
+        b.set_member(
+            1,
+            Member {
+                storm_limit: Some(100),
+                ..Member::default()
+            },
+        );
+        // B is known behind port 2.
+        b.decide(2, &frame(A, B), 0);
+        let bcast = [0xff; 6];
+        let s = 1_000_000_000u64;
+        // A burst of a tenth of a second's worth, then one per 10 ms.
+        let passed = (0..50)
+            .filter(|_| b.decide(1, &frame(bcast, A), s).verdict == Verdict::Flood)
+            .count();
+        assert_eq!(passed, 10);
+        let later = (1..=100u64)
+            .filter(|i| b.decide(1, &frame(bcast, A), s + i * 10_000_000).verdict == Verdict::Flood)
+            .count();
+        assert_eq!(later, 100, "one token every 10 ms at 100/s");
+        let d = b.decide(1, &frame(bcast, A), s + 1_000_000_001);
+        assert_eq!(d.verdict, Verdict::Drop(DropReason::StormLimit));
+        // After a quiet second the burst is back, no more.
+        let t = s + 2_000_000_000;
+        let passed = (0..50)
+            .filter(|_| b.decide(1, &frame(bcast, A), t).verdict == Verdict::Flood)
+            .count();
+        assert_eq!(passed, 10);
+        // Known unicast is never limited.
+        for _ in 0..1000 {
+            assert_eq!(b.decide(1, &frame(B, A), t).verdict, Verdict::Unicast(2));
+        }
     }
 
     fn tagged(dst: [u8; 6], src: [u8; 6], tci: u16) -> Vec<u8> {

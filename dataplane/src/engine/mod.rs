@@ -302,6 +302,20 @@ impl EngineHandle {
                 forward_delay_s: b.forward_delay_s,
             })
             .map_err(|e| format!("bridge {}: {e}", b.name))?;
+            if b.group_fwd_mask.is_some() {
+                self.call(Request::SetBr {
+                    name: b.name.clone(),
+                    ageing_s: None,
+                    fdb_max: None,
+                    stp: None,
+                    priority: None,
+                    hello_s: None,
+                    max_age_s: None,
+                    forward_delay_s: None,
+                    group_fwd_mask: b.group_fwd_mask,
+                })
+                .map_err(|e| format!("bridge {}: {e}", b.name))?;
+            }
             for p in &b.ports {
                 self.call(Request::AddPort {
                     bridge: b.name.clone(),

@@ -116,6 +116,7 @@ impl Tables {
                     ageing_s,
                     fdb_max: fdb_max.filter(|&m| m > 0),
                     stp_params,
+                    group_fwd_mask: 0,
                 };
                 let slot = match self.bridges.iter().position(Option::is_none) {
                     Some(i) => i,
@@ -142,9 +143,17 @@ impl Tables {
                 hello_s,
                 max_age_s,
                 forward_delay_s,
+                group_fwd_mask,
             } => {
                 if let Some(a) = ageing_s {
                     check_ageing(a)?;
+                }
+                if let Some(m) = group_fwd_mask {
+                    if m & crate::bridge::GROUP_FWD_RESTRICTED != 0 {
+                        return Err(format!(
+                            "group_fwd_mask {m:#06x}: bits 0 (STP, governed by spanning tree) and 1 (pause) cannot be relayed"
+                        ));
+                    }
                 }
                 let now = self.now_ns();
                 let b = self.bridge(&name)?;
@@ -166,6 +175,9 @@ impl Tables {
                 }
                 if let Some(on) = stp {
                     b.set_stp(on, now);
+                }
+                if let Some(m) = group_fwd_mask {
+                    b.settings.group_fwd_mask = m;
                 }
                 Ok(Value::Null)
             }
@@ -225,6 +237,7 @@ impl Tables {
                 stp_priority,
                 remote_add,
                 remote_del,
+                storm_limit,
             } => {
                 let p = self.port_idx(&name)?;
                 let Attach::Bridge(bi) = self.attach[p] else {
@@ -279,6 +292,9 @@ impl Tables {
                 }
                 if stp_priority.is_some() {
                     cfg.stp_priority = stp_priority;
+                }
+                if let Some(l) = storm_limit {
+                    cfg.storm_limit = Some(l).filter(|&l| l > 0);
                 }
                 let member = cfg.member()?;
                 let io = self.ports[p].as_ref().expect("index").io.clone();
@@ -740,6 +756,7 @@ impl Tables {
             "bpdu_guard_tripped": br.is_some_and(|b| b.is_guard_tripped(pid)),
             "stp_cost": member.stp_cost,
             "stp_priority": member.stp_priority,
+            "storm_limit": member.storm_limit,
             "fdb_entries": br.map_or(0, |b| b.fdb.port_len(pid)),
             "mac": s.mac.map(|m| m.to_string()),
             "mtu": s.mtu,
@@ -787,6 +804,7 @@ impl Tables {
             "ageing_s": b.settings.ageing_s,
             "fdb_max": b.settings.fdb_max,
             "fdb_entries": b.fdb.len(),
+            "group_fwd_mask": format!("{:#06x}", b.settings.group_fwd_mask),
             "ports": ports,
         })
     }
@@ -808,6 +826,7 @@ impl Tables {
                 c.max_age_s = (p.max_age_s != d.max_age_s).then_some(p.max_age_s);
                 c.forward_delay_s =
                     (p.forward_delay_s != d.forward_delay_s).then_some(p.forward_delay_s);
+                c.group_fwd_mask = Some(b.settings.group_fwd_mask).filter(|&m| m != 0);
                 c.ports = b
                     .ports
                     .iter()
