@@ -58,13 +58,18 @@ for t in "${targets[@]}"; do
     result=CRASH
     fail=1
   fi
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
   printf '%-16s %12s %10s %8s %s\n' "$t" "${execs:--}" "${rate:--}" "${cov:--}" "$result"
   if [ "$result" = CRASH ]; then
-    grep -E 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written' "$log" | head -20 | sed 's/^/    /'
-    echo "    reproduce: cd fuzz && cargo +nightly fuzz run $t artifacts/$t/<crash-file>"
+    if grep -qE 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written' "$log"; then
+      grep -E 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written' "$log" | head -20 | sed 's/^/    /'
+      echo "    reproduce: cd fuzz && cargo +nightly fuzz run $t artifacts/$t/<crash-file>"
+    else
+      # Not a fuzzing crash (a build error, a missing tool): show why.
+      tail -20 "$log" | sed 's/^/    /'
+    fi
   fi
   rm -f "$log"
 done
