@@ -366,3 +366,56 @@ fn icmp_error_amplification_is_rate_limited() {
     report(&mut lab, "icmp-provoking", rss0, total, 32);
     assert_ping(&lab, &d.c1, &d.srv.ip);
 }
+
+/// `IFACE COUNT SECONDS PREFIX24 TARGET`: ARP requests for TARGET from
+/// random sender addresses PREFIX24.100-254 and random sender MACs, and
+/// gratuitous ARPs, broadcast. (Not the real hosts' addresses: claiming
+/// those would be ARP spoofing, which poisons any router's cache.)
+const ARP_FLOOD: &str = r#"
+import errno, json, os, random, socket, struct, sys, time
+ifc, count, secs, pre, target = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifc, 0))
+rnd = random.Random(5)
+sent = 0
+end = time.time() + secs
+while sent < count and time.time() < end:
+    mac = bytes([2]) + os.urandom(5)
+    spa = socket.inet_aton("%s.%d" % (pre, rnd.randrange(100, 255)))
+    tpa = socket.inet_aton(target) if sent % 2 else spa
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + spa + b"\0" * 6 + tpa
+    try:
+        s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+        sent += 1
+    except OSError as e:
+        if e.errno != errno.ENOBUFS:
+            raise
+        time.sleep(0.001)
+    if sent % 500 == 0:
+        time.sleep(0.005)
+print(json.dumps({"sent": sent}))
+"#;
+
+/// 20 000 ARP requests and gratuitous ARPs from random MACs and addresses
+/// at the router's inside interface: the neighbour table and the FDB stay
+/// within their limits, memory stays bounded, routing keeps working.
+#[test]
+fn arp_flood_at_a_rif() {
+    let mut lab = Lab::with_daemon();
+    let d = docker_config(&mut lab);
+    assert_ping(&lab, &d.c1, &d.srv.ip);
+    let rss0 = status_kib(lab.daemon_pid(), "VmRSS:");
+    let out = py_ok(
+        &d.c2.ns,
+        ARP_FLOOD,
+        &["eth0", "20000", "15", &d.a, &d.gw_ip],
+        Duration::from_secs(40),
+    );
+    let sent = sent_of(&out);
+    assert!(sent >= 5000, "sent only {sent}");
+    let neigh = json_array(lab.ctl_json(&["arp-show"]), "arp-show").len();
+    assert!(neigh <= 4096, "{neigh} neighbours");
+    report(&mut lab, "arp", rss0, sent, 32);
+    assert_ping(&lab, &d.c1, &d.srv.ip);
+    assert_ping(&lab, &d.c2, &d.srv.ip);
+}
