@@ -140,3 +140,58 @@ fn afpacket_gso_tcp_through_ring_and_recvmmsg() {
         );
     }
 }
+
+/// An attached interface that goes away and comes back under the same name
+/// (a VM's TAP that QEMU makes again, a veth re-created): the port comes
+/// back up by itself within a few seconds and forwards again, keeping its
+/// settings (its VLAN here).
+#[test]
+fn afpacket_port_comes_back_with_its_interface() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.afpacket_host("br0", 1);
+    let h2 = lab.afpacket_host("br0", 2);
+    lab.ctl_ok(&["set-port", "p1", "--access", "7"]);
+    lab.ctl_ok(&["set-port", "p2", "--access", "7"]);
+    lab.assert_all_ping(&[&h1, &h2]);
+    run_ok("ip", &["-n", &h2.ns, "link", "del", "eth0"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.port_info("br0", "p2")["up"]
+            == false),
+        "p2 still up"
+    );
+    // The same interface name again, a new device behind it.
+    run_ok(
+        "ip",
+        &[
+            "-n", &lab.sw, "link", "add", "s2", "type", "veth", "peer", "name", "eth0", "netns",
+            &h2.ns,
+        ],
+    );
+    lab.ns_ok(
+        &h2.ns,
+        &["ip", "addr", "add", &format!("{}/24", h2.ip), "dev", "eth0"],
+    );
+    lab.ns_ok(&h2.ns, &["ip", "link", "set", "eth0", "up"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.port_info("br0", "p2")["up"]
+            == true),
+        "p2 did not come back: {}",
+        lab.port_info("br0", "p2")
+    );
+    assert_eq!(lab.port_info("br0", "p2")["access_vlan"], 7);
+    let h2 = Host {
+        mac: lab.mac_of(&h2.ns, "eth0"),
+        ..h2
+    };
+    lab.ns_ok(&h1.ns, &["ip", "neigh", "flush", "dev", "eth0"]);
+    lab.assert_all_ping(&[&h1, &h2]);
+    assert!(lab.iperf_tcp(&h1, &h2) > 1_000_000);
+    // Deleted again: down again, counted again.
+    run_ok("ip", &["-n", &h2.ns, "link", "del", "eth0"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.port_info("br0", "p2")["up"]
+            == false),
+        "p2 still up after the second delete"
+    );
+}

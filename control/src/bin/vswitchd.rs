@@ -214,6 +214,11 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    // After the drop too: it re-opens AF_PACKET ports (CAP_NET_RAW kept).
+    if let Err(e) = handle.start_housekeeping() {
+        handle.shutdown();
+        return Err(format!("starting the housekeeping thread: {e}"));
+    }
     let server = Server {
         handle: handle.clone(),
         config_path: args.config.clone(),

@@ -97,6 +97,8 @@ pub(crate) struct Shared {
     stats: Vec<Arc<Mutex<Vec<PortStats>>>>,
     /// `vswitchctl monitor` listeners.
     monitor: monitor::Monitor,
+    /// Set by shutdown: background threads end.
+    stopping: std::sync::atomic::AtomicBool,
     /// Busy time and batch sizes, one set per worker (`--metrics`).
     worker_counters: Vec<metrics::WorkerCounters>,
 }
@@ -148,6 +150,7 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
         router,
         stats: stats.clone(),
         monitor: monitor::Monitor::default(),
+        stopping: Default::default(),
         worker_counters: (0..n).map(|_| Default::default()).collect(),
     });
     let mut links = Vec::with_capacity(n);
@@ -275,6 +278,80 @@ impl EngineHandle {
     pub fn fdb_rows(&self, bridge: &str) -> Result<FdbRows, String> {
         let snap = self.shared.tables().fdb_snapshot(bridge)?;
         Ok(snap.rows())
+    }
+
+    /// Starts the housekeeping thread: once a second it re-attaches
+    /// AF_PACKET ports whose interface went away and is back (a VM's TAP
+    /// that QEMU made again, a veth re-created), as OVS re-opens a netdev
+    /// by name. Start it from the thread whose privileges it should have
+    /// (vswitchd: after dropping to `--user`, which keeps CAP_NET_RAW).
+    pub fn start_housekeeping(&self) -> std::io::Result<()> {
+        let h = self.clone();
+        std::thread::Builder::new()
+            .name("vswitch-house".into())
+            .spawn(move || {
+                while !h.shared.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    h.reattach_ports();
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Re-opens AF_PACKET ports that are down because their interface went
+    /// away, if an interface of that name exists again.
+    pub fn reattach_ports(&self) {
+        let cands: Vec<(PortId, String, usize)> = {
+            let t = self.shared.tables();
+            t.ports
+                .iter()
+                .enumerate()
+                .filter_map(|(p, e)| {
+                    let e = e.as_ref()?;
+                    (matches!(*e.io, AnyPort::AfPacket(_)) && !t.up[p])
+                        .then(|| (p as PortId, e.ifname.clone(), e.worker))
+                })
+                .collect()
+        };
+        for (pid, ifname, worker) in cands {
+            if sys::get_mtu(&ifname).is_err() {
+                continue; // not back (yet)
+            }
+            let port = match AfPacketPort::open(&ifname) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(ifname, "cannot re-attach yet: {e}");
+                    continue;
+                }
+            };
+            let io = Arc::new(AnyPort::AfPacket(port));
+            let name = {
+                let _serial = lock(&self.control);
+                let mut t = self.shared.tables();
+                let same = t.ports[pid as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.ifname == ifname && matches!(*e.io, AnyPort::AfPacket(_)));
+                if !same || t.up[pid as usize] {
+                    continue;
+                }
+                let now = t.now_ns();
+                let e = t.ports[pid as usize].as_mut().expect("checked");
+                e.io = io.clone();
+                e.mac = sys::get_mac(&ifname).ok();
+                e.mtu = sys::get_mtu(&ifname).ok();
+                t.up[pid as usize] = true;
+                if let Some(b) = t.attach[pid as usize].bridge() {
+                    if let Some(b) = t.bridges[b].as_mut() {
+                        b.set_port_up(pid, true, now);
+                    }
+                }
+                t.port_name(pid)
+            };
+            if let Some(w) = self.workers.get(worker) {
+                w.send(WorkerMsg::Attach(pid, io));
+            }
+            tracing::info!(port = %name, ifname, "interface is back: port re-attached");
+        }
     }
 
     /// `vswitchctl monitor`: a new listener for the events of `kinds`.
@@ -454,6 +531,9 @@ impl EngineHandle {
     /// created go with their file descriptors). Returns false if a worker
     /// had panicked.
     pub fn shutdown(&self) -> bool {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for w in self.workers.iter() {
             w.send(WorkerMsg::Shutdown);
         }
