@@ -13,6 +13,7 @@ pub mod persist;
 pub mod privs;
 pub mod server;
 pub mod table;
+pub mod trace;
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";

@@ -107,6 +107,13 @@ pub enum Request {
     FdbShow {
         bridge: String,
     },
+    /// One frame (hex bytes) arriving on `port` of `bridge`, through the
+    /// forwarding decision with no side effects.
+    Trace {
+        bridge: String,
+        port: String,
+        frame: String,
+    },
     /// Stream events (`fdb`, `ports`, `stp`; none: all) as JSON lines after
     /// the reply, until the client goes away.
     Monitor {

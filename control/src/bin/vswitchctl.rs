@@ -295,6 +295,47 @@ enum Cmd {
     ListPorts { bridge: Option<String> },
     /// Show the forwarding database
     FdbShow { bridge: String },
+    /// Run one frame through the forwarding decision, with no side effects
+    /// (nothing learned, sent or counted), and print every step
+    #[command(
+        after_help = "The frame is built from the fields given (Ethernet, an optional 802.1Q tag,\nIPv4 with TCP, UDP or ICMP when --ip-dst is given), or given whole with --hex.\n\nExamples:\n  vswitchctl trace br0 --in p1 --dst 02:00:00:00:00:02\n  vswitchctl trace br0 --in trunk --vlan 20 --dst ff:ff:ff:ff:ff:ff\n  vswitchctl trace br0 --in p1 --dst 02:5e:... --ip-src 10.0.1.2 --ip-dst 192.0.2.7 --proto tcp --dport 80\n  vswitchctl --json trace br0 --in p1 --hex ffffffffffff0200000000010806..."
+    )]
+    Trace {
+        bridge: String,
+        /// The port the frame arrives on
+        #[arg(long = "in", value_name = "PORT")]
+        in_port: String,
+        /// Source MAC (default 02:00:00:00:00:01)
+        #[arg(long, value_parser = parse_mac)]
+        src: Option<MacAddr>,
+        /// Destination MAC (default broadcast)
+        #[arg(long, value_parser = parse_mac)]
+        dst: Option<MacAddr>,
+        /// The frame arrives tagged with this VLAN (untagged without it)
+        #[arg(long, value_parser = parse_vlan)]
+        vlan: Option<u16>,
+        /// IPv4 source (with --ip-dst; default 10.0.0.1)
+        #[arg(long, value_name = "IP")]
+        ip_src: Option<std::net::Ipv4Addr>,
+        /// IPv4 destination: the frame carries an IPv4 packet
+        #[arg(long, value_name = "IP")]
+        ip_dst: Option<std::net::Ipv4Addr>,
+        /// IPv4 payload (default udp)
+        #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+        proto: Option<String>,
+        /// TCP/UDP source port (default 40000)
+        #[arg(long, value_name = "N")]
+        sport: Option<u16>,
+        /// TCP/UDP destination port (default 80)
+        #[arg(long, value_name = "N")]
+        dport: Option<u16>,
+        /// IPv4 TTL (default 64)
+        #[arg(long, value_name = "N")]
+        ttl: Option<u8>,
+        /// The whole frame as hex bytes (instead of the fields)
+        #[arg(long, value_name = "BYTES", conflicts_with_all = ["src", "dst", "vlan", "ip_src", "ip_dst", "proto", "sport", "dport", "ttl"])]
+        hex: Option<String>,
+    },
     /// Stream events as JSON lines until interrupted: fdb (learned, moved,
     /// aged, flushed), ports (up, down), stp (role or state changed); none
     /// given: all
@@ -624,6 +665,57 @@ fn request(cmd: Cmd) -> Result<Request, String> {
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },
         Cmd::FdbShow { bridge } => Request::FdbShow { bridge },
         Cmd::Monitor { kinds } => Request::Monitor { kinds },
+        Cmd::Trace {
+            bridge,
+            in_port,
+            src,
+            dst,
+            vlan,
+            ip_src,
+            ip_dst,
+            proto,
+            sport,
+            dport,
+            ttl,
+            hex,
+        } => {
+            let frame = match hex {
+                Some(h) => h,
+                None => {
+                    if ip_dst.is_none()
+                        && (ip_src.is_some()
+                            || proto.is_some()
+                            || sport.is_some()
+                            || dport.is_some()
+                            || ttl.is_some())
+                    {
+                        return Err(
+                            "trace: --ip-src, --proto, --sport, --dport and --ttl need --ip-dst"
+                                .into(),
+                        );
+                    }
+                    let f = control::trace::build_frame(&control::trace::FrameSpec {
+                        src: src.unwrap_or(MacAddr([2, 0, 0, 0, 0, 1])),
+                        dst: dst.unwrap_or(MacAddr([0xff; 6])),
+                        vlan,
+                        ip: ip_dst.map(|d| control::trace::IpSpec {
+                            src: ip_src.unwrap_or(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+                            dst: d,
+                            proto: proto.clone().unwrap_or_else(|| "udp".into()),
+                            sport: sport.unwrap_or(40000),
+                            dport: dport.unwrap_or(80),
+                            ttl: ttl.unwrap_or(64),
+                        }),
+                    });
+                    f.iter().map(|b| format!("{b:02x}")).collect()
+                }
+            };
+            Request::Trace {
+                bridge,
+                port: in_port,
+                frame,
+            }
+        }
         Cmd::FdbAdd {
             bridge,
             mac,
@@ -990,6 +1082,28 @@ fn snat_src(r: &Value) -> String {
 
 fn print_human(req: &Request, v: &Value) {
     match req {
+        Request::Trace { .. } => {
+            let mut verdict = s(&v["verdict"]);
+            if let Some(r) = v["drop_reason"].as_str() {
+                verdict = format!("{verdict} ({r})");
+            }
+            println!("verdict: {verdict}");
+            for e in arr(&v["egress"]) {
+                println!(
+                    "egress:  {} VLAN {} {}",
+                    s(&e["port"]),
+                    s(&e["vlan"]),
+                    if e["tagged"] == true {
+                        "tagged"
+                    } else {
+                        "untagged"
+                    }
+                );
+            }
+            for st in arr(&v["steps"]) {
+                println!("  {:<10} {}", s(&st["stage"]), s(&st["detail"]));
+            }
+        }
         Request::SetPort { name, .. } => {
             for e in arr(&v["removed_static"]) {
                 eprintln!(

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod fdb;
 pub mod stp;
+pub mod trace;
 pub mod vlan;
 
 use crate::packet::EthHdr;

@@ -12,6 +12,7 @@
 pub mod metrics;
 pub mod monitor;
 mod tables;
+mod trace;
 mod worker;
 
 use crate::api::Request;

@@ -587,6 +587,11 @@ impl Tables {
             | Request::Stats { .. }
             | Request::FdbShow { .. } => Err("handled by the engine handle".into()),
             Request::Monitor { .. } => Err("handled by the control server".into()),
+            Request::Trace {
+                bridge,
+                port,
+                frame,
+            } => self.trace(&bridge, &port, &frame),
         }
     }
 

@@ -31,6 +31,7 @@ pub mod nat;
 pub mod neigh;
 pub mod rif;
 pub mod route;
+pub mod trace;
 
 use crate::config::{DnatConfig, Ipv4Cidr, RouteConfig, SnatConfig};
 use crate::packet::{Frame, VnetHdr};
