@@ -481,3 +481,49 @@ fn super_frames_cross_the_underlay_whole() {
         assert_eq!(drops_of(&v.lab, "vx", "tx_error"), 0);
     }
 }
+
+/// A non-default `--dstport`: every datagram, whole super-frames from the
+/// tunnel TAP included, goes to the remote's port (TCP from a TAP host
+/// would stall if the super-frames went to 4789).
+#[test]
+fn tcp_over_a_non_default_dstport() {
+    let mut v = vx_lab();
+    let k2 = kernel_vtep(&mut v, 2);
+    v.lab.ns_ok(&k2.ns, &["ip", "link", "del", "vx0"]);
+    v.lab.ns_ok(
+        &k2.ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            VNI,
+            "local",
+            "192.0.2.2",
+            "remote",
+            LOCAL,
+            "dstport",
+            "8472",
+            "dev",
+            "u0",
+        ],
+    );
+    v.lab
+        .ns_ok(&k2.ns, &["ip", "link", "set", "vx0", "mtu", "1500", "up"]);
+    v.lab.ns_ok(
+        &k2.ns,
+        &["ip", "addr", "add", &format!("{}/24", k2.ip), "dev", "vx0"],
+    );
+    let k2 = Host {
+        mac: v.lab.mac_of(&k2.ns, "vx0"),
+        ..k2
+    };
+    add_vxlan(&v.lab, "192.0.2.2", &["--dstport", "8472"]);
+    assert!(v.lab.ping(&v.h1, &k2.ip), "h1 -> k2 on 8472");
+    let bytes = v.lab.iperf_tcp(&v.h1, &k2);
+    assert!(bytes > 10_000_000, "TCP on 8472 carried only {bytes} bytes");
+    assert_eq!(v.lab.port_info("br0", "vx")["tunnel_gso"], true);
+}

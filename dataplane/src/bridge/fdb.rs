@@ -675,6 +675,12 @@ impl Fdb {
         Some(Self::entry(s, self.latest_ns))
     }
 
+    /// Whether a new station would be refused for the table's limits (the
+    /// first check [`Fdb::learn_from`] makes of a new station).
+    pub fn is_full(&self) -> bool {
+        self.counts.total >= self.max_dynamic || self.table.len >= FDB_HARD_MAX
+    }
+
     /// Dynamic entries learned on `port`.
     pub fn port_len(&self, port: PortId) -> u32 {
         self.counts.port(port)

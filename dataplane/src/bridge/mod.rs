@@ -88,7 +88,9 @@ impl Default for BridgeSettings {
 }
 
 /// Group-forwarding bits that cannot be set: 0 (STP BPDUs, governed by
-/// spanning tree) and 1 (802.3x pause, never forwarded by a bridge).
+/// spanning tree) and 1 (802.3x pause, never forwarded by a bridge). Linux
+/// also refuses bit 2 (slow protocols: LACP); here it may be relayed, so
+/// that lab devices behind the switch can run LACP with each other.
 pub const GROUP_FWD_RESTRICTED: u16 = 0x0003;
 
 /// The STP group address (802.1D 7.12.3).
@@ -190,7 +192,9 @@ impl StormBucket {
                 .saturating_mul(u64::from(pps));
             self.credit = self.credit.saturating_add(earned).min(cap);
         }
-        self.last_ns = now;
+        // Workers read their clocks once a turn: never step back (a later
+        // frame with an earlier time would be credited twice).
+        self.last_ns = self.last_ns.max(now);
         if self.credit < NS {
             return false;
         }

@@ -160,36 +160,42 @@ impl Bridge {
                 class.vid
             ),
         );
+        // As Fdb::learn_from decides: static, refresh, then (for a move or
+        // a new station) table full, then the port's limit.
+        let mut over_limit = false;
         if m.learning {
-            let detail = match self.fdb.get(class.vid, eth.src) {
+            let at_limit = m.mac_limit.is_some_and(|l| self.fdb.port_len(ingress) >= l);
+            let src = eth.src;
+            let detail = match self.fdb.get(class.vid, src) {
                 Some(e) if e.is_static => {
-                    format!("{} is static on {}: not learned", eth.src, name(e.port))
+                    format!("{src} is static on {}: not learned", name(e.port))
                 }
-                Some(e) if e.port == ingress => {
-                    format!("{} known on this port: refreshed", eth.src)
+                Some(e) if e.port == ingress => format!("{src} known on this port: refreshed"),
+                Some(e) if at_limit => {
+                    over_limit = true;
+                    format!(
+                        "{src} would move from {}, but {} holds its MAC limit",
+                        name(e.port),
+                        name(ingress)
+                    )
                 }
                 Some(e) => format!(
-                    "{} would move from {} to {}",
-                    eth.src,
+                    "{src} would move from {} to {}",
                     name(e.port),
                     name(ingress)
                 ),
-                None => match m.mac_limit {
-                    Some(l) if self.fdb.port_len(ingress) >= l => {
-                        step(
-                            &mut t,
-                            "learn",
-                            format!("{} is new and the port holds its limit of {l}", eth.src),
-                        );
-                        return drop(t, DropReason::MacLimit);
-                    }
-                    _ => format!(
-                        "{} would be learned on {} in VLAN {}",
-                        eth.src,
-                        name(ingress),
-                        class.vid
-                    ),
-                },
+                None if self.fdb.is_full() => {
+                    format!("{src} is new and the FDB is full: not learned (fdb_full)")
+                }
+                None if at_limit => {
+                    over_limit = true;
+                    format!("{src} is new and {} holds its MAC limit", name(ingress))
+                }
+                None => format!(
+                    "{src} would be learned on {} in VLAN {}",
+                    name(ingress),
+                    class.vid
+                ),
             };
             step(&mut t, "learn", detail);
         } else {
@@ -197,6 +203,9 @@ impl Bridge {
         }
         if !forwards {
             return drop(t, DropReason::StpBlocking);
+        }
+        if over_limit {
+            return drop(t, DropReason::MacLimit);
         }
         let (verdict, _) = self.forward(ingress, class.vid, eth.dst, now_ns);
         match verdict {

@@ -151,7 +151,13 @@ impl EngineHandle {
                 snap.ports.push(PortSnapshot {
                     name: t.port_name(p as _),
                     bridge: br.map(|b| b.name.clone()).unwrap_or_default(),
-                    up: t.up.get(p).copied().unwrap_or(false) && !guard,
+                    // As list-ports: a VXLAN port without its underlay
+                    // address is down too.
+                    up: t.up.get(p).copied().unwrap_or(false)
+                        && !guard
+                        && !t.ports[p].as_ref().is_some_and(
+                            |e| matches!(&*e.io, crate::port::AnyPort::Vxlan(x) if !x.local_up()),
+                        ),
                     stats: PortStats::default(),
                 });
             }

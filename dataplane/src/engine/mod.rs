@@ -622,8 +622,21 @@ impl EngineHandle {
             }
         };
         let io = Arc::new(io);
-        // The worker with the fewest ports receives on it.
-        let worker = self.least_loaded_worker();
+        // The worker with the fewest ports receives on it; the VXLAN ports
+        // of one underlay share the worker that has the first of them, so
+        // that one thread reads their shared socket and a flow's datagrams
+        // stay in order.
+        let same_underlay = match &*io {
+            AnyPort::Vxlan(x) => {
+                let t = self.shared.tables();
+                t.ports.iter().flatten().find_map(|e| match &*e.io {
+                    AnyPort::Vxlan(y) if y.underlay_addr() == x.underlay_addr() => Some(e.worker),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
+        let worker = same_underlay.unwrap_or_else(|| self.least_loaded_worker());
         let entry = PortEntry {
             cfg,
             io: io.clone(),

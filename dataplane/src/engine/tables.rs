@@ -330,8 +330,7 @@ impl Tables {
                             crate::config::MAX_REMOTES
                         ));
                     }
-                    gone_peers = vx.del_remotes(&remote_del)?;
-                    vx.add_remotes(&remote_add)?;
+                    gone_peers = vx.change_remotes(&remote_add, &remote_del)?;
                     cfg.remotes.retain(|r| !remote_del.contains(r));
                     for r in &remote_add {
                         if !cfg.remotes.contains(r) {
@@ -1063,6 +1062,11 @@ impl Tables {
         let p = pid as usize;
         let e = self.ports.get_mut(p)?.take()?;
         self.up[p] = false;
+        if let AnyPort::Vxlan(x) = &*e.io {
+            // At once, under this lock: the PortId may be reused before the
+            // last reference to the port goes.
+            x.detach();
+        }
         let a = std::mem::take(&mut self.attach[p]);
         if let Some(b) = a.bridge().and_then(|b| self.bridges[b].as_mut()) {
             b.remove_port(pid);

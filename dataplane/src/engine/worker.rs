@@ -437,7 +437,7 @@ impl Worker {
         self.shared.worker_counters[self.id].batch(n);
         let full = n == self.batch.capacity();
         if !is_vxlan {
-            self.forward(pid, 0..n, now);
+            self.forward(pid, 0..n, now, false);
             return full;
         }
         // A VXLAN underlay receives for every VNI on it: each frame enters
@@ -458,7 +458,7 @@ impl Worker {
             while b < n && self.batch.frames[b].ingress.unwrap_or(pid) == into {
                 b += 1;
             }
-            self.forward(into, a..b, now);
+            self.forward(into, a..b, now, true);
             a = b;
         }
         full
@@ -466,7 +466,8 @@ impl Worker {
 
     /// Forwards `self.batch.frames[range]`, which entered by `pid`, and
     /// sends what the plan says.
-    fn forward(&mut self, pid: PortId, range: std::ops::Range<usize>, now: u64) {
+    /// `demuxed`: the frames came off a VXLAN underlay, which named `pid`.
+    fn forward(&mut self, pid: PortId, range: std::ops::Range<usize>, now: u64, demuxed: bool) {
         // Three phases, each under its own lock: the bridges decide, the
         // router routes and translates what they handed it (its NAT writes
         // never hold the bridges' lock), the bridges take what it sends.
@@ -476,6 +477,17 @@ impl Worker {
         let routed = {
             let mut guard = shared.tables();
             let t: &mut Tables = &mut guard;
+            if demuxed
+                && !t.ports[pid as usize]
+                    .as_ref()
+                    .is_some_and(|e| matches!(*e.io, AnyPort::Vxlan(_)))
+            {
+                // Demultiplexed to a VXLAN port that went away meanwhile
+                // (its PortId may already be another port's): drop them.
+                for f in frames.iter_mut() {
+                    f.rx_drop = Some(DropReason::VniUnknown);
+                }
+            }
             let routed = pipeline::bridge_phase(
                 &mut t.switch(),
                 pid,

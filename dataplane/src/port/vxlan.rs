@@ -267,23 +267,23 @@ impl VxlanPort {
         self.pool.socks.iter().map(|(p, _)| *p).collect()
     }
 
-    /// Adds remotes to the flood list.
-    pub fn add_remotes(&self, ips: &[IpAddr]) -> Result<(), String> {
-        let mut r = self.seg.remotes_mut();
-        for ip in ips {
-            r.add_flood(*ip)?;
-        }
-        Ok(())
+    /// Changes the flood list, all or nothing: takes `del` off, puts `add`
+    /// on. Returns the table indexes taken off (to forget what was learned
+    /// behind them).
+    pub fn change_remotes(&self, add: &[IpAddr], del: &[IpAddr]) -> Result<Vec<u16>, String> {
+        self.seg.remotes_mut().change_flood(add, del)
     }
 
-    /// Takes remotes off the flood list (all or none); their table indexes.
-    pub fn del_remotes(&self, ips: &[IpAddr]) -> Result<Vec<u16>, String> {
-        let mut r = self.seg.remotes_mut();
-        let flood: Vec<IpAddr> = r.flood_ips();
-        if let Some(ip) = ips.iter().find(|ip| !flood.contains(ip)) {
-            return Err(format!("{ip} is not a remote of this port"));
-        }
-        ips.iter().map(|ip| r.del_flood(*ip)).collect()
+    /// Takes the port off its underlay: its VNI is no longer delivered to
+    /// its PortId (which may be reused at once), and may be added again.
+    pub fn detach(&self) {
+        self.seg.set_pid(underlay::NO_PID);
+        self.under.leave(&self.seg);
+    }
+
+    /// The underlay this port is on (local address and UDP port).
+    pub fn underlay_addr(&self) -> SocketAddr {
+        self.under.local
     }
 
     /// The table index for a static FDB entry's VTEP.
@@ -443,19 +443,36 @@ impl VxlanPort {
                 .max(1)
         };
         let wire_bytes = data.len() + (segs - 1) * usize::from(h.hdr_len);
+        if dsts.iter().any(|&d| {
+            !matches!(
+                remotes.list.get(d as usize).map(|r| r.ip),
+                Some(IpAddr::V4(_))
+            )
+        }) {
+            return false;
+        }
         let mut hdrs = [0u8; tunnel_tap::TUNNEL_HDR_LEN + tunnel_tap::OUTER_LEN];
-        for &d in dsts {
+        for (k, &d) in dsts.iter().enumerate() {
             let Some(IpAddr::V4(to)) = remotes.list.get(d as usize).map(|r| r.ip) else {
                 return false;
             };
-            tap.headers((&h, l2.l3, data.len()), (to, sport), &self.hdr, &mut hdrs);
+            tap.headers(
+                (&h, l2.l3, data.len()),
+                (to, sport, remotes.dstport()),
+                &self.hdr,
+                &mut hdrs,
+            );
             match tap.write(&hdrs, data) {
                 Ok(()) => {
                     stats.tx_packets += segs as u64;
                     stats.tx_bytes += wire_bytes as u64;
                 }
-                Err(_) if !tap.usable() => return false,
                 Err(e) if is_transient(&e) => stats.drop(DropReason::TxQueueFull),
+                // Refused (and the TAP turned off on EINVAL), or the TAP is
+                // not usable now: the first destination goes the software
+                // way with the rest; after it, the rest alone cannot, so
+                // count it.
+                Err(_) if k == 0 => return false,
                 Err(_) => stats.drop(DropReason::TxError),
             }
         }
@@ -654,7 +671,9 @@ impl Port for VxlanPort {
             {
                 let f = &frames[it.idx as usize];
                 let one = [it.peer];
-                let dsts: &[u16] = if it.peer != 0 && (it.peer as usize) < remotes.list.len() {
+                // A remote taken off since the station was learned behind
+                // it: flood, as for an unknown station.
+                let dsts: &[u16] = if remotes.live(it.peer) {
                     &one
                 } else {
                     &remotes.flood

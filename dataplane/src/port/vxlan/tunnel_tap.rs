@@ -124,11 +124,19 @@ impl TunnelTap {
     /// Whether `frame` (with virtio header `h`) can go this way: offloads
     /// asked for, and the whole datagram within an IPv4 packet.
     pub fn takes(&self, h: &VnetHdr, frame_len: usize) -> bool {
+        let gso = h.gso_type & !VnetHdr::GSO_ECN;
         let tcp_or_none = matches!(
-            h.gso_type & !VnetHdr::GSO_ECN,
+            gso,
             VnetHdr::GSO_NONE | VnetHdr::GSO_TCPV4 | VnetHdr::GSO_TCPV6
         );
-        self.usable() && tcp_or_none && frame_len + OUTER_LEN - 14 <= 65535
+        // The checks the kernel makes of a virtio header, so that a bad one
+        // from a guest goes to software segmentation (which refuses it and
+        // counts it) rather than making the kernel refuse the TAP's writes.
+        let gso_ok =
+            gso == VnetHdr::GSO_NONE || (h.gso_size != 0 && usize::from(h.hdr_len) <= frame_len);
+        let csum_ok = h.flags & VnetHdr::F_NEEDS_CSUM == 0
+            || usize::from(h.csum_start) + usize::from(h.csum_offset) + 2 <= frame_len;
+        self.usable() && tcp_or_none && gso_ok && csum_ok && frame_len + OUTER_LEN - 14 <= 65535
     }
 
     /// Writes the headers for an inner frame of `frame_len` bytes (virtio
@@ -138,7 +146,7 @@ impl TunnelTap {
     pub fn headers(
         &self,
         inner: (&VnetHdr, usize, usize),
-        to: (Ipv4Addr, u16),
+        to: (Ipv4Addr, u16, u16),
         vxlan: &[u8; 8],
         out: &mut [u8; TUNNEL_HDR_LEN + OUTER_LEN],
     ) {
@@ -177,11 +185,12 @@ impl TunnelTap {
 }
 
 /// [`TunnelTap::headers`] with the TAP's MAC, our address and the IPv4
-/// identification given.
+/// identification given; `to` is (remote address, source port, remote's
+/// UDP port).
 fn write_headers(
     (dst_mac, src, ident): (MacAddr, Ipv4Addr, u16),
     (h, l3, frame_len): (&VnetHdr, usize, usize),
-    (dst, sport): (Ipv4Addr, u16),
+    (dst, sport, dport): (Ipv4Addr, u16, u16),
     vxlan: &[u8; 8],
     out: &mut [u8; TUNNEL_HDR_LEN + OUTER_LEN],
 ) {
@@ -222,7 +231,7 @@ fn write_headers(
     .emit(&mut e[14..34]);
     let udp = &mut e[34..42];
     udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&crate::config::VXLAN_PORT.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
     udp[4..6].copy_from_slice(&((8 + 8 + frame_len) as u16).to_be_bytes());
     // UDP checksum 0: allowed over IPv4, as the kernel's vxlan sends it by
     // default (RFC 7348 §5).
@@ -249,7 +258,7 @@ mod tests {
         write_headers(
             (mac, Ipv4Addr::new(192, 0, 2, 1), 7),
             (&h, 14, 60000),
-            (Ipv4Addr::new(192, 0, 2, 2), 50001),
+            (Ipv4Addr::new(192, 0, 2, 2), 50001, 4789),
             &vx,
             &mut out,
         );
@@ -288,7 +297,7 @@ mod tests {
         write_headers(
             (mac, Ipv4Addr::new(192, 0, 2, 1), 8),
             (&c, 14, 100),
-            (Ipv4Addr::new(192, 0, 2, 2), 50001),
+            (Ipv4Addr::new(192, 0, 2, 2), 50001, 4789),
             &vx,
             &mut out,
         );

@@ -65,7 +65,56 @@ pub struct Remotes {
     dstport: u16,
 }
 
+/// Most remotes a segment learns from traffic (`--learning`): the rest of
+/// [`MAX_REMOTES`] stays for configured and static remotes, so that a flood
+/// from spoofed sources cannot lock out `--remote-add`.
+pub const MAX_LEARNED: usize = MAX_REMOTES / 2;
+
 impl Remotes {
+    pub fn dstport(&self) -> u16 {
+        self.dstport
+    }
+
+    /// Whether remote `i` is one frames may be sent to (not taken off).
+    pub fn live(&self, i: u16) -> bool {
+        self.list
+            .get(i as usize)
+            .is_some_and(|r| i != 0 && r.kind != RemoteKind::Removed)
+    }
+
+    /// Changes the flood list, all or nothing: takes `del` off (each must
+    /// be on it), puts `add` on. Returns the slots taken off.
+    pub fn change_flood(&mut self, add: &[IpAddr], del: &[IpAddr]) -> Result<Vec<u16>, String> {
+        let mut seen = Vec::new();
+        for ip in del {
+            if seen.contains(ip) {
+                continue;
+            }
+            match self.index.get(ip) {
+                Some(&i) if self.list[i as usize].kind == RemoteKind::Flood => seen.push(*ip),
+                _ => return Err(format!("{ip} is not a remote of this port")),
+            }
+        }
+        let new = add
+            .iter()
+            .filter(|ip| !self.index.contains_key(*ip))
+            .count();
+        if self.list.len() - 1 + new > MAX_REMOTES {
+            return Err(format!("too many remote VTEPs (limit {MAX_REMOTES})"));
+        }
+        let gone: Vec<u16> = seen
+            .iter()
+            .map(|ip| self.del_flood(*ip).expect("checked above"))
+            .collect();
+        for ip in add {
+            self.add_flood(*ip).expect("room checked above");
+        }
+        Ok(gone
+            .into_iter()
+            .filter(|&i| self.list[i as usize].kind == RemoteKind::Removed)
+            .collect())
+    }
+
     pub fn new(dstport: u16) -> Remotes {
         let placeholder = Remote {
             ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -142,8 +191,19 @@ impl Remotes {
         (self.list[i as usize].kind != RemoteKind::Removed).then_some(i)
     }
 
-    /// Learns a VTEP that sent a frame (with `--learning`).
+    /// Learns a VTEP that sent a frame (with `--learning`), at most
+    /// [`MAX_LEARNED`] of them.
     pub fn learn(&mut self, ip: IpAddr) -> Option<u16> {
+        if !self.index.contains_key(&ip)
+            && self
+                .list
+                .iter()
+                .filter(|r| r.kind == RemoteKind::Learned)
+                .count()
+                >= MAX_LEARNED
+        {
+            return None;
+        }
         self.slot(ip, RemoteKind::Learned)
     }
 
@@ -228,10 +288,25 @@ impl SrcPool {
             for port in lo..hi {
                 match bind_udp(SocketAddr::new(ip, port as u16)) {
                     Ok(s) => {
-                        crate::sys::set_socket_buffers(
-                            std::os::fd::AsRawFd::as_raw_fd(&s),
+                        // A large send buffer; the receive buffer stays as
+                        // small as the kernel allows (nothing is read here).
+                        let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+                        let _ = crate::sys::setsockopt_int(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_SNDBUFFORCE,
                             SOCK_BUF,
-                        );
+                        )
+                        .or_else(|_| {
+                            crate::sys::setsockopt_int(
+                                fd,
+                                libc::SOL_SOCKET,
+                                libc::SO_SNDBUF,
+                                SOCK_BUF,
+                            )
+                        });
+                        let _ =
+                            crate::sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 0);
                         socks.push((port as u16, s));
                         break;
                     }
