@@ -22,6 +22,8 @@ const IDLE: Duration = Duration::from_secs(600);
 pub const LINE_DEADLINE: Duration = Duration::from_secs(10);
 /// A client that does not read its answers for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a `trace --live` waits for its frames.
+const LIVE_WAIT: Duration = Duration::from_secs(80);
 /// How often a waiting read looks at its deadlines.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -161,6 +163,9 @@ impl Server {
                     }
                     continue;
                 }
+                Ok(Request::TraceLive { count, port }) => {
+                    self.trace_live(count as usize, port.as_deref())
+                }
                 Ok(Request::Monitor { kinds }) => {
                     self.monitor(&kinds, out, reader);
                     return;
@@ -172,6 +177,23 @@ impl Server {
                 return;
             }
         }
+    }
+
+    /// `trace --live`: waits for the records (at most [`LIVE_WAIT`]; the
+    /// client waits 90 s) and answers them as one array.
+    fn trace_live(&self, count: usize, port: Option<&str>) -> Result<Value, String> {
+        let rx = self.handle.live_trace(port, count)?;
+        let deadline = std::time::Instant::now() + LIVE_WAIT;
+        let mut got = Vec::with_capacity(count);
+        while got.len() < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(v) => got.push(v),
+                Err(_) => break,
+            }
+        }
+        self.handle.end_live_trace();
+        Ok(Value::Array(got))
     }
 
     /// Streams events as JSON lines until the client closes the connection

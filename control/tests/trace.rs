@@ -173,3 +173,40 @@ fn trace_explains_without_side_effects() {
     assert_eq!(strip(fdb0), strip(lab.fdb("br0")));
     assert_eq!(stats0, lab.ctl_json(&["stats"]));
 }
+
+/// `trace --live N --port P`: the next N real frames received on P, each
+/// with the steps of its decision; one live trace at a time.
+#[test]
+fn live_trace_records_real_frames() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.tap_host("br0", 1);
+    let h2 = lab.tap_host("br0", 2);
+    lab.assert_all_ping(&[&h1, &h2]);
+    let mut bg = lab.ctl_spawn(&["--json", "trace", "--live", "3", "--port", "p1"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(lab
+        .ctl_err(&["trace", "--live", "1"])
+        .contains("already running"));
+    let _ = lab.ping_once(&h1, &h2.ip);
+    let _ = lab.ping_once(&h1, &h2.ip);
+    let _ = lab.ping_once(&h1, &h2.ip);
+    let out = bg.child.stdout.take().expect("stdout");
+    let (st, _) = bg.finish(std::time::Duration::from_secs(30));
+    assert!(st.success());
+    let v: Value = serde_json::from_reader(out).expect("JSON array");
+    let recs = v.as_array().expect("array");
+    assert_eq!(recs.len(), 3, "{v}");
+    for r in recs {
+        assert_eq!(r["port"], "p1", "{r}");
+        assert!(r["steps"].as_array().is_some_and(|s| !s.is_empty()), "{r}");
+        assert!(
+            matches!(r["verdict"].as_str(), Some("forward" | "flood")),
+            "{r}"
+        );
+    }
+    // Done: another may start.
+    assert!(lab
+        .ctl_err(&["trace", "--live", "0"])
+        .contains("between 1 and 1000"));
+}

@@ -114,6 +114,13 @@ pub enum Request {
         port: String,
         frame: String,
     },
+    /// The trace records of the next `count` frames received (on `port`, or
+    /// any), answered once they are all there (or after 80 s).
+    TraceLive {
+        count: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
     /// Stream events (`fdb`, `ports`, `stp`; none: all) as JSON lines after
     /// the reply, until the client goes away.
     Monitor {

@@ -301,10 +301,19 @@ enum Cmd {
         after_help = "The frame is built from the fields given (Ethernet, an optional 802.1Q tag,\nIPv4 with TCP, UDP or ICMP when --ip-dst is given), or given whole with --hex.\n\nExamples:\n  vswitchctl trace br0 --in p1 --dst 02:00:00:00:00:02\n  vswitchctl trace br0 --in trunk --vlan 20 --dst ff:ff:ff:ff:ff:ff\n  vswitchctl trace br0 --in p1 --dst 02:5e:... --ip-src 10.0.1.2 --ip-dst 192.0.2.7 --proto tcp --dport 80\n  vswitchctl --json trace br0 --in p1 --hex ffffffffffff0200000000010806..."
     )]
     Trace {
-        bridge: String,
+        #[arg(required_unless_present = "live")]
+        bridge: Option<String>,
         /// The port the frame arrives on
-        #[arg(long = "in", value_name = "PORT")]
-        in_port: String,
+        #[arg(long = "in", value_name = "PORT", required_unless_present = "live")]
+        in_port: Option<String>,
+        /// Instead of one made-up frame: trace the next N real frames as
+        /// they are received (on --port, or any port), printed once all N
+        /// came (at most 80 s)
+        #[arg(long, value_name = "N", conflicts_with_all = ["bridge", "in_port", "hex"])]
+        live: Option<u32>,
+        /// With --live: only frames received on this port
+        #[arg(long, value_name = "PORT", requires = "live")]
+        port: Option<String>,
         /// Source MAC (default 02:00:00:00:00:01)
         #[arg(long, value_parser = parse_mac)]
         src: Option<MacAddr>,
@@ -668,6 +677,8 @@ fn request(cmd: Cmd) -> Result<Request, String> {
         Cmd::Trace {
             bridge,
             in_port,
+            live,
+            port,
             src,
             dst,
             vlan,
@@ -679,6 +690,12 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             ttl,
             hex,
         } => {
+            if let Some(count) = live {
+                return Ok(Request::TraceLive { count, port });
+            }
+            let (Some(bridge), Some(in_port)) = (bridge, in_port) else {
+                return Err("trace: give BR and --in PORT, or --live N".into());
+            };
             let frame = match hex {
                 Some(h) => h,
                 None => {
@@ -1080,30 +1097,39 @@ fn snat_src(r: &Value) -> String {
     }
 }
 
+/// One trace record, as text.
+fn print_trace(v: &Value) {
+    let mut verdict = s(&v["verdict"]);
+    if let Some(r) = v["drop_reason"].as_str() {
+        verdict = format!("{verdict} ({r})");
+    }
+    println!("verdict: {verdict}");
+    for e in arr(&v["egress"]) {
+        println!(
+            "egress:  {} VLAN {} {}",
+            s(&e["port"]),
+            s(&e["vlan"]),
+            if e["tagged"] == true {
+                "tagged"
+            } else {
+                "untagged"
+            }
+        );
+    }
+    for st in arr(&v["steps"]) {
+        println!("  {:<10} {}", s(&st["stage"]), s(&st["detail"]));
+    }
+}
+
 fn print_human(req: &Request, v: &Value) {
     match req {
-        Request::Trace { .. } => {
-            let mut verdict = s(&v["verdict"]);
-            if let Some(r) = v["drop_reason"].as_str() {
-                verdict = format!("{verdict} ({r})");
-            }
-            println!("verdict: {verdict}");
-            for e in arr(&v["egress"]) {
-                println!(
-                    "egress:  {} VLAN {} {}",
-                    s(&e["port"]),
-                    s(&e["vlan"]),
-                    if e["tagged"] == true {
-                        "tagged"
-                    } else {
-                        "untagged"
-                    }
-                );
-            }
-            for st in arr(&v["steps"]) {
-                println!("  {:<10} {}", s(&st["stage"]), s(&st["detail"]));
+        Request::TraceLive { .. } => {
+            for (i, r) in arr(v).iter().enumerate() {
+                println!("frame {} on {}:", i + 1, s(&r["port"]));
+                print_trace(r);
             }
         }
+        Request::Trace { .. } => print_trace(v),
         Request::SetPort { name, .. } => {
             for e in arr(&v["removed_static"]) {
                 eprintln!(

@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     monitor: monitor::Monitor,
     /// Set by shutdown: background threads end.
     stopping: std::sync::atomic::AtomicBool,
+    /// `trace --live`: on while one runs (one branch per batch otherwise).
+    live_on: std::sync::atomic::AtomicBool,
+    live: Mutex<Option<trace::LiveTrace>>,
     /// Busy time and batch sizes, one set per worker (`--metrics`).
     worker_counters: Vec<metrics::WorkerCounters>,
 }
@@ -152,6 +155,8 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
         stats: stats.clone(),
         monitor: monitor::Monitor::default(),
         stopping: Default::default(),
+        live_on: Default::default(),
+        live: Mutex::new(None),
         worker_counters: (0..n).map(|_| Default::default()).collect(),
     });
     let mut links = Vec::with_capacity(n);
@@ -353,6 +358,44 @@ impl EngineHandle {
             }
             tracing::info!(port = %name, ifname, "interface is back: port re-attached");
         }
+    }
+
+    /// `trace --live N [--port P]`: the records of the next `count` frames
+    /// received (on `port`, or any), as they come. One at a time.
+    pub fn live_trace(
+        &self,
+        port: Option<&str>,
+        count: usize,
+    ) -> Result<crossbeam_channel::Receiver<Value>, String> {
+        if !(1..=1000).contains(&count) {
+            return Err(format!("trace --live {count}: between 1 and 1000 frames"));
+        }
+        let port = match port {
+            Some(p) => Some(self.shared.tables().port_idx(p)? as PortId),
+            None => None,
+        };
+        let mut live = lock(&self.shared.live);
+        if live.is_some() {
+            return Err("a live trace is already running".into());
+        }
+        let (tx, rx) = crossbeam_channel::bounded(count);
+        *live = Some(trace::LiveTrace {
+            port,
+            remaining: count,
+            tx,
+        });
+        self.shared
+            .live_on
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(rx)
+    }
+
+    /// Ends a live trace (its client went away or gave up).
+    pub fn end_live_trace(&self) {
+        *lock(&self.shared.live) = None;
+        self.shared
+            .live_on
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// `vswitchctl monitor`: a new listener for the events of `kinds`.

@@ -585,7 +585,9 @@ impl Tables {
             | Request::DelBr { .. }
             | Request::Stats { .. }
             | Request::FdbShow { .. } => Err("handled by the engine handle".into()),
-            Request::Monitor { .. } => Err("handled by the control server".into()),
+            Request::Monitor { .. } | Request::TraceLive { .. } => {
+                Err("handled by the control server".into())
+            }
             Request::Trace {
                 bridge,
                 port,

@@ -18,10 +18,16 @@ impl Tables {
         if self.attach[pi] != Attach::Bridge(bi) {
             return Err(format!("port '{port}' is not on bridge '{bridge}'"));
         }
-        let b = self.bridges[bi].as_ref().expect("index");
-        let now = self.now_ns();
+        Ok(self.trace_frame(bi, pi as PortId, &frame, self.now_ns()))
+    }
+
+    /// The trace record of `frame` arriving on `pi` of bridge `bi`.
+    pub(crate) fn trace_frame(&self, bi: usize, pi: PortId, frame: &[u8], now: u64) -> Value {
+        let Some(b) = self.bridges.get(bi).and_then(Option::as_ref) else {
+            return json!({"verdict": "drop", "drop_reason": "no_egress", "egress": [], "steps": []});
+        };
         let name = |p: PortId| self.port_name(p);
-        let t = b.trace(pi as PortId, &frame, now, &name);
+        let t = b.trace(pi, frame, now, &name);
         let mut steps: Vec<Value> = t
             .steps
             .iter()
@@ -36,7 +42,7 @@ impl Tables {
             Verdict::Unicast(p) => match self.attach.get(p as usize) {
                 Some(Attach::Svi { rif, .. }) => {
                     // To a router interface: the router takes it from here.
-                    match ipv4_of(&frame) {
+                    match ipv4_of(frame) {
                         Some((src, dst, ttl)) => {
                             let r = self.router().trace(*rif, src, dst, ttl, now);
                             steps.extend(
@@ -58,13 +64,58 @@ impl Tables {
             Verdict::Local => ("local", None),
             Verdict::Drop(r) => ("drop", Some(r.name())),
         };
-        Ok(json!({
+        json!({
             "verdict": verdict,
             "drop_reason": reason,
             "egress": if verdict == "forward" || verdict == "flood" { egress } else { Vec::new() },
             "steps": steps,
-        }))
+        })
     }
+}
+
+/// A `trace --live` in progress: the next `remaining` frames received on
+/// `port` (any port for `None`) are traced as they enter and their records
+/// sent to the client.
+pub(crate) struct LiveTrace {
+    pub port: Option<PortId>,
+    pub remaining: usize,
+    pub tx: crossbeam_channel::Sender<Value>,
+}
+
+/// Traces what `LiveTrace` asks for among `frames`, which entered by `pid`
+/// (called by a worker under the tables' lock, before the real decision).
+/// False once the live trace is complete.
+pub(crate) fn live(
+    t: &Tables,
+    live: &mut LiveTrace,
+    pid: PortId,
+    frames: &[crate::packet::Frame],
+    now: u64,
+) -> bool {
+    if live.port.is_some_and(|p| p != pid) {
+        return true;
+    }
+    let Some(bi) = t.attach.get(pid as usize).and_then(|a| match a {
+        Attach::Bridge(b) => Some(*b),
+        _ => None,
+    }) else {
+        return true;
+    };
+    for f in frames {
+        if live.remaining == 0 {
+            break;
+        }
+        if f.rx_drop.is_some() {
+            continue;
+        }
+        let mut v = t.trace_frame(bi, pid, f.data(), now);
+        v["port"] = json!(t.port_name(pid));
+        if live.tx.try_send(v).is_err() {
+            return false;
+        }
+        live.remaining -= 1;
+    }
+    live.remaining > 0
 }
 
 /// Source, destination and TTL of an IPv4 packet in an Ethernet frame.

@@ -477,6 +477,20 @@ impl Worker {
         let routed = {
             let mut guard = shared.tables();
             let t: &mut Tables = &mut guard;
+            if shared.live_on.load(std::sync::atomic::Ordering::Relaxed) {
+                // trace --live: traced before the real decision, which
+                // the trace mirrors.
+                let mut live = lock(&shared.live);
+                let more = live
+                    .as_mut()
+                    .is_some_and(|l| super::trace::live(t, l, pid, frames, now));
+                if !more && live.is_some() {
+                    *live = None;
+                    shared
+                        .live_on
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
             if demuxed
                 && !t.ports[pid as usize]
                     .as_ref()
