@@ -245,7 +245,8 @@ enum Cmd {
     },
     /// Remove a port (a TAP the daemon created is deleted)
     DelPort { port: String },
-    /// Change a port's VLANs, isolation or learning
+    /// Change a port's VLANs, isolation, learning, spanning-tree settings,
+    /// storm limit, or a VXLAN port's remotes
     #[command(group(clap::ArgGroup::new("mode").args(["access", "trunk"])))]
     SetPort {
         port: String,
