@@ -568,8 +568,20 @@ impl Fdb {
                     // Unchanged (the same tick) is not written: the line
                     // stays clean for the other workers reading it.
                     if s.stamp != now || s.peer != peer {
+                        let moved_remote = s.peer != peer;
                         s.stamp = now;
                         s.peer = peer;
+                        if moved_remote {
+                            // Behind another remote of the same tunnel port
+                            // (a station moved between VTEPs).
+                            self.events.push(BridgeEvent::Fdb {
+                                change: FdbChange::Moved(port),
+                                vlan,
+                                mac,
+                                port,
+                                peer,
+                            });
+                        }
                     }
                     return Learn::Refreshed;
                 }

@@ -304,10 +304,18 @@ impl Worker {
     /// changed up or down.
     fn check_vxlan_locals(&mut self) {
         let ports = self.shared.tables().vxlan_ports();
+        // One bind per address, however many ports (VNIs) use it.
+        let mut present: hashbrown::HashMap<std::net::IpAddr, bool> = hashbrown::HashMap::new();
         let changed: Vec<(PortId, &Arc<AnyPort>, bool)> = ports
             .iter()
             .filter_map(|(pid, io)| match &**io {
-                AnyPort::Vxlan(x) if x.check_local() => Some((*pid, io, x.local_up())),
+                AnyPort::Vxlan(x) => {
+                    let ip = x.local().ip();
+                    let up = *present
+                        .entry(ip)
+                        .or_insert_with(|| crate::port::vxlan::underlay::is_local(ip));
+                    x.set_local_up(up).then_some((*pid, io, up))
+                }
                 _ => None,
             })
             .collect();

@@ -299,7 +299,12 @@ impl VxlanPort {
     /// Looks again whether the local address is on an interface; true if
     /// that changed.
     pub fn check_local(&self) -> bool {
-        let now = underlay::is_local(self.under.local.ip());
+        self.set_local_up(underlay::is_local(self.under.local.ip()))
+    }
+
+    /// Records whether the local address is on an interface (as found for
+    /// another port on the same address); true if that changed.
+    pub fn set_local_up(&self, now: bool) -> bool {
         self.local_up.swap(now, Ordering::Relaxed) != now
     }
 
