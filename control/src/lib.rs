@@ -9,6 +9,7 @@ pub mod client;
 pub mod evpn;
 pub mod fdbshow;
 pub mod metrics;
+pub mod pcap;
 pub mod persist;
 pub mod privs;
 pub mod server;

@@ -166,6 +166,10 @@ impl Server {
                 Ok(Request::TraceLive { count, port }) => {
                     self.trace_live(count as usize, port.as_deref())
                 }
+                Ok(Request::Capture { port, dir, count }) => {
+                    self.capture(&port, dir.as_deref(), count, out, reader);
+                    return;
+                }
                 Ok(Request::Monitor { kinds }) => {
                     self.monitor(&kinds, out, reader);
                     return;
@@ -194,6 +198,79 @@ impl Server {
         }
         self.handle.end_live_trace();
         Ok(Value::Array(got))
+    }
+
+    /// Streams captured frames as JSON lines (`{"ts_ns", "dir", "data"}`,
+    /// data in hex) until `count` were sent or the client goes away; ends
+    /// with `{"end": true, "lost": N}`.
+    fn capture(
+        &self,
+        port: &str,
+        dir: Option<&str>,
+        count: Option<u64>,
+        mut out: UnixStream,
+        mut reader: BufReader<UnixStream>,
+    ) {
+        let (rx, tx) = match dir.unwrap_or("both") {
+            "rx" => (true, false),
+            "tx" => (false, true),
+            "both" => (true, true),
+            other => {
+                let _ = write_reply(&mut out, Err(format!("--dir {other}: rx, tx or both")));
+                return;
+            }
+        };
+        let cap = match self.handle.capture(port, rx, tx) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = write_reply(&mut out, Err(e));
+                return;
+            }
+        };
+        if write_reply(&mut out, Ok(Value::Null)).is_err() {
+            return;
+        }
+        let _ = reader.get_ref().set_read_timeout(None);
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let g = gone.clone();
+        let watcher = std::thread::Builder::new()
+            .name("vswitch-cap".into())
+            .spawn(move || {
+                let mut sink = [0u8; 256];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+                g.store(true, Ordering::SeqCst);
+            });
+        if watcher.is_err() {
+            return;
+        }
+        let mut sent = 0u64;
+        while !gone.load(Ordering::SeqCst) && count.is_none_or(|c| sent < c) {
+            match cap.rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(r) => {
+                    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                    let mut line = json!({
+                        "ts_ns": r.ts_ns,
+                        "dir": if r.tx { "tx" } else { "rx" },
+                        "data": hex,
+                    })
+                    .to_string();
+                    line.push('\n');
+                    if out.write_all(line.as_bytes()).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        let lost = cap.lost.load(Ordering::Relaxed);
+        drop(cap);
+        self.handle.prune_captures();
+        let mut end = json!({"end": true, "lost": lost}).to_string();
+        end.push('\n');
+        let _ = out.write_all(end.as_bytes());
+        let _ = out.shutdown(std::net::Shutdown::Both);
     }
 
     /// Streams events as JSON lines until the client closes the connection

@@ -121,6 +121,16 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<String>,
     },
+    /// Copies of what `port` receives and/or sends (`dir`: rx, tx, both),
+    /// streamed as JSON lines after the reply, `count` of them (or until
+    /// the client goes away).
+    Capture {
+        port: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
     /// Stream events (`fdb`, `ports`, `stp`; none: all) as JSON lines after
     /// the reply, until the client goes away.
     Monitor {

@@ -346,6 +346,24 @@ enum Cmd {
         #[arg(long, value_name = "BYTES", conflicts_with_all = ["src", "dst", "vlan", "ip_src", "ip_dst", "proto", "sport", "dport", "ttl"])]
         hex: Option<String>,
     },
+    /// Write a pcap of what a port receives and/or sends, as the switch sees
+    /// it (tags as on the wire; a GSO super-frame as one record); any port,
+    /// VXLAN ports and router interfaces included
+    #[command(
+        after_help = "Examples:\n  vswitchctl capture p1 -c 10 -w p1.pcap && tcpdump -nr p1.pcap\n  vswitchctl capture vx --dir rx -w - | tcpdump -nr -\n\nA reader that does not keep up loses capture records (counted at the end), never frames."
+    )]
+    Capture {
+        port: String,
+        /// rx, tx or both (default)
+        #[arg(long, value_parser = ["rx", "tx", "both"])]
+        dir: Option<String>,
+        /// Stop after this many frames (default: until interrupted)
+        #[arg(short = 'c', value_name = "N")]
+        count: Option<u64>,
+        /// Where to write the pcap (- for stdout)
+        #[arg(short = 'w', value_name = "FILE")]
+        write: String,
+    },
     /// Stream events as JSON lines until interrupted: fdb (learned, moved,
     /// aged, flushed), ports (up, down), stp (role or state changed); none
     /// given: all
@@ -675,6 +693,9 @@ fn request(cmd: Cmd) -> Result<Request, String> {
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },
         Cmd::FdbShow { bridge } => Request::FdbShow { bridge },
         Cmd::Monitor { kinds } => Request::Monitor { kinds },
+        Cmd::Capture {
+            port, dir, count, ..
+        } => Request::Capture { port, dir, count },
         Cmd::Trace {
             bridge,
             in_port,
@@ -843,6 +864,10 @@ fn request(cmd: Cmd) -> Result<Request, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    let capture_file = match &cli.cmd {
+        Cmd::Capture { write, .. } => Some(write.clone()),
+        _ => None,
+    };
     let req = match request(cli.cmd) {
         Ok(req) => req,
         Err(e) => {
@@ -855,6 +880,9 @@ fn main() -> ExitCode {
     }
     if let Request::Monitor { .. } = req {
         return monitor(&cli.socket, &req);
+    }
+    if let Request::Capture { .. } = req {
+        return capture(&cli.socket, &req, capture_file.as_deref().unwrap_or("-"));
     }
     let result = Client::connect(&cli.socket).and_then(|mut c| {
         let v = c.call(&req)?;
@@ -889,6 +917,71 @@ fn monitor(socket: &std::path::Path, req: &Request) -> ExitCode {
         })
     });
     match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `capture`: pcap from the streamed records; says at the end how many
+/// records the switch could not hand over (a slow reader).
+fn capture(socket: &std::path::Path, req: &Request, file: &str) -> ExitCode {
+    use std::io::Write;
+    let mut w: Box<dyn Write> = if file == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        match std::fs::File::create(file) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("error: {file}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    if let Err(e) = control::pcap::write_header(&mut w) {
+        eprintln!("error: {file}: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut n = 0u64;
+    let mut failed = None;
+    let done = Client::connect(socket).and_then(|mut c| {
+        c.call_lines(req, |line| {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                return true;
+            };
+            if v["end"] == true {
+                let lost = v["lost"].as_u64().unwrap_or(0);
+                if lost > 0 {
+                    eprintln!("note: {lost} frames were not captured (the reader fell behind)");
+                }
+                return false;
+            }
+            let data: Vec<u8> = v["data"]
+                .as_str()
+                .unwrap_or("")
+                .as_bytes()
+                .chunks(2)
+                .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+                .collect();
+            let r = control::pcap::write_record(&mut w, v["ts_ns"].as_u64().unwrap_or(0), &data)
+                .and_then(|()| if file == "-" { w.flush() } else { Ok(()) });
+            if let Err(e) = r {
+                failed = Some(e.to_string());
+                return false;
+            }
+            n += 1;
+            true
+        })
+    });
+    let _ = w.flush();
+    if let Some(e) = failed {
+        eprintln!("error: writing {file}: {e}");
+        return ExitCode::FAILURE;
+    }
+    match done {
+        Ok(()) | Err(_) if n > 0 => ExitCode::SUCCESS,
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -9,6 +9,7 @@
 //! Counters are per worker and summed when asked for. Time is read once per
 //! batch and passed down.
 
+pub mod capture;
 pub mod metrics;
 pub mod monitor;
 mod tables;
@@ -103,6 +104,9 @@ pub(crate) struct Shared {
     /// `trace --live`: on while one runs (one branch per batch otherwise).
     live_on: std::sync::atomic::AtomicBool,
     live: Mutex<Option<trace::LiveTrace>>,
+    /// `capture`: on while any runs.
+    capture_on: std::sync::atomic::AtomicBool,
+    captures: Mutex<Vec<capture::Sub>>,
     /// Busy time and batch sizes, one set per worker (`--metrics`).
     worker_counters: Vec<metrics::WorkerCounters>,
 }
@@ -157,6 +161,8 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
         stopping: Default::default(),
         live_on: Default::default(),
         live: Mutex::new(None),
+        capture_on: Default::default(),
+        captures: Mutex::new(Vec::new()),
         worker_counters: (0..n).map(|_| Default::default()).collect(),
     });
     let mut links = Vec::with_capacity(n);
@@ -388,6 +394,29 @@ impl EngineHandle {
             .live_on
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(rx)
+    }
+
+    /// `capture PORT`: copies of the frames `port` receives (`rx`) and/or
+    /// sends (`tx`), until the returned capture is dropped.
+    pub fn capture(&self, port: &str, rx: bool, tx: bool) -> Result<capture::Capture, String> {
+        let pid = self.shared.tables().port_idx(port)? as PortId;
+        let (sub, cap) = capture::new(pid, rx, tx);
+        let mut subs = lock(&self.shared.captures);
+        subs.retain(capture::Sub::alive);
+        subs.push(sub);
+        self.shared
+            .capture_on
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(cap)
+    }
+
+    /// Forgets captures whose client went away.
+    pub fn prune_captures(&self) {
+        let mut subs = lock(&self.shared.captures);
+        subs.retain(capture::Sub::alive);
+        self.shared
+            .capture_on
+            .store(!subs.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
     /// Ends a live trace (its client went away or gave up).

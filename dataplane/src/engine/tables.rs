@@ -585,7 +585,7 @@ impl Tables {
             | Request::DelBr { .. }
             | Request::Stats { .. }
             | Request::FdbShow { .. } => Err("handled by the engine handle".into()),
-            Request::Monitor { .. } | Request::TraceLive { .. } => {
+            Request::Monitor { .. } | Request::TraceLive { .. } | Request::Capture { .. } => {
                 Err("handled by the control server".into())
             }
             Request::Trace {

@@ -485,6 +485,15 @@ impl Worker {
         let routed = {
             let mut guard = shared.tables();
             let t: &mut Tables = &mut guard;
+            if shared.capture_on.load(std::sync::atomic::Ordering::Relaxed) {
+                let subs = lock(&shared.captures);
+                let ts = super::capture::wall_ns();
+                for s in subs.iter().filter(|s| s.rx && s.port == pid && s.alive()) {
+                    for f in frames.iter().filter(|f| f.rx_drop.is_none()) {
+                        s.offer(ts, false, f.data().to_vec());
+                    }
+                }
+            }
             if shared.live_on.load(std::sync::atomic::Ordering::Relaxed) {
                 // trace --live: traced before the real decision, which
                 // the trace mirrors.
@@ -550,6 +559,13 @@ impl Worker {
     /// Sends every per-port TX batch of the plan, outside the tables' lock;
     /// the plan's frames are `self.batch.frames[range]`.
     fn flush(&mut self, range: std::ops::Range<usize>) {
+        if self
+            .shared
+            .capture_on
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.capture_tx(range.clone());
+        }
         let mut st = lock(&self.stats);
         for &out in &self.plan.dirty {
             let o = out as usize;
@@ -574,6 +590,35 @@ impl Worker {
         }
         drop(st);
         self.plan.clear();
+    }
+
+    /// Copies what the plan sends on captured ports, as it leaves (tag
+    /// edits applied).
+    fn capture_tx(&self, range: std::ops::Range<usize>) {
+        let subs = lock(&self.shared.captures);
+        let ts = super::capture::wall_ns();
+        for s in subs.iter().filter(|s| s.tx && s.alive()) {
+            let o = s.port as usize;
+            if !self.plan.dirty.contains(&s.port) {
+                continue;
+            }
+            for (batch, q) in [
+                (&self.batch.frames[range.clone()], &self.plan.txq[o]),
+                (&self.plan.orig.frames[..], &self.plan.txq_orig[o]),
+            ] {
+                for it in q {
+                    let Some(f) = batch.get(usize::from(it.idx)) else {
+                        continue;
+                    };
+                    let mut pre = [0u8; crate::packet::EDIT_PREFIX_MAX];
+                    let (n, rest) = f.edited_prefix(it.edit, &mut pre);
+                    let mut v = Vec::with_capacity(n + f.data().len());
+                    v.extend_from_slice(&pre[crate::packet::VNET_HDR_LEN..n]);
+                    v.extend_from_slice(f.data().get(rest..).unwrap_or(&[]));
+                    s.offer(ts, true, v);
+                }
+            }
+        }
     }
 
     fn port_down(&mut self, pid: PortId, err: &io::Error) {
