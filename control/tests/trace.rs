@@ -255,3 +255,31 @@ fn capture_writes_pcap_tcpdump_reads() {
     assert!(out.contains("vlan 5"), "{out}");
     assert_eq!(out.lines().count(), 3, "{out}");
 }
+
+/// A capture whose reader stalls loses capture records, never frames.
+#[test]
+fn capture_with_a_stalled_reader() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.tap_host("br0", 1);
+    let h2 = lab.tap_host("br0", 2);
+    lab.assert_all_ping(&[&h1, &h2]);
+    // A reader that never reads: its pipe fills, then the daemon's queue.
+    let stalled = lab.ctl_spawn(&["capture", "p2", "-w", "-"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ping = lab.ns_spawn(
+        &h1.ns,
+        &["ping", "-n", "-q", "-i", "0.02", "-c", "100", &h2.ip],
+        true,
+    );
+    let bytes = lab.iperf_tcp(&h1, &h2);
+    let (_, text) = ping.finish(std::time::Duration::from_secs(30));
+    assert!(
+        bytes > 100_000_000,
+        "TCP with a stalled capture: {bytes} bytes"
+    );
+    assert!(text.contains(" 0% packet loss"), "{text}");
+    drop(stalled);
+    // The capture is gone with its client; forwarding goes on.
+    lab.assert_all_ping(&[&h1, &h2]);
+}

@@ -527,3 +527,27 @@ fn tcp_over_a_non_default_dstport() {
     assert!(bytes > 10_000_000, "TCP on 8472 carried only {bytes} bytes");
     assert_eq!(v.lab.port_info("br0", "vx")["tunnel_gso"], true);
 }
+
+/// `capture` on a VXLAN port (no kernel device): the inner frames, both
+/// ways, that tcpdump decodes.
+#[test]
+fn capture_on_a_vxlan_port() {
+    let mut v = vx_lab();
+    let k2 = kernel_vtep(&mut v, 2);
+    add_vxlan(&v.lab, "192.0.2.2", &[]);
+    assert!(v.lab.ping(&v.h1, &k2.ip));
+    let f = v.lab.path("vx.pcap").to_str().unwrap().to_string();
+    let bg = v.lab.ctl_spawn(&["capture", "vx", "-c", "6", "-w", &f]);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..4 {
+        let _ = v.lab.ping_once(&v.h1, &k2.ip);
+    }
+    let (st, _) = bg.finish(Duration::from_secs(30));
+    assert!(st.success());
+    let out = run_ok("tcpdump", &["-nr", &f]);
+    assert!(
+        out.contains("ICMP echo request") && out.contains("ICMP echo reply"),
+        "{out}"
+    );
+    assert!(out.contains(&k2.ip), "{out}");
+}
