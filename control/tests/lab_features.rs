@@ -110,3 +110,82 @@ fn storm_limit_caps_broadcast() {
     lab.ctl_ok(&["set-port", "p1", "--storm-limit", "0"]);
     assert!(lab.port_info("br0", "p1")["storm_limit"].is_null());
 }
+
+/// Median RTT in ms of `n` pings from `from` to `to` (-i 0.05).
+fn ping_stats(lab: &Lab, from: &Host, to: &str, n: &str) -> (f64, f64) {
+    let o = lab.ns_exec(
+        &from.ns,
+        &["ping", "-n", "-i", "0.02", "-c", n, "-W", "1", to],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let mut rtts: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    rtts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let loss: f64 = text
+        .split(',')
+        .find_map(|p| p.trim().strip_suffix("% packet loss"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(100.0);
+    let median = rtts.get(rtts.len() / 2).copied().unwrap_or(f64::NAN);
+    (median, loss)
+}
+
+/// Egress impairment on a port: `--delay 20` adds about 20 ms to the RTT,
+/// `--loss 10` loses about 10 % of 1000 pings (within statistical bounds),
+/// `--rate 10mbit` caps TCP near 10 Mbit/s; all of it off again with 0.
+#[test]
+fn impairment_delay_loss_rate() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.tap_host("br0", 1);
+    let h2 = lab.tap_host("br0", 2);
+    lab.assert_all_ping(&[&h1, &h2]);
+    let (base, _) = ping_stats(&lab, &h1, &h2.ip, "20");
+
+    lab.ctl_ok(&["set-port", "p2", "--delay", "20"]);
+    assert_eq!(lab.port_info("br0", "p2")["delay_ms"], 20);
+    let (delayed, loss) = ping_stats(&lab, &h1, &h2.ip, "20");
+    eprintln!("impair: RTT {base:.2} ms -> {delayed:.2} ms with --delay 20");
+    assert!(loss == 0.0, "{loss}% lost with delay only");
+    assert!(
+        delayed - base > 17.0 && delayed - base < 30.0,
+        "RTT {base} -> {delayed} ms with 20 ms delay on one direction"
+    );
+
+    lab.ctl_ok(&["set-port", "p2", "--delay", "0", "--loss", "10"]);
+    let (_, loss) = ping_stats(&lab, &h1, &h2.ip, "1000");
+    let lost = lab.drops("p2", "impair_loss");
+    eprintln!("impair: {loss}% of 1000 pings lost with --loss 10 ({lost} counted)");
+    // 1000 trials at p = 0.1: the mean is 100, sigma 9.5; 60..140 is >4 sigma.
+    assert!((6.0..=14.0).contains(&loss), "{loss}% lost with --loss 10");
+    assert!((60..=140).contains(&lost), "{lost} counted as impair_loss");
+
+    lab.ctl_ok(&["set-port", "p2", "--loss", "0", "--rate", "10mbit"]);
+    let bytes = lab.iperf_tcp(&h1, &h2);
+    let mbit = bytes as f64 * 8.0 / 2.0 / 1e6;
+    eprintln!("impair: TCP {mbit:.1} Mbit/s with --rate 10mbit");
+    assert!(
+        mbit > 4.0 && mbit < 12.5,
+        "{mbit} Mbit/s through a 10 Mbit/s port"
+    );
+
+    lab.ctl_ok(&["set-port", "p2", "--rate", "0"]);
+    let info = lab.port_info("br0", "p2");
+    assert!(
+        info["rate_bps"].is_null() && info["delay_ms"].is_null(),
+        "{info}"
+    );
+    assert!(
+        lab.iperf_tcp(&h1, &h2) > 50_000_000,
+        "still limited after --rate 0"
+    );
+    assert!(lab
+        .ctl_err(&["set-port", "p2", "--loss", "101"])
+        .contains("percentage"));
+    assert!(lab
+        .ctl_err(&["set-port", "p2", "--rate", "fast"])
+        .contains("rate"));
+}

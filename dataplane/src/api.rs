@@ -90,6 +90,18 @@ pub enum Request {
         stp_cost: Option<u32>,
         #[serde(default)]
         stp_priority: Option<u8>,
+        /// Egress impairment (0: off): delay and jitter in ms, loss in
+        /// parts per million, rate in bits a second, queue limit in frames.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jitter_ms: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss_ppm: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_bps: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
         /// Broadcast/multicast/unknown-unicast frames a second (0: off).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         storm_limit: Option<u32>,

@@ -490,6 +490,18 @@ pub struct PortConfig {
     /// learn where their stations are).
     #[serde(default, skip_serializing_if = "is_false")]
     pub vtep_learning: bool,
+    /// Egress impairment (labs): delay and jitter in ms, loss in parts per
+    /// million, rate in bits a second, queue limit in frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_ppm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
     /// Storm control: broadcast, multicast and unknown unicast frames a
     /// second entering the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -586,6 +598,11 @@ impl PortConfig {
             vtep_learning: false,
             srcport: None,
             storm_limit: None,
+            delay_ms: None,
+            jitter_ms: None,
+            loss_ppm: None,
+            rate_bps: None,
+            limit: None,
         }
     }
 

@@ -37,6 +37,10 @@ drop_reasons! {
     /// Storm control: broadcast, multicast or unknown unicast beyond the
     /// port's `--storm-limit` rate.
     StormLimit => "storm_limit",
+    /// Egress impairment (`--loss`): lost on purpose.
+    ImpairLoss => "impair_loss",
+    /// Egress impairment: the port's delay queue (`--limit`) was full.
+    ImpairQueueFull => "impair_queue_full",
     /// The destination was learned on the ingress port: a bridge never sends a frame back.
     SamePort => "same_port",
     /// A VLAN the port does not carry, a VLAN-tagged frame on an access port,

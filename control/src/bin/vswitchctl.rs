@@ -128,6 +128,32 @@ fn parse_vlan_list(s: &str) -> Result<String, String> {
     dataplane::bridge::vlan::VlanSet::parse(s).map(|v| v.to_ranges())
 }
 
+/// A percentage (0-100, fractions allowed) as parts per million.
+fn parse_pct(s: &str) -> Result<u32, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok((p * 10_000.0).round() as u32),
+        _ => Err(format!("'{s}' is not a percentage (0-100)")),
+    }
+}
+
+/// A rate in bits a second: `10mbit`, `500k`, `1g`, `1000000`, `0`.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' is not a rate (e.g. 10mbit, 500k, 1g)");
+    let t = s.to_ascii_lowercase();
+    let t = t.strip_suffix("bit").unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1_000u64),
+        Some('m') => (&t[..t.len() - 1], 1_000_000),
+        Some('g') => (&t[..t.len() - 1], 1_000_000_000),
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    if !(0.0..=1e12).contains(&(v * mult as f64)) {
+        return Err(bad());
+    }
+    Ok((v * mult as f64) as u64)
+}
+
 /// A 16-bit mask, in hex (`0x4000`) or decimal.
 fn parse_mask(s: &str) -> Result<u16, String> {
     let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -279,6 +305,26 @@ enum Cmd {
         /// STP port priority (0-255, default 128)
         #[arg(long, value_name = "N")]
         stp_priority: Option<u8>,
+        /// Egress impairment (labs, like tc netem): hold frames leaving the
+        /// port this many milliseconds (0: off)
+        #[arg(long, value_name = "MS")]
+        delay: Option<u32>,
+        /// Egress impairment: vary the delay uniformly by up to this many
+        /// milliseconds either way (frames keep their order)
+        #[arg(long, value_name = "MS")]
+        jitter: Option<u32>,
+        /// Egress impairment: lose this percentage of the frames (0-100,
+        /// e.g. 0.5), counted as impair_loss
+        #[arg(long, value_name = "PCT", value_parser = parse_pct)]
+        loss: Option<u32>,
+        /// Egress impairment: send at most this rate, bits a second with an
+        /// optional k/m/g suffix and optional "bit" (10mbit, 500k, 1g)
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        rate: Option<u64>,
+        /// Egress impairment: frames held at most (default 1000; beyond:
+        /// impair_queue_full)
+        #[arg(long, value_name = "FRAMES")]
+        limit: Option<u32>,
         /// Storm control: broadcast, multicast and unknown-unicast frames
         /// entering the port beyond this many a second are dropped (counted
         /// as storm_limit; known unicast is never limited; 0: off)
@@ -654,6 +700,11 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             remote_add,
             remote_del,
             storm_limit,
+            delay,
+            jitter,
+            loss,
+            rate,
+            limit,
         } => {
             if [
                 access.is_some(),
@@ -668,11 +719,16 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 !remote_add.is_empty(),
                 !remote_del.is_empty(),
                 storm_limit.is_some(),
+                delay.is_some(),
+                jitter.is_some(),
+                loss.is_some(),
+                rate.is_some(),
+                limit.is_some(),
             ]
             .iter()
             .all(|x| !x)
             {
-                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning, --mac-limit, --bpdu-guard, --stp-cost, --stp-priority, --storm-limit, --remote-add or --remote-del)".into());
+                return Err("set-port: nothing to set (give --access, --trunk, --native, --isolated, --learning, --mac-limit, --bpdu-guard, --stp-cost, --stp-priority, --storm-limit, --delay, --jitter, --loss, --rate, --limit, --remote-add or --remote-del)".into());
             }
             Request::SetPort {
                 name: port,
@@ -688,6 +744,11 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 remote_add,
                 remote_del,
                 storm_limit,
+                delay_ms: delay,
+                jitter_ms: jitter,
+                loss_ppm: loss,
+                rate_bps: rate,
+                limit,
             }
         }
         Cmd::ListPorts { bridge } => Request::ListPorts { bridge },

@@ -10,6 +10,7 @@
 //! batch and passed down.
 
 pub mod capture;
+pub mod impair;
 pub mod metrics;
 pub mod monitor;
 mod tables;
@@ -104,6 +105,9 @@ pub(crate) struct Shared {
     /// `trace --live`: on while one runs (one branch per batch otherwise).
     live_on: std::sync::atomic::AtomicBool,
     live: Mutex<Option<trace::LiveTrace>>,
+    /// Impaired ports (egress delay/loss/rate), and whether there are any.
+    impair_on: std::sync::atomic::AtomicBool,
+    impair: Mutex<Vec<impair::Impaired>>,
     /// `capture`: on while any runs.
     capture_on: std::sync::atomic::AtomicBool,
     captures: Mutex<Vec<capture::Sub>>,
@@ -162,6 +166,8 @@ pub fn start(opts: EngineOptions) -> std::io::Result<EngineHandle> {
         live_on: Default::default(),
         live: Mutex::new(None),
         capture_on: Default::default(),
+        impair_on: Default::default(),
+        impair: Mutex::new(Vec::new()),
         captures: Mutex::new(Vec::new()),
         worker_counters: (0..n).map(|_| Default::default()).collect(),
     });
@@ -200,7 +206,11 @@ impl EngineHandle {
     pub fn call(&self, req: Request) -> CtlResult {
         let _serial = lock(&self.control);
         match req {
-            Request::AddPort { bridge, port } => self.add_port(&bridge, port),
+            Request::AddPort { bridge, port } => {
+                let r = self.add_port(&bridge, port);
+                self.refresh_impairment();
+                r
+            }
             Request::DelPort { name } => {
                 let pid = {
                     let t = self.shared.tables();
@@ -213,6 +223,7 @@ impl EngineHandle {
                     pid as PortId
                 };
                 self.remove_ports(&[pid]);
+                self.refresh_impairment();
                 Ok(Value::Null)
             }
             Request::AddRif { rif } => self.add_rif(rif),
@@ -280,7 +291,17 @@ impl EngineHandle {
             Request::FdbShow { bridge } => {
                 serde_json::to_value(self.fdb_rows(&bridge)?).map_err(|e| e.to_string())
             }
-            other => self.shared.tables().handle(other),
+            other => {
+                let refresh = matches!(
+                    other,
+                    Request::SetPort { .. } | Request::DelBr { .. } | Request::AddBr { .. }
+                );
+                let r = self.shared.tables().handle(other);
+                if refresh {
+                    self.refresh_impairment();
+                }
+                r
+            }
         }
     }
 
@@ -394,6 +415,40 @@ impl EngineHandle {
             .live_on
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(rx)
+    }
+
+    /// Rebuilds the list of impaired ports from their settings, keeping the
+    /// queues of ports whose impairment did not change.
+    pub(crate) fn refresh_impairment(&self) {
+        let want: Vec<(PortId, Arc<AnyPort>, impair::ImpairCfg)> = {
+            let t = self.shared.tables();
+            t.ports
+                .iter()
+                .enumerate()
+                .filter_map(|(p, e)| {
+                    let e = e.as_ref()?;
+                    impair::ImpairCfg::of(&e.cfg).map(|c| (p as PortId, e.io.clone(), c))
+                })
+                .collect()
+        };
+        let mut list = lock(&self.shared.impair);
+        let old = std::mem::take(&mut *list);
+        for (pid, io, cfg) in want {
+            let kept = old
+                .iter()
+                .find(|i| i.pid == pid && Arc::ptr_eq(&i.io, &io) && lock(&i.q).cfg == cfg);
+            let q = match kept {
+                Some(i) => i.q.clone(),
+                None => Arc::new(Mutex::new(impair::ImpairQ::new(
+                    cfg,
+                    u64::from(pid).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
+                ))),
+            };
+            list.push(impair::Impaired { pid, io, q });
+        }
+        self.shared
+            .impair_on
+            .store(!list.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
     /// `capture PORT`: copies of the frames `port` receives (`rx`) and/or

@@ -238,6 +238,11 @@ impl Tables {
                 remote_add,
                 remote_del,
                 storm_limit,
+                delay_ms,
+                jitter_ms,
+                loss_ppm,
+                rate_bps,
+                limit,
             } => {
                 let p = self.port_idx(&name)?;
                 let Attach::Bridge(bi) = self.attach[p] else {
@@ -296,6 +301,19 @@ impl Tables {
                 if let Some(l) = storm_limit {
                     cfg.storm_limit = Some(l).filter(|&l| l > 0);
                 }
+                if loss_ppm.is_some_and(|l| l > 1_000_000) {
+                    return Err("--loss is at most 100 %".into());
+                }
+                if limit == Some(0) || limit.is_some_and(|l| l > 100_000) {
+                    return Err("--limit is 1-100000 frames".into());
+                }
+                let nz32 =
+                    |v: Option<u32>, cur: Option<u32>| v.map_or(cur, |v| (v > 0).then_some(v));
+                cfg.delay_ms = nz32(delay_ms, cfg.delay_ms);
+                cfg.jitter_ms = nz32(jitter_ms, cfg.jitter_ms);
+                cfg.loss_ppm = nz32(loss_ppm, cfg.loss_ppm);
+                cfg.limit = limit.or(cfg.limit);
+                cfg.rate_bps = rate_bps.map_or(cfg.rate_bps, |v| (v > 0).then_some(v));
                 let member = cfg.member()?;
                 let io = self.ports[p].as_ref().expect("index").io.clone();
                 let vx = match &*io {
@@ -763,6 +781,11 @@ impl Tables {
             "stp_cost": member.stp_cost,
             "stp_priority": member.stp_priority,
             "storm_limit": member.storm_limit,
+            "delay_ms": s.cfg.delay_ms,
+            "jitter_ms": s.cfg.jitter_ms,
+            "loss_pct": s.cfg.loss_ppm.map(|p| f64::from(p) / 10_000.0),
+            "rate_bps": s.cfg.rate_bps,
+            "limit": s.cfg.limit,
             "fdb_entries": br.map_or(0, |b| b.fdb.port_len(pid)),
             "mac": s.mac.map(|m| m.to_string()),
             "mtu": s.mtu,

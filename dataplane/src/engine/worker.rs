@@ -146,7 +146,15 @@ impl Worker {
             let now = self.now_ns();
             let busy = now.saturating_sub(self.last_rx_ns) < self.busy_ns;
             self.slept = self.ready.is_empty() && !busy;
-            let timeout = if self.slept {
+            let impairing = self.id == 0
+                && self
+                    .shared
+                    .impair_on
+                    .load(std::sync::atomic::Ordering::Relaxed);
+            let timeout = if self.slept && impairing {
+                // Impaired queues are released at millisecond steps.
+                Duration::from_millis(1)
+            } else if self.slept {
                 Duration::from_nanos(self.next_timer_ns.saturating_sub(now).max(1_000_000))
             } else {
                 Duration::ZERO
@@ -223,6 +231,9 @@ impl Worker {
             let counters = &self.shared.worker_counters[self.id];
             if counters.frames() != frames_before {
                 counters.busy(self.now_ns().saturating_sub(now));
+            }
+            if impairing {
+                self.release_impaired(now);
             }
             if now >= self.next_timer_ns {
                 if self.id == 0 {
@@ -566,9 +577,44 @@ impl Worker {
         {
             self.capture_tx(range.clone());
         }
+        let shared = self.shared.clone();
+        let impaired = shared
+            .impair_on
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| lock(&shared.impair));
+        let now = if impaired.is_some() { self.now_ns() } else { 0 };
         let mut st = lock(&self.stats);
         for &out in &self.plan.dirty {
             let o = out as usize;
+            if let Some(imp) = impaired
+                .as_ref()
+                .and_then(|l| l.iter().find(|i| i.pid == out))
+            {
+                // Impaired egress: into the port's queue (or lost).
+                self.txio[o] = None;
+                let mut q = lock(&imp.q);
+                for (batch, items) in [
+                    (&self.batch.frames[range.clone()], &self.plan.txq[o]),
+                    (&self.plan.orig.frames[..], &self.plan.txq_orig[o]),
+                ] {
+                    for it in items {
+                        let Some(f) = batch.get(usize::from(it.idx)) else {
+                            continue;
+                        };
+                        let mut pre = [0u8; crate::packet::EDIT_PREFIX_MAX];
+                        let (n, rest) = f.edited_prefix(it.edit, &mut pre);
+                        let tail = f.data().get(rest..).unwrap_or(&[]);
+                        let mut v = Vec::with_capacity(n + tail.len());
+                        v.extend_from_slice(&pre[..n]);
+                        v.extend_from_slice(tail);
+                        let wire = v.len() - crate::packet::VNET_HDR_LEN;
+                        if let Err(r) = q.admit(now, it.peer, v, wire) {
+                            st[o].drop(r);
+                        }
+                    }
+                }
+                continue;
+            }
             if let Some(io) = self.txio[o].take() {
                 if !self.plan.txq[o].is_empty() {
                     io.send(
@@ -589,7 +635,43 @@ impl Worker {
             }
         }
         drop(st);
+        drop(impaired);
         self.plan.clear();
+    }
+
+    /// Sends what impaired ports' queues have due (worker 0, every turn).
+    fn release_impaired(&mut self, now: u64) {
+        let shared = self.shared.clone();
+        let list = lock(&shared.impair);
+        let mut due = Vec::new();
+        for imp in list.iter() {
+            due.clear();
+            lock(&imp.q).due(now, 256, &mut due);
+            if due.is_empty() {
+                continue;
+            }
+            let mut st = lock(&self.stats);
+            for d in &due {
+                if d.bytes.len() < crate::packet::VNET_HDR_LEN {
+                    continue;
+                }
+                let (h, frame) = d.bytes.split_at(crate::packet::VNET_HDR_LEN);
+                let h: &[u8; crate::packet::VNET_HDR_LEN] = h.try_into().expect("split");
+                self.ctl_frame.set_from_bytes(frame);
+                self.ctl_frame.set_vnet(&crate::packet::VnetHdr::parse(h));
+                let item = [TxItem {
+                    idx: 0,
+                    edit: crate::bridge::vlan::TagEdit::None,
+                    peer: d.peer,
+                }];
+                imp.io.send(
+                    std::slice::from_ref(&self.ctl_frame),
+                    &item,
+                    &mut st[imp.pid as usize],
+                    &mut self.scratch,
+                );
+            }
+        }
     }
 
     /// Copies what the plan sends on captured ports, as it leaves (tag
