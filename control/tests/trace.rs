@@ -239,12 +239,13 @@ fn capture_writes_pcap_tcpdump_reads() {
         out.contains("ICMP echo request") && out.contains("ICMP echo reply"),
         "{out}"
     );
-    // Tags as on the wire: p2 a trunk of VLAN 1 tagged? Make p2 carry 5
-    // tagged and capture what p2 sends.
+    // Tags as on the wire: an AF_PACKET trunk carrying VLAN 5 tagged; what
+    // it sends shows the tag.
+    let _h3 = lab.afpacket_host("br0", 3);
     lab.ctl_ok(&["set-port", "p1", "--access", "5"]);
-    lab.ctl_ok(&["set-port", "p2", "--trunk", "5"]);
-    let f2 = lab.path("p2.pcap").to_str().unwrap().to_string();
-    let bg = lab.ctl_spawn(&["capture", "p2", "--dir", "tx", "-c", "3", "-w", &f2]);
+    lab.ctl_ok(&["set-port", "p3", "--trunk", "5"]);
+    let f2 = lab.path("p3.pcap").to_str().unwrap().to_string();
+    let bg = lab.ctl_spawn(&["capture", "p3", "--dir", "tx", "-c", "3", "-w", &f2]);
     std::thread::sleep(std::time::Duration::from_millis(500));
     for _ in 0..5 {
         let _ = lab.ping_once(&h1, &h2.ip);
