@@ -209,7 +209,7 @@ impl Server {
         dir: Option<&str>,
         count: Option<u64>,
         mut out: UnixStream,
-        mut reader: BufReader<UnixStream>,
+        reader: BufReader<UnixStream>,
     ) {
         let (rx, tx) = match dir.unwrap_or("both") {
             "rx" => (true, false),
@@ -230,24 +230,14 @@ impl Server {
         if write_reply(&mut out, Ok(Value::Null)).is_err() {
             return;
         }
-        let _ = reader.get_ref().set_read_timeout(None);
-        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let g = gone.clone();
-        let watcher = std::thread::Builder::new()
-            .name("vswitch-cap".into())
-            .spawn(move || {
-                let mut sink = [0u8; 256];
-                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
-                g.store(true, Ordering::SeqCst);
-            });
-        if watcher.is_err() {
+        let Some(gone) = watch_hangup(reader, "vswitch-cap") else {
             return;
-        }
+        };
         let mut sent = 0u64;
         while !gone.load(Ordering::SeqCst) && count.is_none_or(|c| sent < c) {
             match cap.rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(r) => {
-                    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                    let hex = to_hex(&r.data);
                     let mut line = json!({
                         "ts_ns": r.ts_ns,
                         "dir": if r.tx { "tx" } else { "rx" },
@@ -275,7 +265,7 @@ impl Server {
 
     /// Streams events as JSON lines until the client closes the connection
     /// (seen by a thread reading the rest of its input) or a write fails.
-    fn monitor(&self, kinds: &[String], mut out: UnixStream, mut reader: BufReader<UnixStream>) {
+    fn monitor(&self, kinds: &[String], mut out: UnixStream, reader: BufReader<UnixStream>) {
         let kinds = match dataplane::engine::monitor::Kinds::parse(kinds) {
             Ok(k) => k,
             Err(e) => {
@@ -287,19 +277,9 @@ impl Server {
         if write_reply(&mut out, Ok(Value::Null)).is_err() {
             return;
         }
-        let _ = reader.get_ref().set_read_timeout(None);
-        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let g = gone.clone();
-        let watcher = std::thread::Builder::new()
-            .name("vswitch-mon".into())
-            .spawn(move || {
-                let mut sink = [0u8; 256];
-                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
-                g.store(true, Ordering::SeqCst);
-            });
-        if watcher.is_err() {
+        let Some(gone) = watch_hangup(reader, "vswitch-mon") else {
             return;
-        }
+        };
         while !gone.load(Ordering::SeqCst) {
             match sub.rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(mut line) => {
@@ -338,6 +318,37 @@ impl Server {
     }
 }
 
+/// Reads (and throws away) the rest of a streaming client's input on a
+/// thread of its own; the flag turns true when the client hangs up.
+fn watch_hangup(
+    mut reader: BufReader<UnixStream>,
+    name: &str,
+) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+    let _ = reader.get_ref().set_read_timeout(None);
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let g = gone.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut sink = [0u8; 256];
+            while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            g.store(true, Ordering::SeqCst);
+        })
+        .ok()?;
+    Some(gone)
+}
+
+/// Lower-case hex of `data`, in one allocation.
+fn to_hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * data.len());
+    for &b in data {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    s
+}
+
 /// Writes `{"ok":true,"result":[...]}` serializing the rows straight into
 /// the socket (buffered), or the error reply.
 fn write_rows(
@@ -371,4 +382,13 @@ fn write_reply(out: &mut UnixStream, r: Result<Value, String>) -> std::io::Resul
         .unwrap_or_else(|_| r#"{"ok":false,"error":"unserializable reply"}"#.to_string());
     s.push('\n');
     out.write_all(s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex() {
+        assert_eq!(super::to_hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(super::to_hex(&[]), "");
+    }
 }
