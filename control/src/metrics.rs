@@ -432,6 +432,15 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|w| (worker(w.id), ConstCounter::new(w.busy_seconds))),
         )?;
+        family(
+            &mut enc,
+            "vswitch_worker_sleeps",
+            "Times the worker slept waiting for frames; the frame that ends a sleep pays a thread wake-up (busy polling, --busy-poll-us/--busy-poll-max-us/--latency, avoids them).",
+            MetricType::Counter,
+            s.workers
+                .iter()
+                .map(|w| (worker(w.id), ConstCounter::new(w.sleeps))),
+        )?;
         if !s.workers.is_empty() {
             let mut m = enc.encode_descriptor(
                 "vswitch_worker_batch_frames",
@@ -516,6 +525,7 @@ mod tests {
                 id: 0,
                 busy_seconds: 0.25,
                 batches: [3, 0, 1, 0, 0, 0, 2],
+                sleeps: 7,
                 frames: 3 + 4 + 128,
             }],
         }
@@ -542,6 +552,7 @@ mod tests {
             "# TYPE vswitch_nat_flows gauge",
             "vswitch_nat_flows 9",
             "vswitch_worker_busy_seconds_total{worker=\"0\"} 0.25",
+            "vswitch_worker_sleeps_total{worker=\"0\"} 7",
             "# TYPE vswitch_worker_batch_frames histogram",
             "vswitch_worker_batch_frames_bucket{worker=\"0\",le=\"1\"} 3",
             "vswitch_worker_batch_frames_bucket{worker=\"0\",le=\"4\"} 4",

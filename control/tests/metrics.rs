@@ -540,3 +540,69 @@ fn real_prometheus_scrapes_it() {
         "{health}"
     );
 }
+
+/// Worker sleeps (`vswitch_worker_sleeps_total`) summed over the workers.
+fn sleeps(lab: &Lab) -> f64 {
+    let r = fetch(lab, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    samples(&r.body)
+        .iter()
+        .filter(|(n, _, _)| n == "vswitch_worker_sleeps_total")
+        .map(|(_, _, v)| *v)
+        .sum()
+}
+
+/// The busy-poll policies, told apart by how often the workers sleep, which
+/// is what costs request/response traffic a thread wake-up per request:
+/// 200 pings at 100 a second through the defaults are spun through (the
+/// adaptive window covers 10 ms gaps), with --busy-poll-us 0
+/// --busy-poll-max-us 0 every request meets a sleeping worker, and with
+/// --latency a worker never sleeps, not even idle. An idle switch with the
+/// defaults sleeps (its timers wake it).
+#[test]
+fn busy_poll_policies_by_worker_sleeps() {
+    const PINGS: f64 = 200.0;
+    for (flags, what) in [
+        (&[][..], "defaults"),
+        (
+            &["--busy-poll-us", "0", "--busy-poll-max-us", "0"][..],
+            "never spin",
+        ),
+        (&["--latency"][..], "latency"),
+    ] {
+        let mut lab = Lab::new();
+        let mut args = vec!["--metrics", METRICS_ADDR, "--workers", "1"];
+        args.extend_from_slice(flags);
+        lab.start_daemon(&args);
+        lab.add_br("br0", &[]);
+        let h1 = lab.tap_host("br0", 1);
+        let h2 = lab.tap_host("br0", 2);
+        lab.assert_all_ping(&[&h1, &h2]);
+        let before = sleeps(&lab);
+        let out = lab.ns_ok(
+            &h1.ns,
+            &[
+                "ping", "-n", "-q", "-i", "0.01", "-c", "200", "-w", "20", &h2.ip,
+            ],
+        );
+        assert!(out.contains("200 received"), "{what}: {out}");
+        let during = sleeps(&lab) - before;
+        std::thread::sleep(Duration::from_millis(1500));
+        let idle = sleeps(&lab) - before - during;
+        eprintln!("{what}: {during} sleeps during 200 pings, {idle} idle in 1.5 s");
+        match what {
+            "defaults" => {
+                assert!(
+                    during < PINGS / 4.0,
+                    "{what}: {during} sleeps for 200 pings"
+                );
+                assert!(
+                    idle >= 3.0,
+                    "{what}: an idle worker sleeps ({idle} in 1.5 s)"
+                );
+            }
+            "never spin" => assert!(during >= PINGS, "{what}: {during} sleeps for 200 pings"),
+            _ => assert_eq!(during + idle, 0.0, "{what}: the worker slept"),
+        }
+    }
+}

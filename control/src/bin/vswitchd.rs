@@ -33,16 +33,25 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     workers: Option<u32>,
     /// Keep polling this many microseconds after the last frame before
-    /// sleeping (lower latency for request/response traffic; 0 = never spin)
+    /// sleeping (lower latency for request/response traffic). With
+    /// --busy-poll-max-us 0 as well, 0 never spins
     #[arg(long, value_name = "US", default_value_t = dataplane::engine::DEFAULT_BUSY_POLL_US,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_us: u64,
     /// Ceiling of the adaptive busy-poll window: when frames keep arriving
     /// just after a worker went to sleep, it spins up to this long (µs)
-    /// instead; sparse traffic goes back to --busy-poll-us (0 = never adapt)
+    /// instead, so request/response traffic with gaps up to about this long
+    /// costs no wake-ups (and a spinning core while it lasts); sparser
+    /// traffic goes back to --busy-poll-us. 0 = never adapt
     #[arg(long, value_name = "US", default_value_t = dataplane::engine::DEFAULT_BUSY_POLL_MAX_US,
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     busy_poll_max_us: u64,
+    /// Latency profile: the workers spin all the time, never sleeping, so
+    /// even the first frame after a quiet spell is forwarded without a
+    /// wake-up. Costs one CPU per worker, busy or idle (see README
+    /// "Threads and latency"; pairs well with --workers 1 and a CPU set aside)
+    #[arg(long, conflicts_with_all = ["busy_poll_us", "busy_poll_max_us"])]
+    latency: bool,
     /// Log verbosity
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug"])]
     log_level: String,
@@ -175,6 +184,10 @@ fn run(args: Args) -> Result<(), String> {
         busy_poll_max_us: args.busy_poll_max_us,
         ..Default::default()
     };
+    if args.latency {
+        opts.busy_poll_us = engine::SPIN_ALWAYS;
+        opts.busy_poll_max_us = engine::SPIN_ALWAYS;
+    }
     if let Some(w) = args.workers {
         opts.workers = w as usize;
     }

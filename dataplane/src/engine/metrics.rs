@@ -29,6 +29,9 @@ pub(crate) struct WorkerCounters {
     batches: [AtomicU64; BATCH_BUCKETS.len()],
     /// Frames in those batches (the histogram's sum).
     frames: AtomicU64,
+    /// Times the worker slept waiting for frames (each costs the frame
+    /// that ends it a thread wake-up).
+    sleeps: AtomicU64,
 }
 
 #[inline]
@@ -59,12 +62,18 @@ impl WorkerCounters {
         bump(&self.busy_ns, ns);
     }
 
+    #[inline]
+    pub(crate) fn slept(&self) {
+        bump(&self.sleeps, 1);
+    }
+
     fn snapshot(&self, id: usize) -> WorkerSnapshot {
         WorkerSnapshot {
             id,
             busy_seconds: self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
             batches: std::array::from_fn(|i| self.batches[i].load(Ordering::Relaxed)),
             frames: self.frames.load(Ordering::Relaxed),
+            sleeps: self.sleeps.load(Ordering::Relaxed),
         }
     }
 }
@@ -120,6 +129,8 @@ pub struct WorkerSnapshot {
     /// Batches per bucket of [`BATCH_BUCKETS`] (not cumulative).
     pub batches: [u64; BATCH_BUCKETS.len()],
     pub frames: u64,
+    /// Times it slept waiting for frames (busy polling avoids them).
+    pub sleeps: u64,
 }
 
 impl EngineHandle {
@@ -238,5 +249,8 @@ mod tests {
         assert_eq!(w.frames(), s.frames);
         w.busy(1_500_000_000);
         assert_eq!(w.snapshot(0).busy_seconds, 1.5);
+        w.slept();
+        w.slept();
+        assert_eq!(w.snapshot(0).sleeps, 2);
     }
 }

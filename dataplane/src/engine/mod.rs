@@ -41,9 +41,18 @@ use worker::{Worker, WorkerMsg};
 pub const BATCH: usize = 64;
 /// Default busy-poll window after the last received frame (µs).
 pub const DEFAULT_BUSY_POLL_US: u64 = 200;
-/// Default ceiling of the adaptive busy-poll window (µs): traffic with gaps
-/// up to 2.5 ms (400 frames/s and more) is served without wake-ups.
-pub const DEFAULT_BUSY_POLL_MAX_US: u64 = 2_500;
+/// Default ceiling of the adaptive busy-poll window (µs): request/response
+/// traffic with gaps up to 20 ms (50 requests/s and more) is served without
+/// wake-ups, at the price of a spinning worker while it lasts; sparser
+/// traffic, and an idle switch, let the workers sleep. On virtual machines a
+/// sleeping worker's CPU halts, and waking it costs far more than the
+/// forwarding (README "Threads and latency" has the measurements): 2.5 ms,
+/// the earlier ceiling, left 100 requests/s at the never-spin round trip,
+/// 1.9x the kernel bridge's.
+pub const DEFAULT_BUSY_POLL_MAX_US: u64 = 20_000;
+/// `busy_poll_us` (and `busy_poll_max_us`) value that makes the workers spin
+/// all the time, never sleeping (`vswitchd --latency`).
+pub const SPIN_ALWAYS: u64 = u64::MAX;
 /// Most ports one switch serves (bounds the tables control input can grow).
 pub const MAX_PORTS: usize = 4096;
 /// Most bridges.
@@ -60,7 +69,7 @@ pub struct EngineOptions {
     /// Worker threads (at least 1).
     pub workers: usize,
     /// Keep polling at least this long after the last frame before
-    /// sleeping (µs).
+    /// sleeping (µs); `SPIN_ALWAYS`: never sleep.
     pub busy_poll_us: u64,
     /// Let the window grow up to this (µs) when frames keep arriving just
     /// after the worker went to sleep (adaptive busy polling).

@@ -36,7 +36,7 @@ const LOCAL_CHECK_TICKS: u64 = 10;
 /// frame (see `Worker::adapt_busy_poll`).
 fn next_busy_window(cur: u64, gap: u64, min: u64, max: u64) -> u64 {
     if gap < max {
-        cur.max((gap + gap / 4).min(max))
+        cur.max(gap.saturating_add(gap / 4).min(max))
     } else {
         (cur / 2).max(min)
     }
@@ -181,6 +181,9 @@ impl Worker {
                 }
             } else {
                 self.turns_since_poll = 0;
+                if !timeout.is_zero() {
+                    self.shared.worker_counters[self.id].slept();
+                }
                 if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                     if e.kind() != io::ErrorKind::Interrupted {
                         tracing::error!(worker = self.id, "poll failed: {e}");
@@ -770,6 +773,25 @@ mod tests {
             w = next_busy_window(w, 1_000_000_000, MIN, MAX);
         }
         assert_eq!(w, MIN, "sparse traffic ends at the minimum");
+    }
+
+    #[test]
+    fn spin_always_stays_always() {
+        let all = super::super::SPIN_ALWAYS.saturating_mul(1000);
+        assert_eq!(next_busy_window(all, 5, all, all), all);
+        assert_eq!(next_busy_window(all, u64::MAX - 1, all, all), all);
+    }
+
+    #[test]
+    fn default_ceiling_covers_100_requests_a_second() {
+        // 10 ms gaps (100 request/response pairs a second) are spun through
+        // once one has been seen: no wake-up per request.
+        let min = super::super::DEFAULT_BUSY_POLL_US * 1000;
+        let max = super::super::DEFAULT_BUSY_POLL_MAX_US * 1000;
+        let w = next_busy_window(min, 10_000_000, min, max);
+        assert!(w > 10_000_000, "window {w} ns");
+        // 10 requests a second (100 ms gaps) do not keep a worker spinning.
+        assert_eq!(next_busy_window(min, 100_000_000, min, max), min);
     }
 
     #[test]
