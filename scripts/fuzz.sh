@@ -9,7 +9,9 @@
 # than wall time: a run may share the machine, or be paused with SIGSTOP and
 # resumed with SIGCONT (say while a benchmark needs a quiet machine), and
 # still fuzz that long. It is then stopped with SIGINT (libFuzzer prints its
-# final statistics) once its CPU time reaches SECONDS.
+# final statistics) once its CPU time reaches SECONDS. libFuzzer times an
+# input by the wall clock, so a pause would count as a hang: in this mode an
+# input hangs after 1200 s instead of 10 (pauses must be shorter than that).
 #
 # A crash fails the run: libFuzzer writes the input to fuzz/artifacts/TARGET/
 # and this script says how to reproduce it; fix the bug and keep the input
@@ -70,7 +72,7 @@ run_cpu_budget() {
   bin=$(ls -d target/*/release/"$t" | head -1)
   # shellcheck disable=SC2046
   "$bin" "corpus/$t" "seeds/$t" -artifact_prefix="artifacts/$t/" -max_total_time=1000000000 \
-    -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 $(opts_for "$t") >"$log" 2>&1 &
+    -rss_limit_mb=2048 -timeout=1200 -print_final_stats=1 $(opts_for "$t") >"$log" 2>&1 &
   local pid=$! interrupted=0
   while kill -0 "$pid" 2>/dev/null; do
     if [ "$(cpu_secs "$pid")" -ge "$secs" ]; then

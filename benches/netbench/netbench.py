@@ -43,11 +43,11 @@ from benchlib import (REG, BenchError, Interrupted, add_netns, del_netns, log, n
 import benchlib
 
 
-def spawn(cmd, desc, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+def spawn(cmd, desc, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL):
     """Start a background process in its own session (so a terminal Ctrl-C does
     not hit it behind our back) and register it for cleanup."""
     vlog("& " + " ".join(cmd))
-    p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+    p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, stdin=stdin,
                          start_new_session=True)
     REG.add_proc(p, desc)
     return p
@@ -331,6 +331,57 @@ def setup_vswitch_afpacket(env, opts):
     host_addr(env.h1, "eth0", env.h1_ip)
     host_addr(env.h2, "eth0", env.h2_ip)
     env.notes.append("vswitchd in a switch namespace, AF_PACKET ports on veth ends")
+
+
+def setup_vde(env, opts):
+    """vde_switch (VDE 2, Debian's vde2) with two TAP ports, moved into the
+    host namespaces as vswitch's TAP rows do. vde_switch reads its console
+    on stdin and exits at end of file: the pipe is held open until teardown."""
+    for n in (env.sw, env.h1, env.h2):
+        env.ns(n)
+    ctl = "/tmp/%s-%s.vde" % (TAG, env.name)
+    env.daemon_log = "/tmp/%s-%s-vde.log" % (TAG, env.name)
+    REG.files.extend([env.daemon_log])
+    env.vde_dir = ctl
+    logf = open(env.daemon_log, "wb")
+    try:
+        env.vde = spawn(nsexec(env.sw, "vde_switch", "--sock", ctl, "--tap", "vde-h1",
+                               "--tap", "vde-h2"),
+                        "vde_switch[%s]" % env.name, stdout=logf, stderr=subprocess.STDOUT,
+                        stdin=subprocess.PIPE)
+    finally:
+        logf.close()
+    env.switch_pid = env.vde.pid
+    deadline = time.monotonic() + 10
+    while run(nsexec(env.sw, "ip", "link", "show", "vde-h2"), check=False).returncode != 0:
+        if env.vde.poll() is not None or time.monotonic() > deadline:
+            raise BenchError("vde_switch did not create its TAPs; log:\n%s"
+                             % tail_file(env.daemon_log))
+        time.sleep(0.05)
+    for tap, host in (("vde-h1", env.h1), ("vde-h2", env.h2)):
+        run(nsexec(env.sw, "ip", "link", "set", tap, "netns", host))
+        run(nsexec(host, "ip", "link", "set", tap, "name", "eth0"))
+        if opts.no_offload:
+            set_offloads(host, "eth0", False)
+    host_addr(env.h1, "eth0", env.h1_ip)
+    host_addr(env.h2, "eth0", env.h2_ip)
+    env.notes.append("vde_switch in a switch namespace, its TAP ports moved into the host "
+                     "namespaces (no virtio-net header: no TSO through it)")
+
+
+def teardown_vde(env):
+    try:
+        vde = getattr(env, "vde", None)
+        if vde is not None:
+            try:
+                vde.stdin.close()       # end of its console: it exits
+            except OSError:
+                pass
+            REG.kill_proc(vde, "vde_switch[%s]" % env.name, grace=3.0)
+        if getattr(env, "vde_dir", None):
+            shutil.rmtree(env.vde_dir, ignore_errors=True)
+    finally:
+        teardown_common(env)
 
 
 def setup_direct_veth(env, opts):
@@ -715,6 +766,8 @@ SCENARIOS = [
              "vswitch", "kernel", CPU_DAEMON),
     Scenario("vs-afp", "vswitch AF_PACKET", setup_vswitch_afpacket, teardown_common,
              "vswitch", "kernel", CPU_DAEMON),
+    Scenario("vde", "vde_switch TAP", setup_vde, teardown_vde,
+             "other", "kernel", "vde_switch's utime+stime from /proc/PID/stat"),
     Scenario("kvxlan", "kernel bridge+vxlan", setup_kernel_vxlan, teardown_common,
              "kernel", None, CPU_KERNEL),
     Scenario("vs-vtep", "vswitch VTEP", setup_vswitch_vtep, teardown_common,
@@ -749,10 +802,11 @@ SCENARIOS = [
 
 # Names that stand for several scenarios in --scenarios.
 SCENARIO_GROUPS = {
-    "l2": ["direct", "kernel", "vs-tap", "vs-afp", "kvxlan", "vs-vtep", "vs-vtep-sw"],
+    "l2": ["direct", "kernel", "vs-tap", "vs-afp", "vde", "kvxlan", "vs-vtep", "vs-vtep-sw"],
     "routed": ["kernel-router", "vs-rtap", "vs-rafp"],
     "vxlan-underlay": ["kvxlan-gro", "vs-vtep-gro", "kvxlan-wire", "vs-vtep-wire"],
     "vm": ["kernel-vm", "vs-vm"],
+    "latency": ["kernel", "vs-tap", "vs-afp", "vde"],
 }
 
 
@@ -1116,6 +1170,123 @@ def test_rtt(env, opts):
     }
 
 
+# The RTT-vs-rate sweep: requests (pings) a second, and how many of each.
+SWEEP_RATES = (10, 100, 1000, 10000)
+
+
+def sweep_count(rate, opts):
+    """Pings at one rate: --sweep-seconds of them, at least 100 (a p99)."""
+    return max(100, int(rate * opts.sweep_seconds))
+
+
+def ping_times(cp):
+    """Round trips (us) of the replies ping printed."""
+    times = []
+    for line in cp.stdout.splitlines():
+        i = line.find("time=")
+        if i >= 0:
+            try:
+                times.append(float(line[i + 5:].split()[0]) * 1000.0)   # ms -> us
+            except ValueError:
+                pass
+    return sorted(times)
+
+
+def test_rttsweep(env, opts):
+    """Ping h1 -> h2 at 10, 100, 1000 and 10000 requests a second, one rate
+    after the other (lowest first), with the switch's CPU at each: what
+    request/response traffic at that rate sees, and what it costs."""
+    r = {}
+    for rate in SWEEP_RATES:
+        count = sweep_count(rate, opts)
+        interval = 1.0 / rate
+        bound = count * interval + 10
+        with CpuWindow(env.switch_pid) as win:
+            cp = run(nsexec(env.h1, "ping", "-n", "-i", "%g" % interval,
+                            "-c", str(count), "-W", "1", "-w", str(int(bound)), env.h2_ip),
+                     check=False, timeout=bound + 10)
+        times = ping_times(cp)
+        if not times:
+            raise BenchError("ping at %d/s got no replies: %s"
+                             % (rate, cp.stdout[-300:] + cp.stderr[-300:]))
+        cpu = win.result(0.0)
+        r["r%d_median_us" % rate] = statistics.median(times)
+        r["r%d_p99_us" % rate] = percentile(times, 99)
+        r["r%d_loss_pct" % rate] = 100.0 * (count - len(times)) / count
+        r["r%d_switch_cores" % rate] = switch_cores(env, cpu)
+        time.sleep(opts.settle)
+    return r
+
+
+# RFC 2544-style no-drop rate: highest offered rate with loss below this.
+NDR_LOSS_PCT = 0.1
+NDR_STEPS = 6
+
+
+def udp64_trial(env, opts, rate_pps, secs):
+    """One iperf3 run of 18-byte UDP payloads (64-byte frames) at rate_pps
+    (0: as fast as the sender can). Returns (offered pps, path loss %, end-to-end
+    loss %, cpu): path loss leaves out what the receiving socket dropped
+    (its buffer full: the receiving application, not the path, was slow)."""
+    bw = "0" if rate_pps == 0 else str(int(rate_pps * 18 * 8))
+    saved = opts.duration
+    opts.duration = secs
+    snap = Counters(env, opts)
+    try:
+        cj, sj, cpu = iperf3(env, opts, ["-u", "-b", bw, "-l", "18", "--pacing-timer", "100"],
+                             counters=snap)
+    finally:
+        opts.duration = saved
+    end = cj["end"]
+    sent = end.get("sum_sent") or end.get("sum", {})
+    sent_pkts = sent.get("packets") or end.get("sum", {}).get("packets") or 0
+    secs_sent = sent.get("seconds") or secs
+    srv = (sj.get("end", {}).get("sum") or sj.get("end", {}).get("sum_received")) if sj else None
+    src = srv if srv and srv.get("packets") is not None else (end.get("sum_received") or end.get("sum", {}))
+    received = max(0, src.get("packets", 0) - src.get("lost_packets", 0))
+    if not sent_pkts:
+        raise BenchError("iperf3 sent nothing at %s pps" % rate_pps)
+    lost = max(0, sent_pkts - received)
+    path_lost = max(0, lost - snap.delta("h2_udp_rcvbuf_errors"))
+    return sent_pkts / secs_sent, 100.0 * path_lost / sent_pkts, 100.0 * lost / sent_pkts, cpu
+
+
+def test_ndr64(env, opts):
+    """No-drop rate of 64-byte frames h1 -> h2 (RFC 2544 section 26.1 style,
+    as VPP's CSIT and OVS report it): a trial at the sender's full speed, then
+    a binary search on the offered rate for the highest one with loss below
+    NDR_LOSS_PCT, each trial --ndr-seconds long. Loss is what the path lost:
+    frames sent minus frames received, less those the receiving socket
+    dropped with its buffer full (the receiving application was slow, not
+    the path; on 2 CPUs it shares them with the sender and the switch). The
+    end-to-end loss at the rate found is reported beside it. When even the
+    full-speed trial loses nothing, the figure is the sender's
+    (ndr_sender_bound = 1)."""
+    secs = opts.ndr_seconds
+    top, loss, e2e, cpu = udp64_trial(env, opts, 0, secs)
+    r = {"saturation_offered_mfps": top / 1e6, "saturation_loss_pct": loss}
+    if loss < NDR_LOSS_PCT:
+        r.update({"ndr_mfps": top / 1e6, "ndr_sender_bound": 1, "ndr_trials": 1,
+                  "ndr_e2e_loss_pct": e2e, "ndr_switch_cores": switch_cores(env, cpu)})
+        return r
+    lo, hi, best, trials = 0.0, top, None, 1
+    for _ in range(NDR_STEPS):
+        mid = (lo + hi) / 2
+        offered, loss, e2e, cpu = udp64_trial(env, opts, mid, secs)
+        trials += 1
+        if loss < NDR_LOSS_PCT:
+            lo = mid
+            if best is None or offered > best[0]:
+                best = (offered, e2e, cpu)
+        else:
+            hi = mid
+        time.sleep(0.5)
+    r.update({"ndr_mfps": best[0] / 1e6 if best else 0.0, "ndr_sender_bound": 0,
+              "ndr_trials": trials, "ndr_e2e_loss_pct": best[1] if best else None,
+              "ndr_switch_cores": switch_cores(env, best[2]) if best else None})
+    return r
+
+
 class Test:
     def __init__(self, name, label, fn):
         self.name = name
@@ -1128,7 +1299,13 @@ TESTS = [
     Test("tcp4", "TCP 4 streams", test_tcp(4)),
     Test("udp64", "UDP 64-byte frames", test_udp64),
     Test("rtt", "ping round trip", test_rtt),
+    Test("rttsweep", "ping round trip vs request rate", test_rttsweep),
+    Test("ndr64", "64-byte no-drop rate", test_ndr64),
 ]
+
+# Tests a run without --only leaves out (they take a minute a scenario);
+# --only latency asks for both.
+TEST_GROUPS = {"latency": ["rttsweep", "ndr64"]}
 
 # (test, metric key, label, unit, scale, better) -- what the table/JSON/SVG report.
 METRICS = [
@@ -1153,6 +1330,18 @@ METRICS = [
     ("rtt", "rtt_median_us", "RTT median", "us", 1, "lower"),
     ("rtt", "rtt_p99_us", "RTT p99", "us", 1, "lower"),
     ("rtt", "ping_loss_pct", "ping loss", "%", 1, "lower"),
+] + [m for rate in SWEEP_RATES for m in (
+    ("rttsweep", "r%d_median_us" % rate, "RTT median at %d req/s" % rate, "us", 1, "lower"),
+    ("rttsweep", "r%d_p99_us" % rate, "RTT p99 at %d req/s" % rate, "us", 1, "lower"),
+    ("rttsweep", "r%d_switch_cores" % rate, "  switch CPU at %d req/s" % rate, "cores", 1, "lower"),
+    ("rttsweep", "r%d_loss_pct" % rate, "  ping loss at %d req/s" % rate, "%", 1, "lower"),
+)] + [
+    ("ndr64", "ndr_mfps", "64B no-drop rate (path loss <0.1%)", "Mframe/s", 1, "higher"),
+    ("ndr64", "ndr_switch_cores", "  switch CPU at the no-drop rate", "cores", 1, "lower"),
+    ("ndr64", "ndr_e2e_loss_pct", "  end-to-end loss there (receiver socket too)", "%", 1, "lower"),
+    ("ndr64", "ndr_sender_bound", "  sender-bound (1 = no loss at full speed)", "", 1, "lower"),
+    ("ndr64", "saturation_offered_mfps", "64B sender's full speed", "Mframe/s", 1, "higher"),
+    ("ndr64", "saturation_loss_pct", "  path loss at full speed", "%", 1, "lower"),
     # Same method for every scenario (comparable across kernel/vswitch):
     ("tcp1", "total_cores_per_gbps", "TCP 1 stream total CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
     ("tcp4", "total_cores_per_gbps", "TCP 4 streams total CPU per Gbit/s", "cores/(Gbit/s)", 1, "lower"),
@@ -1181,6 +1370,26 @@ TARGETS = [
     ("rtt-afp", "RTT median <= 1.3x kernel bridge (AF_PACKET)", "vs-afp", "rtt", "rtt_median_us", "ratio<=", 1.3),
     ("p99-tap", "RTT p99 <= 2x kernel bridge (TAP)", "vs-tap", "rtt", "rtt_p99_us", "ratio<=", 2.0),
     ("p99-afp", "RTT p99 <= 2x kernel bridge (AF_PACKET)", "vs-afp", "rtt", "rtt_p99_us", "ratio<=", 2.0),
+    ("r100-tap", "RTT median at 100 req/s <= 1.3x kernel bridge (TAP)", "vs-tap", "rttsweep",
+     "r100_median_us", "ratio<=", 1.3),
+    ("r1000-tap", "RTT median at 1000 req/s <= 1.3x kernel bridge (TAP)", "vs-tap", "rttsweep",
+     "r1000_median_us", "ratio<=", 1.3),
+    ("r100-afp", "RTT median at 100 req/s <= 1.3x kernel bridge (AF_PACKET)", "vs-afp", "rttsweep",
+     "r100_median_us", "ratio<=", 1.3),
+    ("r1000-afp", "RTT median at 1000 req/s <= 1.3x kernel bridge (AF_PACKET)", "vs-afp",
+     "rttsweep", "r1000_median_us", "ratio<=", 1.3),
+    ("r100-vde", "RTT median at 100 req/s below vde_switch (TAP)", "vs-tap", "rttsweep",
+     "r100_median_us", "below:vde", None),
+    ("r1000-vde", "RTT median at 1000 req/s below vde_switch (TAP)", "vs-tap", "rttsweep",
+     "r1000_median_us", "below:vde", None),
+    ("p100-tap", "RTT p99 at 100 req/s <= 2x kernel bridge (TAP)", "vs-tap", "rttsweep",
+     "r100_p99_us", "ratio<=", 2.0),
+    ("p1000-tap", "RTT p99 at 1000 req/s <= 2x kernel bridge (TAP)", "vs-tap", "rttsweep",
+     "r1000_p99_us", "ratio<=", 2.0),
+    ("ndr-tap", "64B no-drop rate >= kernel bridge's (TAP)", "vs-tap", "ndr64", "ndr_mfps",
+     "ratio>=", 1.0),
+    ("ndr-afp", "64B no-drop rate >= kernel bridge's (AF_PACKET)", "vs-afp", "ndr64", "ndr_mfps",
+     "ratio>=", 1.0),
     ("tcp1-rtap", "routed TCP 1 stream >= 0.8x kernel router (TAP)", "vs-rtap", "tcp1", "gbps",
      "ratio>=", 0.8),
     ("tcp1-rafp", "routed TCP 1 stream >= 0.8x kernel router (AF_PACKET)", "vs-rafp", "tcp1", "gbps",
@@ -1209,6 +1418,13 @@ def judge_targets(agg, scenarios, tests):
         if how == "<":
             v, limit = med(sc, test, key), thr
             met = v is not None and v < thr
+        elif how.startswith("below:"):
+            # below another scenario's median: the ratio to it, limit 1
+            other = how.split(":", 1)[1]
+            if other not in by:
+                continue
+            v, limit = ratio(med(sc, test, key), med(other, test, key)), 1.0
+            met = v is not None and v < 1.0
         elif how.startswith("ratio>=ratio:"):
             other = how.split(":", 1)[1]
             if other not in tnames:
@@ -1657,7 +1873,9 @@ def parse_args(argv):
                     "(TAP, AF_PACKET and VXLAN ports; routed with SNAT).")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
     ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3 test (default 5)")
-    ap.add_argument("--only", default="", help="comma list of tests: " + ",".join(t.name for t in TESTS))
+    ap.add_argument("--only", default="",
+                    help="comma list of tests: " + ",".join(t.name for t in TESTS)
+                    + " (default all but rttsweep and ndr64); 'latency' stands for rttsweep,ndr64")
     ap.add_argument("--scenarios", default="",
                     help="comma list of scenarios: " + ",".join(s.name for s in SCENARIOS)
                     + " (default all); the groups " + ", ".join(
@@ -1675,6 +1893,11 @@ def parse_args(argv):
                     help="extra argument for vswitchd (repeatable), e.g. --vswitchd-arg=--busy-poll-us=0")
     ap.add_argument("--ping-count", type=int, default=500)
     ap.add_argument("--ping-interval", type=float, default=0.002)
+    ap.add_argument("--sweep-seconds", type=float, default=3.0,
+                    help="rttsweep: seconds of pings at each rate (at least 100 pings; "
+                         "default 3)")
+    ap.add_argument("--ndr-seconds", type=int, default=3,
+                    help="ndr64: seconds per trial of the no-drop-rate search (default 3)")
     ap.add_argument("--no-reference", action="store_true",
                     help="skip the 'direct veth' reference (no switch) used for the "
                          "CPU-above-direct rows")
@@ -1768,14 +1991,23 @@ def main(argv):
     benchlib.setup("netbench", opts.verbose)
     if opts.from_json:
         return render_saved(opts)
-    tests = pick(TESTS, opts.only, "test")
+    tests = pick(TESTS, opts.only, "test", TEST_GROUPS)
+    if not opts.only:
+        tests = [t for t in tests if t.name not in TEST_GROUPS["latency"]]
     scenarios = pick(SCENARIOS, opts.scenarios, "scenario", SCENARIO_GROUPS)
+    if not shutil.which("vde_switch"):
+        if opts.scenarios and any(s.name == "vde" for s in scenarios):
+            sys.exit("the vde row needs vde_switch (apt install vde2)")
+        if any(s.name == "vde" for s in scenarios):
+            scenarios = [s for s in scenarios if s.name != "vde"]
+            opts.skipped = "vde (vde_switch not installed: apt install vde2)"
     if opts.no_reference and not opts.scenarios:
         scenarios = [s for s in scenarios if s.kind != "reference"]
     if not opts.scenarios:
         # The VM rows boot QEMU guests: only when asked for (--scenarios vm).
         scenarios = [s for s in scenarios if s.name not in SCENARIO_GROUPS["vm"]]
-        opts.skipped = "kernel-vm,vs-vm (QEMU guests: ask with --scenarios vm)"
+        opts.skipped = "; ".join(x for x in (opts.skipped, "kernel-vm,vs-vm (QEMU guests: ask "
+                                                "with --scenarios vm)") if x)
     # a compared scenario needs its baseline in the run to get a ratio; that is fine
     # either way, the absolute numbers are still reported.
 

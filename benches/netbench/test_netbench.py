@@ -53,6 +53,57 @@ class Targets(unittest.TestCase):
         self.assertIsNone(r["tcp1-tap"]["value"])
 
 
+class Latency(unittest.TestCase):
+    """The RTT-vs-rate sweep and the 64-byte no-drop rate: their targets
+    (ratios to the kernel bridge, 'below vde'), and that a run without
+    --only leaves them out."""
+
+    def judge(self, values, scen=("kernel", "vs-tap", "vs-afp", "vde")):
+        ts = [t for t in netbench.TESTS if t.name in ("rttsweep", "ndr64")]
+        sc = [s for s in netbench.SCENARIOS if s.name in scen]
+        return {x["id"]: x for x in netbench.judge_targets(agg_of(values), sc, ts)}
+
+    def test_sweep_and_ndr_targets(self):
+        k = {("rttsweep", "r100_median_us"): 80.0, ("rttsweep", "r1000_median_us"): 20.0,
+             ("rttsweep", "r100_p99_us"): 100.0, ("rttsweep", "r1000_p99_us"): 40.0,
+             ("ndr64", "ndr_mfps"): 0.4}
+        tap = {("rttsweep", "r100_median_us"): 60.0, ("rttsweep", "r1000_median_us"): 30.0,
+               ("rttsweep", "r100_p99_us"): 150.0, ("rttsweep", "r1000_p99_us"): 90.0,
+               ("ndr64", "ndr_mfps"): 0.3}
+        vde = {("rttsweep", "r100_median_us"): 100.0, ("rttsweep", "r1000_median_us"): 25.0}
+        r = self.judge({"kernel": k, "vs-tap": tap, "vs-afp": {}, "vde": vde})
+        self.assertTrue(r["r100-tap"]["met"])
+        self.assertFalse(r["r1000-tap"]["met"], "1.5x > 1.3x")
+        self.assertTrue(r["r100-vde"]["met"])
+        self.assertAlmostEqual(r["r100-vde"]["value"], 0.6)
+        self.assertFalse(r["r1000-vde"]["met"], "30 us is not below vde's 25")
+        self.assertTrue(r["p100-tap"]["met"])
+        self.assertFalse(r["p1000-tap"]["met"], "2.25x > 2x")
+        self.assertFalse(r["ndr-tap"]["met"])
+        self.assertAlmostEqual(r["ndr-tap"]["value"], 0.75)
+        self.assertFalse(r["r100-afp"]["met"], "no data is not met")
+
+    def test_below_vde_needs_the_vde_row(self):
+        r = self.judge({"kernel": {}, "vs-tap": {("rttsweep", "r100_median_us"): 1.0}},
+                       scen=("kernel", "vs-tap"))
+        self.assertNotIn("r100-vde", r)
+
+    def test_default_run_leaves_the_latency_tests_out(self):
+        self.assertEqual(netbench.TEST_GROUPS["latency"], ["rttsweep", "ndr64"])
+        picked = netbench.pick(netbench.TESTS, "latency", "test", netbench.TEST_GROUPS)
+        self.assertEqual([t.name for t in picked], ["rttsweep", "ndr64"])
+        keys = {m[1] for m in netbench.METRICS if m[0] == "rttsweep"}
+        for rate in netbench.SWEEP_RATES:
+            self.assertIn("r%d_median_us" % rate, keys)
+            self.assertIn("r%d_switch_cores" % rate, keys)
+
+    def test_sweep_counts(self):
+        class O:
+            sweep_seconds = 3.0
+        self.assertEqual(netbench.sweep_count(10, O), 100)
+        self.assertEqual(netbench.sweep_count(10000, O), 30000)
+
+
 class Routed(unittest.TestCase):
     """The routed rows: their place in SCENARIOS, their targets, --scenarios
     groups, and the commands their setups issue (checked offline against the
@@ -68,8 +119,8 @@ class Routed(unittest.TestCase):
         for s in netbench.SCENARIOS:
             if s.baseline:
                 self.assertEqual(by[s.baseline].kind, "kernel", s.name)
-        grouped = [n for g in netbench.SCENARIO_GROUPS.values() for n in g]
-        self.assertEqual(sorted(grouped), sorted(by), "every scenario in exactly one group")
+        grouped = {n for g in netbench.SCENARIO_GROUPS.values() for n in g}
+        self.assertEqual(grouped, set(by), "every scenario in a group, no unknown names")
 
     def test_pick_expands_groups_in_canonical_order(self):
         pick = netbench.pick
