@@ -1175,46 +1175,48 @@ SWEEP_RATES = (10, 100, 1000, 10000)
 
 
 def sweep_count(rate, opts):
-    """Pings at one rate: --sweep-seconds of them, at least 100 (a p99)."""
+    """Requests at one rate: --sweep-seconds of them, at least 100 (a p99)."""
     return max(100, int(rate * opts.sweep_seconds))
 
 
-def ping_times(cp):
-    """Round trips (us) of the replies ping printed."""
-    times = []
-    for line in cp.stdout.splitlines():
-        i = line.find("time=")
-        if i >= 0:
-            try:
-                times.append(float(line[i + 5:].split()[0]) * 1000.0)   # ms -> us
-            except ValueError:
-                pass
-    return sorted(times)
+RR_PORT = 5202
 
 
 def test_rttsweep(env, opts):
-    """Ping h1 -> h2 at 10, 100, 1000 and 10000 requests a second, one rate
-    after the other (lowest first), with the switch's CPU at each: what
-    request/response traffic at that rate sees, and what it costs."""
+    """UDP request/response h1 -> h2 (udp-rr: an echo server on h2, a client
+    that sleeps until each request is due) at 10, 100, 1000 and 10000
+    requests a second, lowest first, with the switch's CPU at each rate: what
+    request/response traffic at that rate sees, and what it costs. Not
+    ping: iputils ping spins a core between requests below 2 ms intervals
+    (and cannot go faster than 1 ms), which keeps the client's CPU awake and
+    favours a switch that works on the sender's CPU."""
+    server = Measured(nsexec(env.h2, os.path.join(opts.bin_dir, "udp-rr"), "server",
+                             "%s:%d" % (env.h2_ip, RR_PORT)), "udp-rr server[%s]" % env.name)
     r = {}
-    for rate in SWEEP_RATES:
-        count = sweep_count(rate, opts)
-        interval = 1.0 / rate
-        bound = count * interval + 10
-        with CpuWindow(env.switch_pid) as win:
-            cp = run(nsexec(env.h1, "ping", "-n", "-i", "%g" % interval,
-                            "-c", str(count), "-W", "1", "-w", str(int(bound)), env.h2_ip),
-                     check=False, timeout=bound + 10)
-        times = ping_times(cp)
-        if not times:
-            raise BenchError("ping at %d/s got no replies: %s"
-                             % (rate, cp.stdout[-300:] + cp.stderr[-300:]))
-        cpu = win.result(0.0)
-        r["r%d_median_us" % rate] = statistics.median(times)
-        r["r%d_p99_us" % rate] = percentile(times, 99)
-        r["r%d_loss_pct" % rate] = 100.0 * (count - len(times)) / count
-        r["r%d_switch_cores" % rate] = switch_cores(env, cpu)
-        time.sleep(opts.settle)
+    try:
+        time.sleep(0.2)
+        for rate in SWEEP_RATES:
+            count = sweep_count(rate, opts)
+            bound = count / rate + 10
+            with CpuWindow(env.switch_pid) as win:
+                cp = run(nsexec(env.h1, os.path.join(opts.bin_dir, "udp-rr"), "client",
+                                "%s:%d" % (env.h2_ip, RR_PORT), "--rate", str(rate),
+                                "--count", str(count), "--timeout-ms", "1000"),
+                         check=False, timeout=bound + 10)
+            try:
+                res = json.loads(cp.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                raise BenchError("udp-rr at %d/s: %s" % (rate, (cp.stdout + cp.stderr)[-300:]))
+            if not res.get("replies"):
+                raise BenchError("udp-rr at %d/s got no replies" % rate)
+            r["r%d_median_us" % rate] = res["median_us"]
+            r["r%d_p99_us" % rate] = res["p99_us"]
+            r["r%d_loss_pct" % rate] = 100.0 * (count - res["replies"]) / count
+            r["r%d_switch_cores" % rate] = switch_cores(env, win.result(0.0))
+            time.sleep(opts.settle)
+    finally:
+        if server.p.poll() is None:
+            REG.kill_proc(server.p, server.desc, grace=2.0)
     return r
 
 
@@ -1299,7 +1301,7 @@ TESTS = [
     Test("tcp4", "TCP 4 streams", test_tcp(4)),
     Test("udp64", "UDP 64-byte frames", test_udp64),
     Test("rtt", "ping round trip", test_rtt),
-    Test("rttsweep", "ping round trip vs request rate", test_rttsweep),
+    Test("rttsweep", "UDP request/response round trip vs request rate", test_rttsweep),
     Test("ndr64", "64-byte no-drop rate", test_ndr64),
 ]
 
@@ -1334,7 +1336,7 @@ METRICS = [
     ("rttsweep", "r%d_median_us" % rate, "RTT median at %d req/s" % rate, "us", 1, "lower"),
     ("rttsweep", "r%d_p99_us" % rate, "RTT p99 at %d req/s" % rate, "us", 1, "lower"),
     ("rttsweep", "r%d_switch_cores" % rate, "  switch CPU at %d req/s" % rate, "cores", 1, "lower"),
-    ("rttsweep", "r%d_loss_pct" % rate, "  ping loss at %d req/s" % rate, "%", 1, "lower"),
+    ("rttsweep", "r%d_loss_pct" % rate, "  requests lost at %d req/s" % rate, "%", 1, "lower"),
 )] + [
     ("ndr64", "ndr_mfps", "64B no-drop rate (path loss <0.1%)", "Mframe/s", 1, "higher"),
     ("ndr64", "ndr_switch_cores", "  switch CPU at the no-drop rate", "cores", 1, "lower"),
@@ -1894,7 +1896,7 @@ def parse_args(argv):
     ap.add_argument("--ping-count", type=int, default=500)
     ap.add_argument("--ping-interval", type=float, default=0.002)
     ap.add_argument("--sweep-seconds", type=float, default=3.0,
-                    help="rttsweep: seconds of pings at each rate (at least 100 pings; "
+                    help="rttsweep: seconds of requests at each rate (at least 100; "
                          "default 3)")
     ap.add_argument("--ndr-seconds", type=int, default=3,
                     help="ndr64: seconds per trial of the no-drop-rate search (default 3)")
@@ -2034,6 +2036,10 @@ def main(argv):
                      "or point --bin-dir at them, or run the kernel rows alone with "
                      "--scenarios kernel,kvxlan,kernel-router."
                      % (", ".join(absent), REPO_ROOT))
+    if any(t.name == "rttsweep" for t in tests) and not os.access(
+            os.path.join(opts.bin_dir, "udp-rr"), os.X_OK):
+        sys.exit("rttsweep needs udp-rr in %s; build it:\n    cd %s && cargo build --release "
+                 "-p vswitch-benches --bin udp-rr" % (opts.bin_dir, REPO_ROOT))
     opts.bin_dir = os.path.abspath(opts.bin_dir)
     routed = [s for s in scenarios if s.kind == "vswitch" and s.name in SCENARIO_GROUPS["routed"]]
     if routed and not has_router_commands(opts.bin_dir):
