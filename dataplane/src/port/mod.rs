@@ -14,6 +14,7 @@ pub mod internal;
 pub mod tap;
 pub mod tun;
 mod tundev;
+pub use tundev::{DevError, Kind as DevKind};
 pub mod vxlan;
 
 use crate::bridge::vlan::TagEdit;

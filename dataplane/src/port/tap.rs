@@ -8,7 +8,8 @@
 //! the switch as single frames. TAP file descriptors have no recvmmsg: a batch
 //! is a read loop until EAGAIN.
 
-use super::{count_write, tundev, Caps, IoScratch, Port, TxItem};
+use super::tundev::{self, Kind};
+use super::{count_write, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TagEdit;
 use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::PortStats;
@@ -16,7 +17,6 @@ use crate::sys::{self, cvt_size};
 use crate::MacAddr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 // <linux/if_tun.h>
 
@@ -46,53 +46,26 @@ pub struct TapPort {
 }
 
 /// Why a TAP port could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum TapError {
-    #[error("opening /dev/net/tun: {0} (is the tun module loaded and are you root?)")]
-    OpenTun(io::Error),
-    #[error("interface '{0}' exists and is not a TAP device")]
-    NotTap(String),
-    #[error("TAP device '{0}' is in use by another process")]
-    Busy(String),
-    #[error("interface '{ifname}' already exists in network namespace '{netns}'")]
-    Exists { ifname: String, netns: String },
-    #[error("TUNSETIFF on '{0}': {1}")]
-    SetIff(String, io::Error),
-    #[error("setting offloads on '{0}': {1}")]
-    Offload(String, io::Error),
-    #[error("configuring '{0}': {1}")]
-    Configure(String, io::Error),
-    #[error("{0}")]
-    Netns(io::Error),
-}
-
-/// Opens the device and attaches it as TAP `name`, offloads set.
-fn attach(name: &str) -> Result<OwnedFd, TapError> {
-    let fd = tundev::open().map_err(TapError::OpenTun)?;
-    tundev::set_iff(fd.as_raw_fd(), name, tundev::Kind::Tap).map_err(|e| match e {
-        tundev::IffError::Name(e) => TapError::Configure(name.into(), e),
-        tundev::IffError::Busy => TapError::Busy(name.into()),
-        tundev::IffError::WrongKind => TapError::NotTap(name.into()),
-        tundev::IffError::Other(e) => TapError::SetIff(name.into(), e),
-    })?;
-    tundev::set_offloads(fd.as_raw_fd()).map_err(|e| TapError::Offload(name.into(), e))?;
-    Ok(fd)
-}
+pub type TapError = tundev::DevError;
 
 /// Sets MAC and MTU if asked, brings the device up, and reads back what the
 /// device ended up with.
-fn configure(opts: &TapOptions) -> Result<(MacAddr, u32), TapError> {
-    let cfg = |e| TapError::Configure(opts.ifname.clone(), e);
-    if let Some(mac) = opts.mac {
-        sys::set_mac(&opts.ifname, mac).map_err(cfg)?;
+fn configure(
+    ifname: &str,
+    mac: Option<MacAddr>,
+    mtu: Option<u32>,
+) -> Result<(MacAddr, u32), TapError> {
+    let cfg = |e| TapError::Configure(ifname.to_string(), e);
+    if let Some(mac) = mac {
+        sys::set_mac(ifname, mac).map_err(cfg)?;
     }
-    if let Some(mtu) = opts.mtu {
-        sys::set_mtu(&opts.ifname, mtu).map_err(cfg)?;
+    if let Some(mtu) = mtu {
+        sys::set_mtu(ifname, mtu).map_err(cfg)?;
     }
-    sys::set_up(&opts.ifname).map_err(cfg)?;
+    sys::set_up(ifname).map_err(cfg)?;
     Ok((
-        sys::get_mac(&opts.ifname).map_err(cfg)?,
-        sys::get_mtu(&opts.ifname).map_err(cfg)?,
+        sys::get_mac(ifname).map_err(cfg)?,
+        sys::get_mtu(ifname).map_err(cfg)?,
     ))
 }
 
@@ -100,82 +73,34 @@ impl TapPort {
     /// Creates the TAP device (in `opts.netns` if given), or attaches to an
     /// existing persistent TAP of that name in the daemon's namespace.
     pub fn open(opts: &TapOptions) -> Result<TapPort, TapError> {
-        let fd = match &opts.netns {
-            Some(ns) => Self::create_in_netns(opts, ns)?,
+        let ifname = opts.ifname.as_str();
+        let (fd, created, (mac, mtu)) = match &opts.netns {
+            // Created elsewhere and moved: brought up and read back there.
+            Some(ns) => {
+                let fd = tundev::create_in_netns(Kind::Tap, ifname, ns, opts.mac, opts.mtu)?;
+                let link = tundev::configure_in(ns, ifname, || configure(ifname, None, None))?;
+                (fd, true, link)
+            }
             None => {
-                let existed = sys::ifindex(&opts.ifname).is_ok();
-                let fd = attach(&opts.ifname)?;
-                let (mac, mtu) = configure(opts)?;
-                (fd, !existed, mac, mtu)
+                let existed = sys::ifindex(ifname).is_ok();
+                let fd = tundev::attach(ifname, Kind::Tap)?;
+                (fd, !existed, configure(ifname, opts.mac, opts.mtu)?)
             }
         };
-        let mut port = TapPort {
-            fd: fd.0,
-            created: fd.1,
+        Ok(TapPort {
+            fd,
+            created,
             ifname: opts.ifname.clone(),
-            mac: fd.2,
-            mtu: fd.3,
+            mac,
+            mtu,
+            tx_dropped_base: tundev::tx_dropped(ifname, opts.netns.as_deref()).unwrap_or(0),
             netns: opts.netns.clone(),
-            tx_dropped_base: 0,
-        };
-        port.tx_dropped_base = port.tx_dropped().unwrap_or(0);
-        Ok(port)
-    }
-
-    /// Creates the device in the daemon's namespace under a temporary name,
-    /// then moves it into `ns` renamed to `opts.ifname`. The file stays bound
-    /// to the daemon's namespace, so it does not keep `ns` alive: when `ns` is
-    /// deleted the device goes with it and the port goes down.
-    fn create_in_netns(
-        opts: &TapOptions,
-        ns: &str,
-    ) -> Result<(OwnedFd, bool, MacAddr, u32), TapError> {
-        let ns_fd = sys::open_netns(ns).map_err(TapError::Netns)?;
-        let exists = sys::in_netns(ns, || Ok(sys::ifindex(&opts.ifname).is_ok()))
-            .map_err(TapError::Netns)?;
-        if exists {
-            return Err(TapError::Exists {
-                ifname: opts.ifname.clone(),
-                netns: ns.to_string(),
-            });
-        }
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let tmp = format!(
-            "vst{:x}.{:x}",
-            std::process::id() & 0xfffff,
-            SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff
-        );
-        let fd = attach(&tmp)?;
-        let cfg = |e| TapError::Configure(opts.ifname.clone(), e);
-        if let Some(mac) = opts.mac {
-            sys::set_mac(&tmp, mac).map_err(cfg)?;
-        }
-        if let Some(mtu) = opts.mtu {
-            sys::set_mtu(&tmp, mtu).map_err(cfg)?;
-        }
-        let idx = sys::ifindex(&tmp).map_err(cfg)?;
-        sys::move_link_to_netns(idx, ns_fd.as_raw_fd(), &opts.ifname).map_err(|e| {
-            TapError::Configure(
-                opts.ifname.clone(),
-                io::Error::new(e.kind(), format!("moving to netns '{ns}': {e}")),
-            )
-        })?;
-        let plain = TapOptions {
-            ifname: opts.ifname.clone(),
-            ..Default::default()
-        };
-        let (mac, mtu) = sys::in_netns(ns, || configure(&plain).map_err(io::Error::other))
-            .map_err(|e| TapError::Configure(opts.ifname.clone(), e))?;
-        Ok((fd, true, mac, mtu))
+        })
     }
 
     /// The device's tx_dropped counter, read from its namespace.
     fn tx_dropped(&self) -> Option<u64> {
-        let read = || sys::link_counter(&self.ifname, sys::LinkCounter::TxDropped);
-        match &self.netns {
-            Some(ns) => sys::in_netns(ns, read).ok(),
-            None => read().ok(),
-        }
+        tundev::tx_dropped(&self.ifname, self.netns.as_deref())
     }
 
     /// True if the daemon created the device (it is removed with the port).
@@ -310,7 +235,7 @@ mod tests {
         );
         assert!(sys::get_flags(&name).unwrap() & libc::IFF_UP as i16 != 0);
         // Opening it again while in use fails clearly.
-        assert!(matches!(TapPort::open(&opts), Err(TapError::Busy(_))));
+        assert!(matches!(TapPort::open(&opts), Err(TapError::Busy(..))));
         drop(p);
         assert!(
             sys::ifindex(&name).is_err(),
@@ -321,6 +246,6 @@ mod tests {
             ifname: "lo".into(),
             ..Default::default()
         };
-        assert!(matches!(TapPort::open(&lo), Err(TapError::NotTap(_))));
+        assert!(matches!(TapPort::open(&lo), Err(TapError::WrongKind(..))));
     }
 }

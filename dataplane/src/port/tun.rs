@@ -33,7 +33,8 @@
 //! all-zero source; every packet from the device appears to come from one
 //! station, [`TUN_PEER_MAC`], learnt on this port.
 
-use super::{count_write, tundev, Caps, IoScratch, Port, TxItem};
+use super::tundev::{self, Kind};
+use super::{count_write, Caps, IoScratch, Port, TxItem};
 use crate::bridge::vlan::TPID_8021Q;
 use crate::packet::{EthHdr, Frame, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
@@ -41,7 +42,7 @@ use crate::sys::{self, cvt_size};
 use crate::MacAddr;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Source address of every frame a TUN port receives: a fixed, locally
 /// administered unicast address standing for "the host behind the TUN
@@ -92,38 +93,7 @@ pub struct TunPort {
 }
 
 /// Why a TUN port could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum TunError {
-    #[error("opening /dev/net/tun: {0} (is the tun module loaded and are you root?)")]
-    OpenTun(io::Error),
-    #[error("interface '{0}' exists and is not a TUN device")]
-    NotTun(String),
-    #[error("TUN device '{0}' is in use by another process")]
-    Busy(String),
-    #[error("interface '{ifname}' already exists in network namespace '{netns}'")]
-    Exists { ifname: String, netns: String },
-    #[error("TUNSETIFF on '{0}': {1}")]
-    SetIff(String, io::Error),
-    #[error("setting offloads on '{0}': {1}")]
-    Offload(String, io::Error),
-    #[error("configuring '{0}': {1}")]
-    Configure(String, io::Error),
-    #[error("{0}")]
-    Netns(io::Error),
-}
-
-/// Opens the device and attaches it as TUN `name`, offloads set.
-fn attach(name: &str) -> Result<OwnedFd, TunError> {
-    let fd = tundev::open().map_err(TunError::OpenTun)?;
-    tundev::set_iff(fd.as_raw_fd(), name, tundev::Kind::Tun).map_err(|e| match e {
-        tundev::IffError::Name(e) => TunError::Configure(name.into(), e),
-        tundev::IffError::Busy => TunError::Busy(name.into()),
-        tundev::IffError::WrongKind => TunError::NotTun(name.into()),
-        tundev::IffError::Other(e) => TunError::SetIff(name.into(), e),
-    })?;
-    tundev::set_offloads(fd.as_raw_fd()).map_err(|e| TunError::Offload(name.into(), e))?;
-    Ok(fd)
-}
+pub type TunError = tundev::DevError;
 
 /// Sets the MTU if asked, brings the device up, and reads back its MTU.
 fn configure(ifname: &str, mtu: Option<u32>) -> Result<u32, TunError> {
@@ -139,75 +109,37 @@ impl TunPort {
     /// Creates the TUN device (in `opts.netns` if given), or attaches to an
     /// existing persistent TUN of that name in the daemon's namespace.
     pub fn open(opts: &TunOptions) -> Result<TunPort, TunError> {
+        let ifname = opts.ifname.as_str();
         let (fd, created, mtu) = match &opts.netns {
-            Some(ns) => Self::create_in_netns(opts, ns)?,
+            // Created elsewhere and moved: brought up and read back there.
+            Some(ns) => {
+                let fd = tundev::create_in_netns(Kind::Tun, ifname, ns, None, opts.mtu)?;
+                (
+                    fd,
+                    true,
+                    tundev::configure_in(ns, ifname, || configure(ifname, None))?,
+                )
+            }
             None => {
-                let existed = sys::ifindex(&opts.ifname).is_ok();
-                let fd = attach(&opts.ifname)?;
-                let mtu = configure(&opts.ifname, opts.mtu)?;
-                (fd, !existed, mtu)
+                let existed = sys::ifindex(ifname).is_ok();
+                let fd = tundev::attach(ifname, Kind::Tun)?;
+                (fd, !existed, configure(ifname, opts.mtu)?)
             }
         };
-        let mut port = TunPort {
+        Ok(TunPort {
             fd,
             created,
             ifname: opts.ifname.clone(),
             mtu,
+            tx_dropped_base: tundev::tx_dropped(ifname, opts.netns.as_deref()).unwrap_or(0),
             netns: opts.netns.clone(),
-            tx_dropped_base: 0,
             router_mac: AtomicU64::new(opts.mac.unwrap_or(MacAddr::BROADCAST).to_u64()),
-        };
-        port.tx_dropped_base = port.tx_dropped().unwrap_or(0);
-        Ok(port)
-    }
-
-    /// Creates the device in the daemon's namespace under a temporary name,
-    /// then moves it into `ns` renamed to `opts.ifname`. The file stays bound
-    /// to the daemon's namespace, so it does not keep `ns` alive: when `ns` is
-    /// deleted the device goes with it and the port goes down.
-    fn create_in_netns(opts: &TunOptions, ns: &str) -> Result<(OwnedFd, bool, u32), TunError> {
-        let ns_fd = sys::open_netns(ns).map_err(TunError::Netns)?;
-        let exists = sys::in_netns(ns, || Ok(sys::ifindex(&opts.ifname).is_ok()))
-            .map_err(TunError::Netns)?;
-        if exists {
-            return Err(TunError::Exists {
-                ifname: opts.ifname.clone(),
-                netns: ns.to_string(),
-            });
-        }
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let tmp = format!(
-            "vsn{:x}.{:x}",
-            std::process::id() & 0xfffff,
-            SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff
-        );
-        // From here on, an error closes `fd`, which removes the device.
-        let fd = attach(&tmp)?;
-        let cfg = |e| TunError::Configure(opts.ifname.clone(), e);
-        if let Some(mtu) = opts.mtu {
-            sys::set_mtu(&tmp, mtu).map_err(cfg)?;
-        }
-        let idx = sys::ifindex(&tmp).map_err(cfg)?;
-        sys::move_link_to_netns(idx, ns_fd.as_raw_fd(), &opts.ifname).map_err(|e| {
-            TunError::Configure(
-                opts.ifname.clone(),
-                io::Error::new(e.kind(), format!("moving to netns '{ns}': {e}")),
-            )
-        })?;
-        let mtu = sys::in_netns(ns, || {
-            configure(&opts.ifname, None).map_err(io::Error::other)
         })
-        .map_err(|e| TunError::Configure(opts.ifname.clone(), e))?;
-        Ok((fd, true, mtu))
     }
 
     /// The device's tx_dropped counter, read from its namespace.
     fn tx_dropped(&self) -> Option<u64> {
-        let read = || sys::link_counter(&self.ifname, sys::LinkCounter::TxDropped);
-        match &self.netns {
-            Some(ns) => sys::in_netns(ns, read).ok(),
-            None => read().ok(),
-        }
+        tundev::tx_dropped(&self.ifname, self.netns.as_deref())
     }
 
     /// True if the daemon created the device (it is removed with the port).
