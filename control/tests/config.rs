@@ -8,27 +8,6 @@ use std::time::Duration;
 
 const STATIC_MAC: &str = "02:00:00:aa:bb:01";
 
-fn host_from_config(lab: &mut Lab, i: u32) -> Host {
-    let ns = lab.ns_name(&format!("h{i}"));
-    assert!(
-        wait_until(Duration::from_secs(5), || lab.link_exists(&ns, "eth0")),
-        "config port p{i}: no eth0 in {ns}"
-    );
-    let ip = lab.ip(i);
-    lab.ns_ok(
-        &ns,
-        &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-    );
-    lab.ns_ok(&ns, &["ip", "link", "set", "eth0", "up"]);
-    Host {
-        mac: lab.mac_of(&ns, "eth0"),
-        ns,
-        port: format!("p{i}"),
-        ifname: "eth0".into(),
-        ip,
-    }
-}
-
 fn config_text(lab: &Lab) -> String {
     format!(
         r#"# vswitch test configuration
@@ -77,8 +56,8 @@ fn config_start_save_restart() {
     assert_eq!(br["name"], "br0", "{br}");
     assert_eq!(br["ageing_s"], 120, "{br}");
     assert_eq!(br["fdb_max"], 500, "{br}");
-    let h1 = host_from_config(&mut lab, 1);
-    let h2 = host_from_config(&mut lab, 2);
+    let h1 = lab.host_of_port(1);
+    let h2 = lab.host_of_port(2);
     assert_eq!(h1.mac, "02:00:00:00:01:01", "config mac not applied");
     let mtu = lab.port_info("br0", "p2")["mtu"].clone();
     assert_eq!(mtu, 1400, "config mtu not applied");
@@ -136,8 +115,8 @@ fn config_start_save_restart() {
     assert!(st.success(), "{st}");
     lab.start_daemon(&["--config", &cfg_s]);
     assert_eq!(lab.ctl_json(&["list-br"])[0]["ageing_s"], 77);
-    let h1 = host_from_config(&mut lab, 1);
-    let h2 = host_from_config(&mut lab, 2);
+    let h1 = lab.host_of_port(1);
+    let h2 = lab.host_of_port(2);
     lab.assert_all_ping(&[&h1, &h2]);
     assert!(lab.fdb_entry("br0", STATIC_MAC).is_some());
 }

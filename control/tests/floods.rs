@@ -13,18 +13,7 @@ mod vxlan_support;
 use common::*;
 use router_support::*;
 use serde_json::Value;
-use std::fs;
 use std::time::Duration;
-
-/// A /proc/PID/status field, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
 
 /// Checks the daemon is alive, reports its memory, and asserts growth under
 /// `max_growth_mib` over `rss0`.

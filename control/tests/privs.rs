@@ -16,27 +16,6 @@ fn status(pid: u32, field: &str) -> String {
         .unwrap_or_else(|| panic!("{field} missing"))
 }
 
-fn host(lab: &Lab, i: u32) -> Host {
-    let ns = lab.ns_name(&format!("h{i}"));
-    assert!(
-        wait_until(Duration::from_secs(5), || lab.link_exists(&ns, "eth0")),
-        "no eth0 in {ns}"
-    );
-    let ip = lab.ip(i);
-    lab.ns_ok(
-        &ns,
-        &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-    );
-    lab.ns_ok(&ns, &["ip", "link", "set", "eth0", "up"]);
-    Host {
-        mac: lab.mac_of(&ns, "eth0"),
-        ns,
-        port: format!("p{i}"),
-        ifname: "eth0".into(),
-        ip,
-    }
-}
-
 #[test]
 fn unprivileged_daemon_still_forwards() {
     let mut lab = Lab::new();
@@ -71,8 +50,8 @@ fn unprivileged_daemon_still_forwards() {
     assert_eq!(status(pid, "CapInh:"), "0000000000000000");
     assert_eq!(status(pid, "NoNewPrivs:"), "1");
 
-    let h1 = host(&lab, 1);
-    let h2 = host(&lab, 2);
+    let h1 = lab.host_of_port(1);
+    let h2 = lab.host_of_port(2);
     lab.assert_all_ping(&[&h1, &h2]);
     assert!(
         lab.iperf_tcp(&h1, &h2) > 1_000_000,

@@ -703,16 +703,6 @@ fn router_save_restore() {
     );
 }
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 /// Malformed frames to a MAC over AF_PACKET: `IFACE DST_MAC COUNT SECONDS`.
 /// IPv4 with bad version, short IHL, total length too large or smaller than
 /// the header, bad checksum; truncated IPv4 and ARP; ARP with bad
@@ -780,7 +770,7 @@ fn router_malformed_flood() {
         .and_then(|r| r["mac"].as_str().map(str::to_string))
         .expect("gw mac");
     let pid = lab.daemon_pid();
-    let rss0 = rss_kib(pid);
+    let rss0 = status_kib(pid, "VmRSS:");
     let m0 = drop_count(&lab, "gw", "malformed");
 
     let out = py_ok(
@@ -808,7 +798,7 @@ fn router_malformed_flood() {
         m1 - m0,
         diag(&lab)
     );
-    let rss1 = rss_kib(pid);
+    let rss1 = status_kib(pid, "VmRSS:");
     eprintln!(
         "flood: {sent} frames sent, {} counted malformed on gw; VmRSS {rss0} -> {rss1} KiB",
         m1 - m0

@@ -15,15 +15,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 fn loss_of(bg: Bg, what: &str) -> (f64, String) {
     let (_, out) = bg.finish(Duration::from_secs(60));
     let loss = out
@@ -224,7 +215,7 @@ fn soak_mixed_traffic_with_churn() {
                 assert!(lab.iperf_tcp(&k2, &h1) > 100_000, "TCP over VXLAN");
             }
         }
-        rss.push(rss_kib(pid));
+        rss.push(status_kib(pid, "VmRSS:"));
         std::thread::sleep(Duration::from_millis(300));
     }
     let mut report = Vec::new();

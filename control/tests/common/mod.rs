@@ -141,6 +141,16 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A `/proc/PID/status` field ("VmRSS:", "VmHWM:") in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
 /// Sends a signal to a process this test started.
 pub fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; the
@@ -653,6 +663,30 @@ impl Lab {
     }
 
     /// One ping attempt (1 s wait).
+    /// The host behind port `p{i}` whose TAP someone else made (a config
+    /// file, another daemon): waits for its `eth0` in namespace `h{i}`, then
+    /// addresses it as [`Lab::ip`] and brings it up.
+    pub fn host_of_port(&self, i: u32) -> Host {
+        let ns = self.ns_name(&format!("h{i}"));
+        assert!(
+            wait_until(Duration::from_secs(5), || self.link_exists(&ns, "eth0")),
+            "port p{i}: no eth0 in {ns}"
+        );
+        let ip = self.ip(i);
+        self.ns_ok(
+            &ns,
+            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+        self.ns_ok(&ns, &["ip", "link", "set", "eth0", "up"]);
+        Host {
+            mac: self.mac_of(&ns, "eth0"),
+            ns,
+            port: format!("p{i}"),
+            ifname: "eth0".into(),
+            ip,
+        }
+    }
+
     pub fn ping_once(&self, from: &Host, to_ip: &str) -> bool {
         self.ns_exec(&from.ns, &["ping", "-n", "-q", "-c", "1", "-W", "1", to_ip])
             .status
