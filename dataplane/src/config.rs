@@ -424,6 +424,19 @@ pub enum PortType {
     Tap,
     Afpacket,
     Vxlan,
+    #[serde(rename = "vhost-user")]
+    VhostUser,
+}
+
+/// Which side of a vhost-user socket the switch is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VhostMode {
+    /// Listen on the socket (QEMU connects: `-chardev socket,path=...`).
+    #[default]
+    Server,
+    /// Connect to the socket (QEMU listens: `-chardev socket,...,server=on`).
+    Client,
 }
 
 impl PortType {
@@ -432,6 +445,7 @@ impl PortType {
             PortType::Tap => "tap",
             PortType::Afpacket => "afpacket",
             PortType::Vxlan => "vxlan",
+            PortType::VhostUser => "vhost-user",
         }
     }
 }
@@ -510,6 +524,12 @@ pub struct PortConfig {
     /// absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srcport: Option<PortRange>,
+    /// vhost-user: the Unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// vhost-user: server (default) or client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<VhostMode>,
 }
 
 /// A range of UDP ports, both ends inclusive, written `MIN-MAX`.
@@ -597,6 +617,8 @@ impl PortConfig {
             dstport: None,
             vtep_learning: false,
             srcport: None,
+            path: None,
+            mode: None,
             storm_limit: None,
             delay_ms: None,
             jitter_ms: None,
@@ -616,7 +638,33 @@ impl PortConfig {
             || self.dstport.is_some()
             || self.vtep_learning
             || self.srcport.is_some();
+        let vhost_set = self.path.is_some() || self.mode.is_some();
+        if vhost_set && self.kind != PortType::VhostUser {
+            return Err(format!(
+                "--path, --server and --client are for vhost-user ports, not {}",
+                self.kind.name()
+            ));
+        }
         match self.kind {
+            PortType::VhostUser => {
+                if self.netns.is_some()
+                    || self.ifname.is_some()
+                    || self.mac.is_some()
+                    || self.mtu.is_some()
+                {
+                    return Err("vhost-user ports have no device: --netns, --ifname, --mac and --mtu do not apply (the guest sets its own MAC)".into());
+                }
+                if vxlan_set {
+                    return Err("--vni, --local, --remote, --dstport, --srcport and --learning are for vxlan ports, not vhost-user".into());
+                }
+                match self.path.as_deref() {
+                    None | Some("") => Err("a vhost-user port needs --path SOCKET".into()),
+                    Some(p) if p.len() >= 108 => Err(format!(
+                        "--path {p}: a Unix socket path has at most 107 bytes"
+                    )),
+                    Some(_) => Ok(()),
+                }
+            }
             PortType::Vxlan => {
                 if self.netns.is_some()
                     || self.ifname.is_some()

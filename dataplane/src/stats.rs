@@ -127,6 +127,9 @@ drop_reasons! {
     /// SNAT: to an outside address, not a reply of a tracked flow
     /// (unsolicited inbound traffic is not forwarded inside).
     NatUnsolicited => "nat_unsolicited",
+    /// vhost-user: a guest RX buffer outside guest memory, read-only or too
+    /// short for the frame (returned to the guest unused).
+    VhostBadDesc => "vhost_bad_desc",
 }
 
 /// Counters of one port. Owned by the worker that polls the port.

@@ -38,6 +38,7 @@ enum TypeArg {
     Tap,
     Afpacket,
     Vxlan,
+    VhostUser,
 }
 
 /// What a router interface sits on (`add-rif --type`).
@@ -229,9 +230,10 @@ enum Cmd {
         bridge: String,
         port: String,
         /// Port kind: tap (the daemon creates or attaches a TAP device), afpacket
-        /// (an existing interface in the daemon's namespace) or vxlan (a VTEP:
+        /// (an existing interface in the daemon's namespace), vxlan (a VTEP:
         /// needs --vni and --local; remotes with --remote or later with
-        /// set-port --remote-add)
+        /// set-port --remote-add) or vhost-user (a guest's virtio-net: needs
+        /// --path)
         #[arg(long = "type", value_enum)]
         kind: TypeArg,
         /// tap: create the device in this network namespace (as named by `ip netns`)
@@ -268,6 +270,17 @@ enum Cmd {
         /// learn the stations behind them)
         #[arg(long)]
         learning: bool,
+        /// vhost-user: the Unix socket QEMU's `-chardev socket` uses
+        #[arg(long, value_name = "SOCKET")]
+        path: Option<String>,
+        /// vhost-user: listen on --path (the default; a stale socket file is
+        /// replaced)
+        #[arg(long, conflicts_with = "client")]
+        server: bool,
+        /// vhost-user: connect to --path (QEMU listens), reconnecting about
+        /// every second
+        #[arg(long)]
+        client: bool,
     },
     /// Remove a port (a TAP the daemon created is deleted)
     DelPort { port: String },
@@ -662,11 +675,15 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             dstport,
             srcport,
             learning,
+            path,
+            server,
+            client,
         } => {
             let kind = match kind {
                 TypeArg::Tap => PortType::Tap,
                 TypeArg::Afpacket => PortType::Afpacket,
                 TypeArg::Vxlan => PortType::Vxlan,
+                TypeArg::VhostUser => PortType::VhostUser,
             };
             let mut p = PortConfig::new(&port, kind);
             p.netns = netns;
@@ -683,6 +700,14 @@ fn request(cmd: Cmd) -> Result<Request, String> {
             }
             p.vtep_learning = learning;
             p.srcport = srcport;
+            p.path = path;
+            p.mode = if client {
+                Some(dataplane::config::VhostMode::Client)
+            } else if server {
+                Some(dataplane::config::VhostMode::Server)
+            } else {
+                None
+            };
             Request::AddPort { bridge, port: p }
         }
         Cmd::DelPort { port } => Request::DelPort { name: port },

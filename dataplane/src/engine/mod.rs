@@ -756,6 +756,20 @@ impl EngineHandle {
                 let v = VxlanPort::open(&opts).map_err(|e| e.to_string())?;
                 (AnyPort::Vxlan(v), false, None, None)
             }
+            PortType::VhostUser => {
+                let path = cfg
+                    .path
+                    .as_deref()
+                    .ok_or("a vhost-user port needs --path")?;
+                let mode = match cfg.mode.unwrap_or_default() {
+                    crate::config::VhostMode::Server => crate::port::vhost_user::Mode::Server,
+                    crate::config::VhostMode::Client => crate::port::vhost_user::Mode::Client,
+                };
+                let v =
+                    crate::port::VhostUserPort::open(&cfg.name, std::path::Path::new(path), mode)
+                        .map_err(|e| e.to_string())?;
+                (AnyPort::VhostUser(v), false, None, None)
+            }
         };
         let io = Arc::new(io);
         // The worker with the fewest ports receives on it; the VXLAN ports

@@ -791,6 +791,12 @@ impl Tables {
             "mtu": s.mtu,
             "created": s.created,
         });
+        if let crate::port::AnyPort::VhostUser(x) = &*s.io {
+            v["path"] = json!(x.path().display().to_string());
+            v["mode"] = json!(x.mode().name());
+            v["connected"] = json!(x.connected());
+            v["bad_descriptors"] = json!(x.bad_descriptors());
+        }
         if let crate::port::AnyPort::Vxlan(x) = &*s.io {
             let c = &s.cfg;
             v["vni"] = json!(c.vni);
@@ -933,7 +939,22 @@ impl Tables {
             return Err("afpacket ports attach an existing interface in the daemon's namespace: --netns, --mac and --mtu do not apply".into());
         }
         // An interface can be attached once.
-        let ifname = if cfg.kind == crate::config::PortType::Vxlan {
+        if let Some(path) = &cfg.path {
+            if self
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.cfg.path.as_ref() == Some(path))
+            {
+                return Err(format!(
+                    "socket '{path}' is already used by a vhost-user port"
+                ));
+            }
+        }
+        let ifname = if matches!(
+            cfg.kind,
+            crate::config::PortType::Vxlan | crate::config::PortType::VhostUser
+        ) {
             String::new()
         } else {
             cfg.ifname().to_string()

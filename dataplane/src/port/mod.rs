@@ -14,6 +14,7 @@ pub mod internal;
 pub mod tap;
 pub mod tun;
 mod tundev;
+pub mod vhost_user;
 pub use tundev::{DevError, Kind as DevKind};
 pub mod vxlan;
 
@@ -27,6 +28,7 @@ pub use afpacket::AfPacketPort;
 pub use internal::InternalPort;
 pub use tap::TapPort;
 pub use tun::TunPort;
+pub use vhost_user::VhostUserPort;
 pub use vxlan::VxlanPort;
 
 /// One frame to send: which slot of the batch, and the tag edit for this port.
@@ -106,6 +108,8 @@ pub enum AnyPort {
     Tun(TunPort),
     AfPacket(AfPacketPort),
     Vxlan(VxlanPort),
+    /// A guest's virtio-net over vhost-user.
+    VhostUser(VhostUserPort),
     /// No device (a router interface): never registered with the poller.
     Internal(InternalPort),
 }
@@ -117,6 +121,7 @@ macro_rules! dispatch {
             AnyPort::Tun($p) => $e,
             AnyPort::AfPacket($p) => $e,
             AnyPort::Vxlan($p) => $e,
+            AnyPort::VhostUser($p) => $e,
             AnyPort::Internal($p) => $e,
         }
     };

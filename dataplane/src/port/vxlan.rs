@@ -553,7 +553,7 @@ fn prep(
 /// Turns a frame whose virtio header asks for offloads into wire frames in
 /// `segs` (segmented and checksummed), with the tag edit applied. Returns
 /// how many.
-fn software_pieces(
+pub(crate) fn software_pieces(
     f: &Frame,
     edit: TagEdit,
     segs: &mut Segments,
