@@ -972,4 +972,37 @@ vtep_learning = true
         tap.vni = Some(1);
         assert!(tap.check_kind().unwrap_err().contains("vxlan"));
     }
+
+    #[test]
+    fn vhost_user_port_config() {
+        let text = r#"
+[[bridge]]
+name = "br0"
+[[bridge.port]]
+name = "vm1"
+type = "vhost-user"
+path = "/run/vswitch/vm1.sock"
+mode = "client"
+"#;
+        let c = Config::from_toml(text).unwrap();
+        let p = &c.bridges[0].ports[0];
+        assert_eq!(p.kind, PortType::VhostUser);
+        assert_eq!(p.kind.name(), "vhost-user");
+        assert_eq!(p.mode, Some(VhostMode::Client));
+        p.check_kind().unwrap();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+
+        let mut bad = p.clone();
+        bad.path = None;
+        assert!(bad.check_kind().unwrap_err().contains("--path"));
+        let mut bad = p.clone();
+        bad.mac = Some("02:00:00:00:00:01".parse().unwrap());
+        assert!(bad.check_kind().unwrap_err().contains("do not apply"));
+        let mut bad = p.clone();
+        bad.path = Some(format!("/tmp/{}", "x".repeat(120)));
+        assert!(bad.check_kind().unwrap_err().contains("107"));
+        let mut tap = PortConfig::new("t", PortType::Tap);
+        tap.path = Some("/tmp/x.sock".into());
+        assert!(tap.check_kind().unwrap_err().contains("vhost-user"));
+    }
 }
