@@ -109,12 +109,24 @@ impl Guest {
     }
 
     /// Starts QEMU as [`Guest::boot`] does, with a virtio-net NIC on the
-    /// vhost-user socket `socket` (QEMU connects to it; `spec.tap` is not
-    /// used). Guest memory is a shared memfd, as vhost-user needs, and the
+    /// vhost-user socket `socket` (`spec.tap` is not used): QEMU connects to
+    /// it, reconnecting every second (vswitch in server mode), or with
+    /// `qemu_listens` listens on it without waiting (vswitch in client
+    /// mode). Guest memory is a shared memfd, as vhost-user needs, and the
     /// device has no MSI-X (`vectors=0`: Debian 12's QEMU 7.2 under TCG
     /// crashes with vhost-user and MSI-X).
-    pub fn boot_vhost(lab: &Lab, kit: &Kit, spec: GuestSpec, socket: &str) -> Guest {
-        let chardev = format!("socket,id=c0,path={socket},reconnect=1");
+    pub fn boot_vhost(
+        lab: &Lab,
+        kit: &Kit,
+        spec: GuestSpec,
+        socket: &str,
+        qemu_listens: bool,
+    ) -> Guest {
+        let chardev = if qemu_listens {
+            format!("socket,id=c0,path={socket},server=on,wait=off")
+        } else {
+            format!("socket,id=c0,path={socket},reconnect=1")
+        };
         let device = format!("virtio-net-pci,netdev=n0,vectors=0,mac={}", spec.mac);
         let net = [
             "-object",
