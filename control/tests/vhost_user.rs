@@ -28,8 +28,9 @@ fn spec(lab: &Lab, name: &str, i: u8) -> GuestSpec {
 /// host on a TAP port ping each other, a TCP transfer from the guest arrives
 /// whole (byte count and SHA-256), and h1 downloads from the guest's httpd
 /// (the host's TSO super-frames are segmented for the guest, which has no
-/// offloads negotiated). `list-ports` shows path, mode and connection;
-/// `del-port` removes the socket and cuts the guest off.
+/// offloads negotiated). `list-ports` shows path, mode and connection. The
+/// guest restarted on the same socket is served again; `del-port` removes
+/// the socket and cuts the guest off.
 #[test]
 fn vhost_user_server_guest_reaches_host() {
     let Some(kit) = kit() else { return };
@@ -135,6 +136,24 @@ fn vhost_user_server_guest_reaches_host() {
         fetched.secs,
         fetched.mbit
     );
+
+    // The guest restarts (QEMU ends, a new one connects to the same
+    // socket): the port accepts the new connection by itself.
+    drop(g);
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.port_info("br0", "vu1")
+            ["connected"]
+            == false),
+        "still connected after QEMU ended"
+    );
+    let mut g = Guest::boot_vhost(&lab, &kit, spec(&lab, "g1", 1), &sock, false);
+    g.wait_ready(BOOT);
+    assert!(
+        g.ping(&h1.ip, 10),
+        "the restarted guest cannot ping {}",
+        h1.ip
+    );
+    assert_eq!(lab.port_info("br0", "vu1")["connected"], true);
 
     lab.ctl_ok(&["del-port", "vu1"]);
     assert!(
