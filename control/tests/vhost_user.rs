@@ -112,11 +112,39 @@ fn vhost_user_server_guest_reaches_host() {
 
     // TCP the host opens: h1 downloads from the guest's httpd (its ACKs and
     // the guest's data cross both directions of the port).
+    // The guest's kernel sends with TSO (HOST_TSO4 negotiated): its
+    // super-frames cross the port whole, one frame each in the counters.
     let (bytes, digest) = g.serve_http(8, 8080);
     let url = format!("http://{}:8080/data", g.ip());
+    let (p0, b0) = rx_counts(&lab, "vu1");
     let fetched = fetch(&lab, &h1.ns, &url, 2);
+    let (p1, b1) = rx_counts(&lab, "vu1");
     assert_eq!(fetched.bytes, bytes, "h1 fetched {fetched:?}");
     assert_eq!(fetched.sha256, digest, "digests differ");
+    let avg = (b1 - b0) as f64 / (p1 - p0).max(1) as f64;
+    assert!(
+        avg > 3000.0,
+        "frames from the guest average {avg:.0} bytes: no TSO super-frames"
+    );
+
+    // TCP into the guest: h1 sends 8 MiB to busybox nc in the guest (h1's
+    // TSO super-frames go to the guest whole, GUEST_TSO4 negotiated).
+    let (rc, _) = g.run("{ nc -l -p 5300 > /tmp/rx & }", Duration::from_secs(10));
+    assert_eq!(rc, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = lab.ns_ok(
+        &h1.ns,
+        &["python3", &script, "send", &g.ip(), "5300", "8388608"],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("bulk_tcp JSON");
+    let (_, got) = g.run(
+        "wait; wc -c < /tmp/rx; sha256sum /tmp/rx",
+        Duration::from_secs(60),
+    );
+    assert!(
+        got.contains(&v["bytes"].to_string()) && got.contains(v["sha256"].as_str().unwrap()),
+        "the guest received something else than h1 sent ({v}): {got}"
+    );
 
     let stats = lab.port_stats("vu1");
     assert_eq!(

@@ -22,30 +22,32 @@
 //!   turns a kick on the guest's TX queue into a write on the port's wake
 //!   eventfd (the port's [`Port::fd`]); [`Port::recv`] pops descriptor chains
 //!   from the TX virtqueue into the switch's frames (the 12-byte
-//!   `virtio_net_hdr_v1` is dropped, the frame gets an empty one), and
-//!   [`Port::send`] writes frames into available RX-queue buffers. That is
-//!   one thread hop per wake-up (a kick), not per frame; registering the
-//!   kick eventfd with the worker itself is the next step.
+//!   `virtio_net_hdr_v1` becomes the frame's virtio header, checked by
+//!   [`tx_vnet`]), and [`Port::send`] writes frames into available RX-queue
+//!   buffers. That is one thread hop per wake-up (a kick), not per frame;
+//!   registering the kick eventfd with the worker itself is the next step.
 //! - Notifications: EVENT_IDX is not offered; the guest is signalled after a
 //!   batch unless it set VRING_AVAIL_F_NO_INTERRUPT.
-//! - Offloads (CSUM, TSO, MRG_RXBUF) are not offered yet: frames are at most
-//!   an Ethernet MTU frame, and the engine segments super-frames for this
-//!   port ([`Caps::vnet_hdr`] is false).
+//! - Offloads: CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 are offered, so
+//!   TCP super-frames and partial checksums cross whole in both directions.
+//!   A frame needing an offload the guest did not ack (or ECN, UDP GSO) is
+//!   segmented and checksummed here. MRG_RXBUF is not offered: a guest that
+//!   acks GUEST_TSO posts 64 KiB receive buffers (Linux "big packets").
 //!
 //! # Guest memory is untrusted
 //! Every descriptor address and length goes through vm-memory's checked
 //! accessors (`read_slice`/`write_slice`, which fail outside the memory
 //! table); virtio-queue bounds a chain by the queue size (no loops) and
 //! checks indices. A TX chain that is unreadable, has a device-writable
-//! part, is shorter than the header or longer than [`MAX_CHAIN_BYTES`] is
-//! returned to the guest unread and counted (`bad_descriptors` in
+//! part, is shorter than the header or longer than [`MAX_CHAIN_BYTES`], or
+//! whose virtio header asks for what was not negotiated or points outside
+//! the frame, is returned to the guest unread and counted (`bad_descriptors` in
 //! `list-ports`, `malformed` in `stats`); an RX chain that cannot take a
 //! frame is returned with length 0 and counted as `vhost_bad_desc`.
 
 use super::{Caps, IoScratch, Port, TxItem};
-use crate::bridge::vlan::TagEdit;
 use crate::offload::{self, Segments};
-use crate::packet::{Frame, EDIT_PREFIX_MAX, VNET_HDR_LEN};
+use crate::packet::{Frame, VnetHdr, EDIT_PREFIX_MAX, VNET_HDR_LEN};
 use crate::stats::{DropReason, PortStats};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -79,9 +81,25 @@ const RXQ: usize = 0;
 const TXQ: usize = 1;
 /// Largest queue the guest may configure.
 const QUEUE_MAX: usize = 1024;
-/// Longest TX chain accepted, header included: an MTU-sized frame with two
-/// VLAN tags (no TSO is negotiated), with room to spare.
-pub const MAX_CHAIN_BYTES: usize = GUEST_HDR_LEN + 9216;
+/// Longest TX chain accepted, header included: the largest TSO super-frame.
+pub const MAX_CHAIN_BYTES: usize = GUEST_HDR_LEN + crate::packet::MAX_FRAME;
+/// The offloads offered (virtio 1.1, 5.1.3): the guest may send partial
+/// checksums and TCP super-frames (CSUM, HOST_TSO4/6), and take them
+/// (GUEST_CSUM, GUEST_TSO4/6; without MRG_RXBUF a guest that acks
+/// GUEST_TSO posts 64 KiB receive buffers).
+const OFFLOADS: u64 = (1 << vnet::VIRTIO_NET_F_CSUM)
+    | (1 << vnet::VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << vnet::VIRTIO_NET_F_HOST_TSO4)
+    | (1 << vnet::VIRTIO_NET_F_HOST_TSO6)
+    | (1 << vnet::VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << vnet::VIRTIO_NET_F_GUEST_TSO6);
+use virtio_bindings::virtio_net as vnet;
+
+/// Whether the guest acked feature bit `bit`.
+fn has(acked: u64, bit: u32) -> bool {
+    acked & (1 << bit) != 0
+}
+
 /// VRING_AVAIL_F_NO_INTERRUPT (virtio 1.1, 2.6.7).
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
@@ -110,6 +128,8 @@ struct Shared {
     /// Written by the daemon's thread on a TX kick; the worker polls it.
     wake: EventFd,
     bad_desc: AtomicU64,
+    /// Virtio features the guest acked (SET_FEATURES).
+    acked: AtomicU64,
     /// The daemon of the current connection, to cut it on removal.
     shutdown: Mutex<Option<ShutdownHandle>>,
 }
@@ -147,6 +167,11 @@ impl VhostUserBackend for NetBackend {
         // accepts that.
         (1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | OFFLOADS
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.shared.acked.store(features, Ordering::Release);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -225,6 +250,7 @@ impl VhostUserPort {
             stop: AtomicBool::new(false),
             wake: EventFd::new(EFD_NONBLOCK).map_err(VhostError::Setup)?,
             bad_desc: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
             shutdown: Mutex::new(None),
         });
         let listener = match mode {
@@ -367,17 +393,18 @@ pub enum BadChain {
 }
 
 /// Copies a TX chain (device-readable descriptors) into `dst`, less the
-/// first `GUEST_HDR_LEN` bytes (the guest's virtio-net header). Returns the
-/// frame length.
+/// first `GUEST_HDR_LEN` bytes (the guest's virtio-net header), which go to
+/// `hdr`. Returns the frame length.
 pub fn read_tx_chain<M>(
     mem: &M,
     descs: impl Iterator<Item = virtio_queue::desc::split::Descriptor>,
+    hdr: &mut [u8; GUEST_HDR_LEN],
     dst: &mut [u8],
 ) -> Result<usize, BadChain>
 where
     M: vm_memory::GuestMemory,
 {
-    let mut skip = GUEST_HDR_LEN;
+    let mut got = 0usize;
     let mut total = 0usize;
     let mut n = 0usize;
     for d in descs {
@@ -391,14 +418,11 @@ where
         }
         let mut addr = d.addr().0;
         let mut len = len;
-        if skip > 0 {
-            let s = skip.min(len);
-            // The header is not used (no offloads), but its bytes must be
-            // in guest memory like the rest.
-            let mut hdr = [0u8; GUEST_HDR_LEN];
-            mem.read_slice(&mut hdr[..s], GuestAddress(addr))
+        if got < GUEST_HDR_LEN {
+            let s = (GUEST_HDR_LEN - got).min(len);
+            mem.read_slice(&mut hdr[got..got + s], GuestAddress(addr))
                 .map_err(|_| BadChain::Address)?;
-            skip -= s;
+            got += s;
             addr = addr.checked_add(s as u64).ok_or(BadChain::Address)?;
             len -= s;
         }
@@ -410,10 +434,60 @@ where
             .map_err(|_| BadChain::Address)?;
         n += len;
     }
-    if skip > 0 {
+    if got < GUEST_HDR_LEN {
         return Err(BadChain::Length);
     }
     Ok(n)
+}
+
+/// The guest's transmit header as the switch carries it, checked against
+/// what was negotiated and the frame: partial checksums inside the frame,
+/// TCP GSO only, with a segment size. `None`: a header no honest guest sends.
+pub fn tx_vnet(acked: u64, g: &[u8; GUEST_HDR_LEN], len: usize) -> Option<VnetHdr> {
+    let mut b = [0u8; VNET_HDR_LEN];
+    b.copy_from_slice(&g[..VNET_HDR_LEN]);
+    let mut h = VnetHdr::parse(&b);
+    h.flags &= VnetHdr::F_NEEDS_CSUM;
+    if h.flags != 0 {
+        let end = usize::from(h.csum_start) + usize::from(h.csum_offset) + 2;
+        if !has(acked, vnet::VIRTIO_NET_F_CSUM) || end > len {
+            return None;
+        }
+    } else {
+        h.csum_start = 0;
+        h.csum_offset = 0;
+    }
+    let (tso4, tso6) = (
+        has(acked, vnet::VIRTIO_NET_F_HOST_TSO4),
+        has(acked, vnet::VIRTIO_NET_F_HOST_TSO6),
+    );
+    // No ECN (HOST_ECN is not offered), no UDP.
+    match h.gso_type {
+        VnetHdr::GSO_NONE => {
+            h.gso_type = VnetHdr::GSO_NONE;
+            h.gso_size = 0;
+            h.hdr_len = 0;
+        }
+        VnetHdr::GSO_TCPV4 if tso4 && h.gso_size > 0 && h.flags != 0 => {}
+        VnetHdr::GSO_TCPV6 if tso6 && h.gso_size > 0 && h.flags != 0 => {}
+        _ => return None,
+    }
+    Some(h)
+}
+
+/// Whether the guest can take a frame with header `h` as it is (the
+/// offloads it needs were acked); otherwise the switch segments and
+/// checksums it first.
+fn guest_takes(acked: u64, h: &VnetHdr) -> bool {
+    if h.flags & VnetHdr::F_NEEDS_CSUM != 0 && !has(acked, vnet::VIRTIO_NET_F_GUEST_CSUM) {
+        return false;
+    }
+    match h.gso_type {
+        VnetHdr::GSO_NONE => true,
+        VnetHdr::GSO_TCPV4 => has(acked, vnet::VIRTIO_NET_F_GUEST_TSO4),
+        VnetHdr::GSO_TCPV6 => has(acked, vnet::VIRTIO_NET_F_GUEST_TSO6),
+        _ => false,
+    }
 }
 
 /// Writes `parts` (the guest's virtio-net header first) into an RX chain's
@@ -518,6 +592,7 @@ impl Port for VhostUserPort {
         if !st.is_enabled() || !st.get_queue().ready() {
             return Ok(0);
         }
+        let acked = self.shared.acked.load(Ordering::Acquire);
         let mut n = 0;
         let mut used = false;
         while n < frames.len() {
@@ -528,12 +603,16 @@ impl Port for VhostUserPort {
             let f = &mut frames[n];
             let area = f.rx_area_vnet();
             let (hdr, body) = area.split_at_mut(VNET_HDR_LEN);
-            hdr.fill(0);
-            match read_tx_chain(&*mem, chain, body) {
-                Ok(len) => {
+            let mut g = [0u8; GUEST_HDR_LEN];
+            let ok = read_tx_chain(&*mem, chain, &mut g, body)
+                .ok()
+                .and_then(|len| Some((tx_vnet(acked, &g, len)?, len)));
+            match ok {
+                Some((h, len)) => {
+                    h.emit(hdr.try_into().expect("VNET_HDR_LEN bytes"));
                     f.set_rx_len_vnet(VNET_HDR_LEN + len);
                 }
-                Err(_) => {
+                None => {
                     self.shared.bad_desc.fetch_add(1, Ordering::Relaxed);
                     // A zero-length slot: counted as malformed by the caller.
                     f.set_rx_len_vnet(0);
@@ -562,16 +641,17 @@ impl Port for VhostUserPort {
             stats.drop_n(DropReason::TxError, items.len() as u64);
             return;
         }
-        // virtio_net_hdr_v1: no flags, no GSO, num_buffers 1.
+        let acked = self.shared.acked.load(Ordering::Acquire);
+        // virtio_net_hdr_v1 without offloads: num_buffers 1.
         let mut ghdr = [0u8; GUEST_HDR_LEN];
         ghdr[10] = 1;
         let mut scratch = [0u8; EDIT_PREFIX_MAX];
         let mut used = false;
         for it in items {
             let f = &frames[it.idx as usize];
-            if offload::needs_software(&f.vnet()) {
-                // No offloads negotiated: segment and checksum here, one
-                // RX buffer per piece.
+            let h = f.vnet();
+            if offload::needs_software(&h) && !guest_takes(acked, &h) {
+                // Segment and checksum here, one RX buffer per piece.
                 let mut sw = lock(&self.soft);
                 let (segs, flat) = sw.get_or_insert_with(|| (Segments::new(), Vec::new()));
                 let count = match super::vxlan::software_pieces(f, it.edit, segs, flat) {
@@ -581,27 +661,29 @@ impl Port for VhostUserPort {
                         continue;
                     }
                 };
+                ghdr[..VNET_HDR_LEN].fill(0);
                 for k in 0..count {
                     let seg = segs.get(k).unwrap_or(&[]);
                     used |= put_rx(&*mem, &mut st, &[&ghdr, seg], seg.len(), stats);
                 }
                 continue;
             }
-            used |= if it.edit == TagEdit::None {
-                let d = f.data();
-                put_rx(&*mem, &mut st, &[&ghdr, d], d.len(), stats)
-            } else {
-                let (k, rest) = f.edited_prefix(it.edit, &mut scratch);
-                let tail = &f.data()[rest..];
-                let pre = &scratch[VNET_HDR_LEN..k];
-                put_rx(
-                    &*mem,
-                    &mut st,
-                    &[&ghdr, pre, tail],
-                    pre.len() + tail.len(),
-                    stats,
-                )
-            };
+            // The frame's header (offsets moved by the tag edit) goes to
+            // the guest as it is: it can take these offloads.
+            let (k, rest) = f.edited_prefix(it.edit, &mut scratch);
+            ghdr[..VNET_HDR_LEN].copy_from_slice(&scratch[..VNET_HDR_LEN]);
+            if !has(acked, vnet::VIRTIO_NET_F_GUEST_CSUM) {
+                ghdr[0] = 0;
+            }
+            let tail = &f.data()[rest..];
+            let pre = &scratch[VNET_HDR_LEN..k];
+            used |= put_rx(
+                &*mem,
+                &mut st,
+                &[&ghdr, pre, tail],
+                pre.len() + tail.len(),
+                stats,
+            );
         }
         if used {
             notify(&*mem, &mut st);
@@ -613,7 +695,9 @@ impl Port for VhostUserPort {
     }
 
     fn caps(&self) -> Caps {
-        Caps { vnet_hdr: false }
+        // Super-frames are accepted (passed whole to a guest that acked
+        // the offloads, segmented here otherwise).
+        Caps { vnet_hdr: true }
     }
 
     fn kernel_drops(&self) -> u64 {
@@ -673,7 +757,8 @@ mod tests {
 
     fn tx(m: &GuestMemoryMmap, q: &mut Queue, dst: &mut [u8]) -> Result<usize, BadChain> {
         let chain = q.pop_descriptor_chain(m).expect("a chain is available");
-        read_tx_chain(m, chain, dst)
+        let mut hdr = [0u8; GUEST_HDR_LEN];
+        read_tx_chain(m, chain, &mut hdr, dst)
     }
 
     #[test]
@@ -697,8 +782,9 @@ mod tests {
         desc(&m, 5, 0x4000, 100, F_WRITE, 0);
         // 6: shorter than the virtio-net header.
         desc(&m, 6, 0x4000, 8, 0, 0);
-        // 7: a loop onto itself, each pass 1000 bytes.
-        desc(&m, 7, 0x4000, 1000, F_NEXT, 7);
+        // 7: a loop onto itself, each pass 5000 bytes (more than a
+        // super-frame before the queue size ends it).
+        desc(&m, 7, 0x4000, 5000, F_NEXT, 7);
         // 8: a next index beyond the queue (the chain just ends there).
         desc(&m, 8, 0x4000, GUEST_HDR_LEN as u32 + 14, F_NEXT, 999);
         offer(&m, &[0, 2, 3, 4, 5, 6, 7, 8]);
@@ -785,5 +871,49 @@ mod tests {
         assert_eq!(put(&mut q), None);
         assert_eq!(put(&mut q), None);
         assert_eq!(put(&mut q), None);
+    }
+
+    #[test]
+    fn guest_headers_are_checked() {
+        let all = OFFLOADS;
+        let hdr = |flags: u8, gso: u8, gso_size: u16, start: u16, off: u16| {
+            let mut g = [0u8; GUEST_HDR_LEN];
+            let h = VnetHdr {
+                flags,
+                gso_type: gso,
+                hdr_len: 54,
+                gso_size,
+                csum_start: start,
+                csum_offset: off,
+            };
+            h.emit((&mut g[..VNET_HDR_LEN]).try_into().unwrap());
+            g
+        };
+        let csum = VnetHdr::F_NEEDS_CSUM;
+        // Plain, partial checksum, TSO: accepted when negotiated.
+        assert!(tx_vnet(0, &hdr(0, 0, 0, 0, 0), 60).is_some());
+        assert!(tx_vnet(all, &hdr(csum, 0, 0, 34, 16), 60).is_some());
+        let h = tx_vnet(all, &hdr(csum, VnetHdr::GSO_TCPV4, 1448, 34, 16), 9000).unwrap();
+        assert!(h.is_gso());
+        // Not negotiated.
+        assert!(tx_vnet(0, &hdr(csum, 0, 0, 34, 16), 60).is_none());
+        assert!(tx_vnet(
+            1 << vnet::VIRTIO_NET_F_CSUM,
+            &hdr(csum, 1, 1448, 34, 16),
+            9000
+        )
+        .is_none());
+        // Checksum field outside the frame.
+        assert!(tx_vnet(all, &hdr(csum, 0, 0, 60, 16), 60).is_none());
+        assert!(tx_vnet(all, &hdr(csum, 0, 0, u16::MAX, u16::MAX), 60).is_none());
+        // GSO without a segment size, without a partial checksum, UDP, ECN.
+        assert!(tx_vnet(all, &hdr(csum, VnetHdr::GSO_TCPV4, 0, 34, 16), 9000).is_none());
+        assert!(tx_vnet(all, &hdr(0, VnetHdr::GSO_TCPV4, 1448, 0, 0), 9000).is_none());
+        assert!(tx_vnet(all, &hdr(csum, VnetHdr::GSO_UDP, 1448, 34, 6), 9000).is_none());
+        let ecn = VnetHdr::GSO_TCPV4 | VnetHdr::GSO_ECN;
+        assert!(tx_vnet(all, &hdr(csum, ecn, 1448, 34, 16), 9000).is_none());
+        // Stray flags and offsets are cleared.
+        let h = tx_vnet(all, &hdr(0xfe, 0, 0, 7, 9), 60).unwrap();
+        assert_eq!((h.flags, h.csum_start, h.csum_offset), (0, 0, 0));
     }
 }
