@@ -25,7 +25,10 @@
 //!   `virtio_net_hdr_v1` becomes the frame's virtio header, checked by
 //!   [`tx_vnet`]), and [`Port::send`] writes frames into available RX-queue
 //!   buffers. That is one thread hop per wake-up (a kick), not per frame;
-//!   registering the kick eventfd with the worker itself is the next step.
+//!   a spinning worker does not wait for it: [`Port::peek`] compares the
+//!   guest's avail index with the next chain to pop (a load from guest
+//!   memory). Registering the kick eventfd with the worker itself is the
+//!   next step.
 //! - Notifications: EVENT_IDX is not offered; the guest is signalled after a
 //!   batch unless it set VRING_AVAIL_F_NO_INTERRUPT.
 //! - Offloads: CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 are offered, so
@@ -329,11 +332,13 @@ fn control_loop(name: &str, sh: &Arc<Shared>, path: &Path, mut listener: Option<
             sleep_unless_stopped(sh);
             continue;
         }
-        if sh.stop.load(Ordering::Acquire) {
-            daemon.request_shutdown();
-        }
         *lock(&sh.conn) = Some(Conn { mem, vrings: None });
         *lock(&sh.shutdown) = daemon.shutdown_handle();
+        // The port's Drop sets `stop` before it takes the handle: either it
+        // found the handle, or this sees `stop`.
+        if sh.stop.load(Ordering::SeqCst) {
+            daemon.request_shutdown();
+        }
         sh.connected.store(true, Ordering::Release);
         tracing::info!(port = name, "vhost-user: guest connected");
         let r = daemon.wait();
@@ -367,7 +372,7 @@ fn sleep_unless_stopped(sh: &Shared) {
 
 impl Drop for VhostUserPort {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(h) = lock(&self.shared.shutdown).take() {
             h.shutdown();
         }
@@ -692,6 +697,25 @@ impl Port for VhostUserPort {
 
     fn is_gone(&self, _err: &io::Error) -> bool {
         false
+    }
+
+    /// Whether the guest made TX chains available that were not popped yet
+    /// (the avail index, read from guest memory: no syscall), so that a
+    /// spinning worker sees them without waiting for the kick's relay.
+    fn peek(&self) -> Option<bool> {
+        let Some((mem, vrings)) = self.conn() else {
+            return Some(false);
+        };
+        let st = vrings[TXQ].get_ref();
+        let q = st.get_queue();
+        if !st.is_enabled() || !q.ready() {
+            return Some(false);
+        }
+        let mem = mem.memory();
+        Some(
+            q.avail_idx(&*mem, std::sync::atomic::Ordering::Acquire)
+                .is_ok_and(|i| i.0 != q.next_avail()),
+        )
     }
 
     fn caps(&self) -> Caps {
