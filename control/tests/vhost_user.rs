@@ -259,6 +259,68 @@ fn vhost_user_client_survives_daemon_restart() {
     );
 }
 
+/// Server mode across a vswitchd restart: QEMU (`reconnect=1`) comes back
+/// to the socket the restarted daemon listens on again (`--config`), and
+/// the guest's traffic resumes with no manual step.
+#[test]
+fn vhost_user_server_survives_daemon_restart() {
+    let Some(kit) = kit() else { return };
+    let mut lab = Lab::new();
+    let cfg = lab.path("vswitch.toml").display().to_string();
+    lab.start_daemon(&["--config", &cfg]);
+    lab.add_br("br0", &[]);
+    let h1 = lab.afpacket_host("br0", 1);
+    let sock = lab.path("vu1.sock").display().to_string();
+    lab.ctl_ok(&[
+        "add-port",
+        "br0",
+        "vu1",
+        "--type",
+        "vhost-user",
+        "--path",
+        &sock,
+    ]);
+    let mut g = Guest::boot_vhost(&lab, &kit, spec(&lab, "g1", 1), &sock, false);
+    g.wait_ready(BOOT);
+    let connected = || lab.port_info("br0", "vu1")["connected"] == true;
+    assert!(
+        wait_until(Duration::from_secs(10), connected),
+        "never connected: {}",
+        lab.port_info("br0", "vu1")
+    );
+    assert_eq!(lab.port_info("br0", "vu1")["mode"], "server");
+    assert!(g.ping(&h1.ip, 10), "guest cannot ping {}", h1.ip);
+
+    lab.ctl_ok(&["save"]);
+    let saved = std::fs::read_to_string(&cfg).expect("save wrote the config");
+    assert!(
+        saved.contains("vhost-user") && saved.contains(&sock),
+        "{saved}"
+    );
+    lab.stop_daemon();
+    assert!(
+        g.unreachable(&h1.ip, 2),
+        "the guest reaches h1 with vswitchd stopped"
+    );
+    let t0 = Instant::now();
+    lab.start_daemon(&["--config", &cfg]);
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.port_info("br0", "vu1")
+            ["connected"]
+            == true),
+        "did not reconnect after the restart: {}",
+        lab.port_info("br0", "vu1")
+    );
+    assert!(
+        g.ping(&h1.ip, 20),
+        "the guest's traffic did not resume after the restart"
+    );
+    println!(
+        "vhost-user server: traffic resumed {:.1} s after vswitchd restarted",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 /// Two guests on vhost-user ports of one bridge: they ping each other and
 /// 8 MiB of TCP goes from one to the other (byte count and SHA-256), as
 /// super-frames from guest to guest (TSO negotiated on both ports).
