@@ -29,8 +29,10 @@
 //!   guest's avail index with the next chain to pop (a load from guest
 //!   memory). Registering the kick eventfd with the worker itself is the
 //!   next step.
-//! - Notifications: EVENT_IDX is not offered; the guest is signalled after a
-//!   batch unless it set VRING_AVAIL_F_NO_INTERRUPT.
+//! - Notifications: EVENT_IDX is offered. The guest is signalled after a
+//!   batch only past its used_event (or, without EVENT_IDX, unless it set
+//!   VRING_AVAIL_F_NO_INTERRUPT), and kicks only past the avail_event the
+//!   worker publishes when it has drained the TX queue.
 //! - Offloads: CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 are offered, so
 //!   TCP super-frames and partial checksums cross whole in both directions.
 //!   A frame needing an offload the guest did not ack (or ECN, UDP GSO) is
@@ -170,6 +172,7 @@ impl VhostUserBackend for NetBackend {
         // accepts that.
         (1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX)
             | OFFLOADS
     }
 
@@ -576,7 +579,8 @@ fn no_interrupt<M: vm_memory::GuestMemory>(mem: &M, q: &virtio_queue::Queue) -> 
 /// Signals the guest after used buffers were added, unless it opted out.
 fn notify<M: vm_memory::GuestMemory>(mem: &M, st: &mut VringState<Mem>) {
     let want = st.get_queue_mut().needs_notification(mem).unwrap_or(true);
-    if want && !no_interrupt(mem, st.get_queue()) {
+    // With EVENT_IDX the flag is to be ignored (virtio 1.1, 2.6.7.2).
+    if want && (st.get_queue().event_idx_enabled() || !no_interrupt(mem, st.get_queue())) {
         let _ = st.signal_used_queue();
     }
 }
@@ -628,6 +632,13 @@ impl Port for VhostUserPort {
             }
             used = true;
             n += 1;
+        }
+        // Drained: ask for the next kick. With EVENT_IDX this publishes
+        // avail_event (the guest kicks only past it); a chain that came in
+        // meanwhile is found here rather than waiting for a kick that will
+        // not come (virtio 1.1, 2.6.7.1).
+        if n < frames.len() && matches!(st.get_queue_mut().enable_notification(&*mem), Ok(true)) {
+            let _ = self.shared.wake.write(1);
         }
         if used {
             notify(&*mem, &mut st);
