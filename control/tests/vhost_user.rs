@@ -229,34 +229,7 @@ fn vhost_user_client_survives_daemon_restart() {
     assert_eq!(lab.port_info("br0", "vu1")["mode"], "client");
     assert!(g.ping(&h1.ip, 10), "guest cannot ping {}", h1.ip);
 
-    lab.ctl_ok(&["save"]);
-    let saved = std::fs::read_to_string(&cfg).expect("save wrote the config");
-    assert!(
-        saved.contains("vhost-user") && saved.contains(&sock) && saved.contains("client"),
-        "{saved}"
-    );
-    lab.stop_daemon();
-    assert!(
-        g.unreachable(&h1.ip, 2),
-        "the guest reaches h1 with vswitchd stopped"
-    );
-    let t0 = Instant::now();
-    lab.start_daemon(&["--config", &cfg]);
-    assert!(
-        wait_until(Duration::from_secs(10), || lab.port_info("br0", "vu1")
-            ["connected"]
-            == true),
-        "did not reconnect after the restart: {}",
-        lab.port_info("br0", "vu1")
-    );
-    assert!(
-        g.ping(&h1.ip, 20),
-        "the guest's traffic did not resume after the restart"
-    );
-    println!(
-        "vhost-user client: traffic resumed {:.1} s after vswitchd restarted",
-        t0.elapsed().as_secs_f64()
-    );
+    restart_and_resume(&mut lab, &mut g, &h1, &cfg, &sock, &["client"]);
 }
 
 /// Server mode across a vswitchd restart: QEMU (`reconnect=1`) comes back
@@ -291,10 +264,26 @@ fn vhost_user_server_survives_daemon_restart() {
     assert_eq!(lab.port_info("br0", "vu1")["mode"], "server");
     assert!(g.ping(&h1.ip, 10), "guest cannot ping {}", h1.ip);
 
+    restart_and_resume(&mut lab, &mut g, &h1, &cfg, &sock, &[]);
+}
+
+/// Saves the configuration (the port must be in it, with `also`), stops
+/// vswitchd (the guest loses h1), starts it again from the file, and checks
+/// the port reconnects and the guest's traffic resumes by itself.
+fn restart_and_resume(
+    lab: &mut Lab,
+    g: &mut Guest,
+    h1: &Host,
+    cfg: &str,
+    sock: &str,
+    also: &[&str],
+) {
     lab.ctl_ok(&["save"]);
-    let saved = std::fs::read_to_string(&cfg).expect("save wrote the config");
+    let saved = std::fs::read_to_string(cfg).expect("save wrote the config");
     assert!(
-        saved.contains("vhost-user") && saved.contains(&sock),
+        saved.contains("vhost-user")
+            && saved.contains(sock)
+            && also.iter().all(|w| saved.contains(w)),
         "{saved}"
     );
     lab.stop_daemon();
@@ -303,7 +292,7 @@ fn vhost_user_server_survives_daemon_restart() {
         "the guest reaches h1 with vswitchd stopped"
     );
     let t0 = Instant::now();
-    lab.start_daemon(&["--config", &cfg]);
+    lab.start_daemon(&["--config", cfg]);
     assert!(
         wait_until(Duration::from_secs(10), || lab.port_info("br0", "vu1")
             ["connected"]
@@ -316,7 +305,8 @@ fn vhost_user_server_survives_daemon_restart() {
         "the guest's traffic did not resume after the restart"
     );
     println!(
-        "vhost-user server: traffic resumed {:.1} s after vswitchd restarted",
+        "vhost-user {}: traffic resumed {:.1} s after vswitchd restarted",
+        lab.port_info("br0", "vu1")["mode"].as_str().unwrap_or("?"),
         t0.elapsed().as_secs_f64()
     );
 }
