@@ -568,21 +568,29 @@ def setup_vswitch_router_afpacket(env, opts):
 
 
 # --------------------------------------------------------------------------
-# VM rows: a QEMU guest (TCG) on a TAP, as a VM manager wires it
-#     H1 (eth0 10.201.0.1)  <-- switch -->  guest (virtio-net 10.201.0.2)
-# The guest is examples/vm's kit (a Debian kernel, a busybox initramfs); it
-# serves a file with busybox httpd (sendfile: 64 KiB TSO super-frames) and
-# H1 downloads it: TCP guest -> H1. QEMU runs in the switch namespace, where
-# its TAP is a port of the kernel bridge (kernel-vm) or an AF_PACKET port of
-# vswitchd (vs-vm). A TCG guest is CPU-bound: these rows compare the
-# switches under a slow sender, not line rate.
+# VM rows: QEMU guests (TCG) on a switch, as a VM manager wires them
+#     H1 (eth0 10.201.0.1)  <-- switch -->  guest A (virtio-net 10.201.0.2)
+#                                     \-->  guest B (virtio-net 10.201.0.3, *-vm2 rows)
+# The guests are examples/vm's kit (a Debian kernel, a busybox initramfs).
+# Guest A serves a file with busybox httpd (sendfile: 64 KiB TSO
+# super-frames). Guest -> host rows: H1 downloads it (TCP guest -> H1) and
+# pings guest A. Guest <-> guest rows (*-vm2): guest B downloads it with
+# busybox wget (vm-fetch) and pings guest A, both from its serial console.
+# QEMU runs in the switch namespace. Its NIC is a TAP that is a port of the
+# kernel bridge (kernel-vm*) or an AF_PACKET port of vswitchd (vs-vm*), or
+# a vhost-user port of vswitchd (vs-vhost*: the guest's virtqueues in the
+# switch, QEMU's own virtio emulation and the TAP out of the data path).
+# A TCG guest is CPU-bound: these rows compare the switches under slow
+# endpoints, not line rate; the ratios between rows are what counts.
 # --------------------------------------------------------------------------
 
-VM_TAP = "vmtap0"
 VM_MAC = "52:54:00:c9:00:02"
+VM_B_MAC = "52:54:00:c9:00:03"
+VM_B_IP = "10.201.0.3"
 VM_MIB = 32
 VM_HTTP_PORT = 8080
 VM_TESTS = ("tcp1", "rtt")
+VM_MEM = "256M"
 
 
 def vm_kit(opts):
@@ -600,100 +608,176 @@ def vm_kit(opts):
     return opts.vm_kit
 
 
-def vm_boot(env, opts, attach):
-    """Boots the guest in the switch namespace on TAP VM_TAP (QEMU creates
-    it), calls attach() once the TAP exists, and waits until the guest
-    serves its file."""
-    kernel, initrd = vm_kit(opts)
+def vm_net_args(net, mac):
+    """QEMU arguments for the guest's virtio-net NIC. net is ("tap", IFNAME):
+    QEMU creates that TAP (vnet_hdr on: offloads cross); or ("vhost", SOCKET):
+    a vhost-user netdev on shared memfd guest memory, connecting to SOCKET,
+    with no MSI-X (vectors=0: Debian 12's QEMU 7.2 under TCG crashes with
+    vhost-user and MSI-X; the guest then takes INTx interrupts)."""
+    kind, arg = net
+    if kind == "tap":
+        return ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vnet_hdr=on" % arg,
+                "-device", "virtio-net-pci,netdev=n0,mac=%s" % mac]
+    return ["-object", "memory-backend-memfd,id=mem,size=%s,share=on" % VM_MEM,
+            "-numa", "node,memdev=mem",
+            "-chardev", "socket,id=c0,path=%s" % arg,
+            "-netdev", "vhost-user,id=n0,chardev=c0",
+            "-device", "virtio-net-pci,netdev=n0,vectors=0,mac=%s" % mac]
+
+
+class Guest:
+    """A QEMU guest whose serial console is a pipe in (commands) and a file
+    out (its log)."""
+
+    def __init__(self, env, opts, key, ip, mac, net, serve):
+        kernel, initrd = vm_kit(opts)
+        self.key = key
+        self.ip = ip
+        self.console = "/tmp/%s-%s-%s-console.log" % (TAG, env.name, key)
+        REG.files.append(self.console)
+        run_arg = " vm.run=vm-serve,%d,%d" % (VM_MIB, VM_HTTP_PORT) if serve else ""
+        append = ("console=ttyS0 quiet panic=-1 vm.name=%s vm.ip=%s/%d%s"
+                  % (key, ip, PREFIX_LEN, run_arg))
+        # maxcpus=2: QEMU before 8.1 drops a one-vCPU TCG guest's memory
+        # barriers, and virtio between the guest and another thread (QEMU's
+        # own iothread, a vhost-user backend) then loses notifications.
+        cmd = nsexec(env.sw, "qemu-system-x86_64", "-accel", "tcg", "-m", VM_MEM,
+                     "-smp", "1,maxcpus=2",
+                     "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
+                     "-monitor", "none", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
+                     "-append", append, *vm_net_args(net, mac))
+        con = open(self.console, "wb")
+        try:
+            # `ip netns exec` execs QEMU: the PID is QEMU's.
+            self.proc = spawn(cmd, "qemu[%s-%s]" % (env.name, key), stdout=con,
+                              stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
+        finally:
+            con.close()
+        self.seq = 0
+
+    def text(self):
+        with open(self.console, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_for(self, marker, timeout, after=0):
+        """Waits until the console shows `marker` past offset `after`;
+        returns the console text from `after` on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()[after:]
+            if marker in text:
+                return text
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("guest %s: no %r within %ds; console:\n%s"
+                                 % (self.key, marker, timeout, text[-1500:]))
+            time.sleep(0.1)
+
+    def sh(self, command, timeout):
+        """Runs `command` in the guest's shell; returns (status, output)."""
+        self.seq += 1
+        mark = "@@END %d " % self.seq
+        after = len(self.text())
+        # The marker is split in the echo so the echoed command line does not match.
+        self.proc.stdin.write(("%s; echo \"@@E\"\"ND %d $?\"\n" % (command, self.seq)).encode())
+        self.proc.stdin.flush()
+        text = self.wait_for(mark, timeout, after)
+        i = text.index(mark)
+        status = text[i + len(mark):].split()[0]
+        return int(status) if status.isdigit() else -1, text[:i]
+
+    def cpu_s(self):
+        return proc_cpu_s(self.proc.pid)
+
+
+def vm_boot(env, opts, net, attach=None, guest_b=None):
+    """Boots guest A (serving its file) on NIC `net`, calls attach() once a
+    TAP QEMU creates exists, and waits until the guest serves. With guest_b
+    = (net, attach), boots guest B too (a client on the console)."""
     env.h2_ip = H2_IP
-    env.vm_console = "/tmp/%s-%s-console.log" % (TAG, env.name)
-    REG.files.append(env.vm_console)
-    append = ("console=ttyS0 quiet panic=-1 vm.name=bench vm.ip=%s/%d vm.run=vm-serve,%d,%d"
-              % (H2_IP, PREFIX_LEN, VM_MIB, VM_HTTP_PORT))
-    cmd = nsexec(env.sw, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-smp", "1",
-                 "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
-                 "-monitor", "none", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
-                 "-append", append,
-                 "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vnet_hdr=on" % VM_TAP,
-                 "-device", "virtio-net-pci,netdev=n0,mac=%s" % VM_MAC)
-    con = open(env.vm_console, "wb")
-    try:
-        # `ip netns exec` execs QEMU: the PID is QEMU's.
-        env.vm = spawn(cmd, "qemu[%s]" % env.name, stdout=con, stderr=subprocess.STDOUT)
-    finally:
-        con.close()
-    deadline = time.monotonic() + 20
-    while run(nsexec(env.sw, "ip", "link", "show", VM_TAP), check=False).returncode != 0:
-        if env.vm.poll() is not None or time.monotonic() > deadline:
-            raise BenchError("QEMU did not create TAP %s; console:\n%s"
-                             % (VM_TAP, tail_file(env.vm_console)))
-        time.sleep(0.1)
-    attach()
-    deadline = time.monotonic() + 180
-    while True:
-        with open(env.vm_console, "rb") as f:
-            text = f.read().decode(errors="replace")
-        if "@@SERVE" in text:
-            break
-        if env.vm.poll() is not None or time.monotonic() > deadline:
-            raise BenchError("the guest did not come up; console:\n%s" % text[-1500:])
-        time.sleep(0.2)
-    env.notes.append("QEMU %s guest (TCG, 1 vCPU) on TAP %s, virtio-net vnet_hdr=on; "
-                     "H1 downloads %d MiB from its busybox httpd" % ("x86_64", VM_TAP, VM_MIB))
+    env.vm = Guest(env, opts, "a", H2_IP, VM_MAC, net, serve=True)
+    todo = [(env.vm, net, attach)]
+    if guest_b is not None:
+        env.vm_b = Guest(env, opts, "b", VM_B_IP, VM_B_MAC, guest_b[0], serve=False)
+        todo.append((env.vm_b, guest_b[0], guest_b[1]))
+    for g, gnet, gattach in todo:
+        if gnet[0] == "tap":
+            deadline = time.monotonic() + 20
+            while run(nsexec(env.sw, "ip", "link", "show", gnet[1]), check=False).returncode != 0:
+                if g.proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError("QEMU did not create TAP %s; console:\n%s"
+                                     % (gnet[1], tail_file(g.console)))
+                time.sleep(0.1)
+        if gattach is not None:
+            gattach()
+    env.vm.wait_for("@@SERVE", 180)
+    if guest_b is not None:
+        env.vm_b.wait_for("@@READY", 180)
+    env.notes.append("QEMU x86_64 guests (TCG, 1 vCPU of maxcpus=2, %s) with virtio-net; guest A serves "
+                     "%d MiB with busybox httpd" % (VM_MEM, VM_MIB))
 
 
-def setup_kernel_vm(env, opts):
+def vm_hosts(env):
     for n in (env.sw, env.h1):
         env.ns(n)
+
+
+def setup_kernel_vm(env, opts, two=False):
+    vm_hosts(env)
     run(nsexec(env.sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"))
     run(nsexec(env.sw, "ip", "link", "set", "br0", "up"))
     veth_into(env.sw, "p1", env.h1)
     run(nsexec(env.sw, "ip", "link", "set", "p1", "master", "br0"))
     host_addr(env.h1, "eth0", env.h1_ip)
 
-    def attach():
-        run(nsexec(env.sw, "ip", "link", "set", VM_TAP, "master", "br0"))
-        run(nsexec(env.sw, "ip", "link", "set", VM_TAP, "up"))
-    vm_boot(env, opts, attach)
-    env.notes.append("kernel bridge (STP off): H1 on a veth, the guest's TAP a bridge port")
+    def attach(tap):
+        def f():
+            run(nsexec(env.sw, "ip", "link", "set", tap, "master", "br0"))
+            run(nsexec(env.sw, "ip", "link", "set", tap, "up"))
+        return f
+    vm_boot(env, opts, ("tap", "vmtap0"), attach("vmtap0"),
+            (("tap", "vmtap1"), attach("vmtap1")) if two else None)
+    env.notes.append("kernel bridge (STP off): H1 on a veth, each guest's QEMU TAP a bridge port")
 
 
-def setup_vswitch_vm(env, opts):
+def setup_vswitch_vm(env, opts, two=False):
     vswitch_taps(env, opts, (("h1", env.h1),))
     host_addr(env.h1, "eth0", env.h1_ip)
-    vm_boot(env, opts, lambda: vswitchctl(env, opts, "add-port", "br0", "vm", "--type",
-                                          "afpacket", "--ifname", VM_TAP))
-    env.notes.append("vswitchd: H1 on a TAP port, the guest's TAP an AF_PACKET port")
+
+    def attach(port, tap):
+        return lambda: vswitchctl(env, opts, "add-port", "br0", port, "--type", "afpacket",
+                                  "--ifname", tap)
+    vm_boot(env, opts, ("tap", "vmtap0"), attach("vm", "vmtap0"),
+            (("tap", "vmtap1"), attach("vmb", "vmtap1")) if two else None)
+    env.notes.append("vswitchd: H1 on a TAP port, each guest's QEMU TAP an AF_PACKET port")
+
+
+def setup_vswitch_vhost(env, opts, two=False):
+    vswitch_taps(env, opts, (("h1", env.h1),))
+    host_addr(env.h1, "eth0", env.h1_ip)
+    socks = []
+    for port in ("vm", "vmb")[:2 if two else 1]:
+        sock = "/tmp/%s-%s-%s.vhost" % (TAG, env.name, port)
+        REG.files.append(sock)
+        # vswitchd listens (server mode); QEMU connects when it starts.
+        vswitchctl(env, opts, "add-port", "br0", port, "--type", "vhost-user", "--path", sock,
+                   "--server")
+        socks.append(("vhost", sock))
+    vm_boot(env, opts, socks[0], None, (socks[1], None) if two else None)
+    env.notes.append("vswitchd: H1 on a TAP port, each guest on a vhost-user port (vswitchd "
+                     "the server, QEMU the client)")
 
 
 def teardown_vm(env):
-    vm = getattr(env, "vm", None)
-    if vm is not None:
-        REG.kill_proc(vm, "qemu[%s]" % env.name, grace=3.0)
-        env.vm = None
+    for attr in ("vm", "vm_b"):
+        g = getattr(env, attr, None)
+        if g is not None:
+            REG.kill_proc(g.proc, "qemu[%s-%s]" % (env.name, g.key), grace=3.0)
+            setattr(env, attr, None)
     teardown_common(env)
 
 
-def test_vm_tcp(env, opts):
-    """TCP guest -> H1: H1 downloads the guest's file for --duration seconds."""
-    qemu0 = proc_cpu_s(env.vm.pid)
-    with CpuWindow(env.switch_pid) as win:
-        client = Measured(nsexec(env.h1, "python3",
-                                 os.path.join(REPO_ROOT, "examples", "vm", "fetch.py"),
-                                 "http://%s:%d/data" % (env.h2_ip, VM_HTTP_PORT),
-                                 "%ds" % opts.duration),
-                          "fetch[%s]" % env.name)
-        client.wait(opts.duration + 60)
-    qemu_s = proc_cpu_s(env.vm.pid) - qemu0
-    try:
-        fj = json.loads(client.stdout())
-    except ValueError:
-        raise BenchError("fetch.py gave no JSON (rc %s): %s" % (client.returncode,
-                                                                client.stderr()[-500:]))
-    if client.returncode != 0 or fj.get("bytes") != VM_MIB << 20:
-        raise BenchError("fetch.py: %s" % fj)
-    cpu = win.result(client.cpu_s + qemu_s)
-    gbps = fj["mbit"] / 1e3
+def vm_cpu_result(gbps, win, endpoint_s, env):
+    cpu = win.result(endpoint_s)
     sw = switch_cores(env, cpu)
     return {
         "gbps": gbps,
@@ -705,6 +789,77 @@ def test_vm_tcp(env, opts):
         "total_cores": cpu["system_busy_cores"],
         "total_cores_per_gbps": (cpu["system_busy_cores"] / gbps) if gbps > 0 else None,
         "steal_cores": cpu["steal_cores"],
+    }
+
+
+def test_vm_tcp(env, opts):
+    """TCP guest -> H1: H1 downloads guest A's file for --duration seconds.
+    With guest B (*-vm2 rows): guest B downloads it instead (guest -> guest)."""
+    if getattr(env, "vm_b", None) is not None:
+        return test_vm2_tcp(env, opts)
+    qemu0 = env.vm.cpu_s()
+    with CpuWindow(env.switch_pid) as win:
+        client = Measured(nsexec(env.h1, "python3",
+                                 os.path.join(REPO_ROOT, "examples", "vm", "fetch.py"),
+                                 "http://%s:%d/data" % (env.h2_ip, VM_HTTP_PORT),
+                                 "%ds" % opts.duration),
+                          "fetch[%s]" % env.name)
+        client.wait(opts.duration + 60)
+    qemu_s = env.vm.cpu_s() - qemu0
+    try:
+        fj = json.loads(client.stdout())
+    except ValueError:
+        raise BenchError("fetch.py gave no JSON (rc %s): %s; guest console:\n%s"
+                         % (client.returncode, client.stderr()[-500:], tail_file(env.vm.console)))
+    if client.returncode != 0 or fj.get("bytes") != VM_MIB << 20:
+        raise BenchError("fetch.py: %s" % fj)
+    return vm_cpu_result(fj["mbit"] / 1e3, win, client.cpu_s + qemu_s, env)
+
+
+def test_vm2_tcp(env, opts):
+    """TCP guest A -> guest B: guest B fetches guest A's file with busybox
+    wget (vm-fetch) for --duration seconds, timed in the guest."""
+    cpu0 = env.vm.cpu_s() + env.vm_b.cpu_s()
+    with CpuWindow(env.switch_pid) as win:
+        rc, out = env.vm_b.sh("vm-fetch http://%s:%d/data %d" % (env.h2_ip, VM_HTTP_PORT,
+                                                                  opts.duration),
+                              opts.duration + 120)
+    qemu_s = env.vm.cpu_s() + env.vm_b.cpu_s() - cpu0
+    line = next((ln for ln in out.splitlines() if ln.startswith("@@FETCH ")), None)
+    if line is None:
+        raise BenchError("vm-fetch gave no @@FETCH line (status %s): %s" % (rc, out[-500:]))
+    kv = dict(f.split("=", 1) for f in line.split()[1:])
+    if rc != 0 or kv.get("rc") != "0" or int(kv.get("copies", 0)) < 1:
+        raise BenchError("vm-fetch failed: %s" % line)
+    if int(kv["bytes"]) != int(kv["copies"]) * (VM_MIB << 20):
+        raise BenchError("vm-fetch: copies of the wrong size: %s" % line)
+    return vm_cpu_result(float(kv["mbit"]) / 1e3, win, qemu_s, env)
+
+
+def test_vm2_rtt(env, opts):
+    """Ping guest B -> guest A from guest B's console (busybox ping), one
+    line a reply."""
+    count = min(opts.ping_count, 500)
+    interval = max(opts.ping_interval, 0.02)
+    with CpuWindow(None) as win:
+        rc, out = env.vm_b.sh("ping -c %d -i %s -W 2 %s" % (count, interval, env.h2_ip),
+                              count * interval + 120)
+    times = []
+    for line in out.splitlines():
+        i = line.find("time=")
+        if i >= 0 and line.rstrip().endswith("ms"):
+            try:
+                times.append(float(line[i + 5:].split()[0]) * 1000.0)   # ms -> us
+            except ValueError:
+                pass
+    if not times:
+        raise BenchError("guest ping got no replies (status %s): %s" % (rc, out[-500:]))
+    times.sort()
+    return {
+        "rtt_median_us": statistics.median(times),
+        "rtt_p99_us": percentile(times, 99),
+        "ping_loss_pct": 100.0 * max(0, count - len(times)) / count,
+        "steal_cores": win.result(0.0)["steal_cores"],
     }
 
 
@@ -754,6 +909,8 @@ CPU_KERNEL_ROUTER = ("system busy CPU from /proc/stat (user+nice+system+irq+soft
                      "measurement interval, minus the CPU (rusage utime+stime) of the traffic "
                      "endpoints (iperf3 client and server); forwarding and NAT run in softirq "
                      "context and are not attributable to a process")
+CPU_KERNEL_VM = (CPU_KERNEL + "; QEMU (the guests) counts as an endpoint, so the bridge's "
+                 "work done in QEMU's TAP writes is not in it")
 CPU_DAEMON = ("vswitchd's utime+stime from /proc/PID/stat (all threads) over the "
               "measurement interval")
 
@@ -793,11 +950,21 @@ SCENARIOS = [
              "vswitch", "kernel-router", CPU_DAEMON),
     Scenario("vs-rafp", "vswitch router AF_PACKET", setup_vswitch_router_afpacket, teardown_common,
              "vswitch", "kernel-router", CPU_DAEMON),
-    Scenario("kernel-vm", "kernel bridge + QEMU TAP", setup_kernel_vm, teardown_vm,
-             "kernel", None, CPU_KERNEL + "; QEMU (the guest) counts as an endpoint, so the "
-             "bridge's work done in QEMU's TAP writes is not in it", tests=VM_TESTS),
-    Scenario("vs-vm", "vswitch + QEMU TAP (AF_PACKET)", setup_vswitch_vm, teardown_vm,
+    Scenario("kernel-vm", "guest->host: kernel bridge + QEMU TAP", setup_kernel_vm, teardown_vm,
+             "kernel", None, CPU_KERNEL_VM, tests=VM_TESTS),
+    Scenario("vs-vm", "guest->host: vswitch + QEMU TAP (AF_PACKET)", setup_vswitch_vm,
+             teardown_vm, "vswitch", "kernel-vm", CPU_DAEMON, tests=VM_TESTS),
+    Scenario("vs-vhost", "guest->host: vswitch vhost-user", setup_vswitch_vhost, teardown_vm,
              "vswitch", "kernel-vm", CPU_DAEMON, tests=VM_TESTS),
+    Scenario("kernel-vm2", "guest<->guest: kernel bridge + QEMU TAPs",
+             lambda env, opts: setup_kernel_vm(env, opts, two=True), teardown_vm,
+             "kernel", None, CPU_KERNEL_VM, tests=VM_TESTS),
+    Scenario("vs-vm2", "guest<->guest: vswitch + QEMU TAPs (AF_PACKET)",
+             lambda env, opts: setup_vswitch_vm(env, opts, two=True), teardown_vm,
+             "vswitch", "kernel-vm2", CPU_DAEMON, tests=VM_TESTS),
+    Scenario("vs-vhost2", "guest<->guest: vswitch vhost-user",
+             lambda env, opts: setup_vswitch_vhost(env, opts, two=True), teardown_vm,
+             "vswitch", "kernel-vm2", CPU_DAEMON, tests=VM_TESTS),
 ]
 
 # Names that stand for several scenarios in --scenarios.
@@ -805,7 +972,7 @@ SCENARIO_GROUPS = {
     "l2": ["direct", "kernel", "vs-tap", "vs-afp", "vde", "kvxlan", "vs-vtep", "vs-vtep-sw"],
     "routed": ["kernel-router", "vs-rtap", "vs-rafp"],
     "vxlan-underlay": ["kvxlan-gro", "vs-vtep-gro", "kvxlan-wire", "vs-vtep-wire"],
-    "vm": ["kernel-vm", "vs-vm"],
+    "vm": ["kernel-vm", "vs-vm", "vs-vhost", "kernel-vm2", "vs-vm2", "vs-vhost2"],
     "latency": ["kernel", "vs-tap", "vs-afp", "vde"],
 }
 
@@ -1144,6 +1311,8 @@ def percentile(sorted_vals, p):
 
 
 def test_rtt(env, opts):
+    if getattr(env, "vm_b", None) is not None:
+        return test_vm2_rtt(env, opts)
     count = opts.ping_count
     interval = opts.ping_interval
     bound = count * interval + 10
@@ -1396,6 +1565,14 @@ TARGETS = [
      "ratio>=", 0.8),
     ("tcp1-rafp", "routed TCP 1 stream >= 0.8x kernel router (AF_PACKET)", "vs-rafp", "tcp1", "gbps",
      "ratio>=", 0.8),
+    ("vm-tcp-vhost", "guest->host TCP, vhost-user >= 1.5x kernel bridge + QEMU TAP", "vs-vhost",
+     "tcp1", "gbps", "ratio>=", 1.5),
+    ("vm-rtt-vhost", "guest->host RTT median, vhost-user below kernel bridge + QEMU TAP",
+     "vs-vhost", "rtt", "rtt_median_us", "below:kernel-vm", None),
+    ("vm2-tcp-vhost", "guest<->guest TCP, vhost-user >= 1.5x kernel bridge + QEMU TAPs",
+     "vs-vhost2", "tcp1", "gbps", "ratio>=", 1.5),
+    ("vm2-rtt-vhost", "guest<->guest RTT median, vhost-user below kernel bridge + QEMU TAPs",
+     "vs-vhost2", "rtt", "rtt_median_us", "below:kernel-vm2", None),
 ]
 
 

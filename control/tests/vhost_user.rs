@@ -154,6 +154,10 @@ fn vhost_user_server_guest_reaches_host() {
     );
     let info = lab.port_info("br0", "vu1");
     assert_eq!(info["bad_descriptors"], 0, "{info}");
+    // Resent kicks and interrupts: counted (QEMU 7.2's one-vCPU TCG guest
+    // may lose some, see dataplane/src/port/vhost_user.rs), never fatal:
+    // the transfers above completed.
+    assert!(info["lost_notifications"].is_u64(), "{info}");
     println!(
         "vhost-user server: boot {:.1} s, RTT guest->host avg {rtt:.3} ms; \
          TCP guest->host with nc {mib} MiB in {:.2} s = {:.1} Mbit/s; \

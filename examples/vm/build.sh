@@ -12,8 +12,9 @@
 #   initrd.gz    busybox, the virtio-net modules (virtio_ring, virtio,
 #                virtio_pci_*_dev, virtio_pci, failover, net_failover,
 #                virtio_net) and 8021q (with llc, stp, garp, mrp), examples/vm/init as /init and the
-#                guest tools vm-send (TCP to a host with nc) and vm-serve
-#                (a file over HTTP with busybox httpd, for fetch.py)
+#                guest tools vm-send (TCP to a host with nc), vm-serve
+#                (a file over HTTP with busybox httpd, for fetch.py) and
+#                vm-fetch (another guest's vm-serve, timed, with wget)
 # Rebuilt only when the packages or the guest files change; safe to run
 # concurrently (a lock in the cache directory). Needs root only to write the
 # default cache directory.
@@ -60,7 +61,7 @@ else
 fi
 bdeb=$(fetch busybox-static)
 
-stamp=$( { echo "$kdeb $bdeb"; cat "$here/init" "$here/vm-send" "$here/vm-serve" "$0"; } | sha256sum | cut -d' ' -f1)
+stamp=$( { echo "$kdeb $bdeb"; cat "$here/init" "$here/vm-send" "$here/vm-serve" "$here/vm-fetch" "$0"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$cache/vmlinuz" ] && [ -f "$cache/initrd.gz" ] && [ "$(cat "$cache/stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "KERNEL=$cache/vmlinuz"
   echo "INITRD=$cache/initrd.gz"
@@ -93,6 +94,7 @@ done
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/vm-send" "$root/bin/vm-send"
 install -m 0755 "$here/vm-serve" "$root/bin/vm-serve"
+install -m 0755 "$here/vm-fetch" "$root/bin/vm-fetch"
 echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 (cd "$root" && find . | "$root/bin/busybox" cpio -o -H newc 2>/dev/null) | gzip -6 >"$work/initrd.gz"
 cp "$work"/k/boot/vmlinuz-* "$work/vmlinuz"

@@ -796,6 +796,7 @@ impl Tables {
             v["mode"] = json!(x.mode().name());
             v["connected"] = json!(x.connected());
             v["bad_descriptors"] = json!(x.bad_descriptors());
+            v["lost_notifications"] = json!(x.lost_notifications());
         }
         if let crate::port::AnyPort::Vxlan(x) = &*s.io {
             let c = &s.cfg;

@@ -33,11 +33,33 @@
 //!   batch only past its used_event (or, without EVENT_IDX, unless it set
 //!   VRING_AVAIL_F_NO_INTERRUPT), and kicks only past the avail_event the
 //!   worker publishes when it has drained the TX queue.
+//! - Lost notifications: a guest whose barrier between writing its event
+//!   index and reading ours does not reach the host CPU can miss a kick or
+//!   an interrupt; both sides then wait, and the guest's TX watchdog resets
+//!   the NIC after 5 s. QEMU's TCG before 8.1 (Debian 12 has 7.2) drops a
+//!   guest's barriers when it has one vCPU (`-smp 1`; fixed by "tcg: Do not
+//!   elide memory barriers for !CF_PARALLEL in system mode", 2023;
+//!   `-smp 1,maxcpus=2` keeps them). A timer in the daemon's thread looks
+//!   at both queues every [`WATCHDOG_PERIOD`]: a TX chain left unpopped, or
+//!   a used index past the guest's `used_event` (it asked to be told and
+//!   was not), unchanged over a whole period, gets the kick or interrupt
+//!   resent (harmless if it was not lost). Counted as
+//!   `lost_notifications` in `list-ports --json`.
 //! - Offloads: CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 are offered, so
 //!   TCP super-frames and partial checksums cross whole in both directions.
 //!   A frame needing an offload the guest did not ack (or ECN, UDP GSO) is
-//!   segmented and checksummed here. MRG_RXBUF is not offered: a guest that
-//!   acks GUEST_TSO posts 64 KiB receive buffers (Linux "big packets").
+//!   segmented and checksummed here.
+//! - Receive buffers: MRG_RXBUF is offered (virtio 1.1, 5.1.6.3.1). A
+//!   guest that acks it posts small buffers, one descriptor each (Linux:
+//!   about a page, sized by the frames it has seen), and a frame larger than
+//!   one buffer is spread over several, the count in the first buffer's
+//!   `num_buffers`. All of a frame's buffers are published to the guest
+//!   with one store of the used index (`publish_used`), never one by one: a
+//!   guest that read the first buffer before the rest were used would drop
+//!   the frame. Without it (an older guest, or one that declines), a guest
+//!   that acks GUEST_TSO posts 64 KiB chains ("big packets"), and a
+//!   256-entry ring then holds only ~14 of them: small frames (ACKs) find it
+//!   full and are dropped as `tx_queue_full`.
 //!
 //! # Guest memory is untrusted
 //! Every descriptor address and length goes through vm-memory's checked
@@ -66,13 +88,14 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{
     ShutdownHandle, VhostUserBackend, VhostUserDaemon, VringRwLock, VringState, VringT,
 };
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
 
 /// Guest memory as the daemon maps it.
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -90,9 +113,9 @@ const QUEUE_MAX: usize = 1024;
 pub const MAX_CHAIN_BYTES: usize = GUEST_HDR_LEN + crate::packet::MAX_FRAME;
 /// The offloads offered (virtio 1.1, 5.1.3): the guest may send partial
 /// checksums and TCP super-frames (CSUM, HOST_TSO4/6), and take them
-/// (GUEST_CSUM, GUEST_TSO4/6; without MRG_RXBUF a guest that acks
-/// GUEST_TSO posts 64 KiB receive buffers).
-const OFFLOADS: u64 = (1 << vnet::VIRTIO_NET_F_CSUM)
+/// (GUEST_CSUM, GUEST_TSO4/6) in buffers merged as needed (MRG_RXBUF).
+const OFFLOADS: u64 = (1 << vnet::VIRTIO_NET_F_MRG_RXBUF)
+    | (1 << vnet::VIRTIO_NET_F_CSUM)
     | (1 << vnet::VIRTIO_NET_F_GUEST_CSUM)
     | (1 << vnet::VIRTIO_NET_F_HOST_TSO4)
     | (1 << vnet::VIRTIO_NET_F_HOST_TSO6)
@@ -107,6 +130,21 @@ fn has(acked: u64, bit: u32) -> bool {
 
 /// VRING_AVAIL_F_NO_INTERRUPT (virtio 1.1, 2.6.7).
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// How often the daemon's thread looks for lost notifications.
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(10);
+/// The watchdog timer's epoll data: past the queues (0, 1) and the
+/// daemon's own event (2).
+const WATCHDOG_EVENT: u16 = 3;
+
+/// What the watchdog saw of a queue at its last tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QueueSnap {
+    next_avail: u16,
+    avail_idx: u16,
+    next_used: u16,
+    used_event: Option<u16>,
+}
 
 /// Server (listen on the socket) or client (connect to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +175,10 @@ struct Shared {
     acked: AtomicU64,
     /// The daemon of the current connection, to cut it on removal.
     shutdown: Mutex<Option<ShutdownHandle>>,
+    /// The watchdog's last look at the RX and TX queues.
+    watch: Mutex<[Option<QueueSnap>; 2]>,
+    /// Kicks and interrupts the watchdog resent.
+    lost_notifications: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -151,6 +193,8 @@ struct Conn {
 #[derive(Clone)]
 struct NetBackend {
     shared: Arc<Shared>,
+    /// The watchdog's periodic timer (this connection's).
+    timer: Arc<Mutex<TimerFd>>,
 }
 
 impl VhostUserBackend for NetBackend {
@@ -177,6 +221,12 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn acked_features(&self, features: u64) {
+        tracing::info!(
+            "vhost-user: guest acked features {features:#x} (mrg_rxbuf {}, event_idx {}, guest_tso4 {})",
+            has(features, vnet::VIRTIO_NET_F_MRG_RXBUF),
+            has(features, virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX),
+            has(features, vnet::VIRTIO_NET_F_GUEST_TSO4),
+        );
         self.shared.acked.store(features, Ordering::Release);
     }
 
@@ -204,6 +254,11 @@ impl VhostUserBackend for NetBackend {
         vrings: &[Vring],
         _thread_id: usize,
     ) -> io::Result<()> {
+        if device_event == WATCHDOG_EVENT {
+            let _ = lock(&self.timer).wait();
+            self.watchdog(vrings);
+            return Ok(());
+        }
         if let [rx, tx] = vrings {
             let mut c = lock(&self.shared.conn);
             if let Some(c) = c.as_mut() {
@@ -219,6 +274,80 @@ impl VhostUserBackend for NetBackend {
             let _ = self.shared.wake.write(1);
         }
         Ok(())
+    }
+}
+
+impl NetBackend {
+    /// One watchdog tick: resends a kick (wakes the worker) for TX chains
+    /// that stayed unpopped, and an interrupt for a queue whose used index
+    /// stayed past the guest's `used_event`, both unchanged for a period.
+    fn watchdog(&self, vrings: &[Vring]) {
+        let Some(mem) = lock(&self.shared.conn).as_ref().map(|c| c.mem.clone()) else {
+            return;
+        };
+        let mem = mem.memory();
+        let mut watch = lock(&self.shared.watch);
+        for (qi, vring) in vrings.iter().enumerate().take(2) {
+            let (snap, event_idx) = {
+                let st = vring.get_ref();
+                let q = st.get_queue();
+                if !st.is_enabled() || !q.ready() {
+                    watch[qi] = None;
+                    continue;
+                }
+                let Ok(avail) = q.avail_idx(&*mem, Ordering::Acquire) else {
+                    continue;
+                };
+                let used_event = q
+                    .event_idx_enabled()
+                    .then(|| {
+                        let at = q.avail_ring().checked_add(4 + 2 * u64::from(q.size()))?;
+                        mem.read_obj::<u16>(GuestAddress(at)).ok().map(u16::from_le)
+                    })
+                    .flatten();
+                let snap = QueueSnap {
+                    next_avail: q.next_avail(),
+                    avail_idx: avail.0,
+                    next_used: q.next_used(),
+                    used_event,
+                };
+                (snap, q.event_idx_enabled())
+            };
+            let stuck = watch[qi] == Some(snap);
+            watch[qi] = Some(snap);
+            if !stuck {
+                continue;
+            }
+            let kick_lost = qi == TXQ && snap.avail_idx != snap.next_avail;
+            // The guest asked for an interrupt once the used index passed
+            // used_event; it has (by less than half the index space).
+            let irq_lost = event_idx
+                && snap.used_event.is_some_and(|e| {
+                    let d = snap.next_used.wrapping_sub(e);
+                    d != 0 && d < 0x8000
+                });
+            if kick_lost {
+                let _ = self.shared.wake.write(1);
+            }
+            if irq_lost {
+                let _ = vring.signal_used_queue();
+            }
+            if kick_lost || irq_lost {
+                let n = self
+                    .shared
+                    .lost_notifications
+                    .fetch_add(1, Ordering::Relaxed);
+                if n == 0 {
+                    tracing::warn!(
+                        queue = if qi == TXQ { "tx" } else { "rx" },
+                        "vhost-user: a notification was lost (kick {kick_lost}, interrupt \
+                         {irq_lost}) and is resent; counted as lost_notifications"
+                    );
+                }
+                // Seen again only if it stays stuck for another period.
+                watch[qi] = None;
+            }
+        }
     }
 }
 
@@ -244,6 +373,9 @@ pub struct VhostUserPort {
     thread: Option<JoinHandle<()>>,
     /// Segmentation scratch for frames that need software offloads.
     soft: Mutex<Option<(Segments, Vec<u8>)>>,
+    /// The RX buffers (head, bytes written) one frame takes, before they
+    /// are published together: at most a queue's worth, allocated once.
+    rx_used: Mutex<Vec<(u16, u32)>>,
 }
 
 impl VhostUserPort {
@@ -258,6 +390,8 @@ impl VhostUserPort {
             bad_desc: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             shutdown: Mutex::new(None),
+            watch: Mutex::new([None, None]),
+            lost_notifications: AtomicU64::new(0),
         });
         let listener = match mode {
             Mode::Server => Some(
@@ -277,6 +411,7 @@ impl VhostUserPort {
             mode,
             thread: Some(thread),
             soft: Mutex::new(None),
+            rx_used: Mutex::new(Vec::with_capacity(QUEUE_MAX)),
         })
     }
 
@@ -299,6 +434,12 @@ impl VhostUserPort {
         self.shared.bad_desc.load(Ordering::Relaxed)
     }
 
+    /// Kicks and interrupts between the guest and the switch that were
+    /// lost and resent by the watchdog.
+    pub fn lost_notifications(&self) -> u64 {
+        self.shared.lost_notifications.load(Ordering::Relaxed)
+    }
+
     /// The current connection's memory and vrings, if both are set up.
     fn conn(&self) -> Option<(Mem, [Vring; 2])> {
         if !self.shared.connected.load(Ordering::Acquire) {
@@ -314,7 +455,18 @@ impl VhostUserPort {
 fn control_loop(name: &str, sh: &Arc<Shared>, path: &Path, mut listener: Option<Listener>) {
     while !sh.stop.load(Ordering::Acquire) {
         let mem: Mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let backend = NetBackend { shared: sh.clone() };
+        let timer = match TimerFd::new() {
+            Ok(t) => Arc::new(Mutex::new(t)),
+            Err(e) => {
+                tracing::warn!(port = name, "vhost-user: timerfd: {e}");
+                sleep_unless_stopped(sh);
+                continue;
+            }
+        };
+        let backend = NetBackend {
+            shared: sh.clone(),
+            timer: timer.clone(),
+        };
         let mut daemon = match VhostUserDaemon::new(format!("vhost-{name}"), backend, mem.clone()) {
             Ok(d) => d,
             Err(e) => {
@@ -336,6 +488,25 @@ fn control_loop(name: &str, sh: &Arc<Shared>, path: &Path, mut listener: Option<
             continue;
         }
         *lock(&sh.conn) = Some(Conn { mem, vrings: None });
+        *lock(&sh.watch) = [None, None];
+        let armed = lock(&timer)
+            .reset(WATCHDOG_PERIOD, Some(WATCHDOG_PERIOD))
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()));
+        let watched = armed.and_then(|()| {
+            let h = daemon.get_epoll_handlers();
+            let h = h
+                .first()
+                .ok_or_else(|| io::Error::other("no epoll handler"))?;
+            let fd = lock(&timer).as_raw_fd();
+            h.register_listener(fd, EventSet::IN, u64::from(WATCHDOG_EVENT))
+                .map_err(io::Error::other)
+        });
+        if let Err(e) = watched {
+            tracing::warn!(
+                port = name,
+                "vhost-user: no lost-notification watchdog: {e}"
+            );
+        }
         *lock(&sh.shutdown) = daemon.shutdown_handle();
         // The port's Drop sets `stop` before it takes the handle: either it
         // found the handle, or this sees `stop`.
@@ -498,7 +669,61 @@ fn guest_takes(acked: u64, h: &VnetHdr) -> bool {
     }
 }
 
-/// Writes `parts` (the guest's virtio-net header first) into an RX chain's
+/// Where the next byte of a frame's parts (the guest header first) comes
+/// from, while the frame is written over one or more RX chains.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PartsCursor {
+    part: usize,
+    off: usize,
+}
+
+impl PartsCursor {
+    /// Steps over exhausted (and empty) parts; true once all are written.
+    fn done(&mut self, parts: &[&[u8]]) -> bool {
+        while self.part < parts.len() && self.off >= parts[self.part].len() {
+            self.part += 1;
+            self.off = 0;
+        }
+        self.part >= parts.len()
+    }
+}
+
+/// Writes as much of `parts` from `cur` on as fits into an RX chain's
+/// device-writable descriptors, advancing `cur`. Returns the bytes written
+/// into this chain, or None if the chain is bad (a device-readable
+/// descriptor, or an address outside guest memory).
+pub fn fill_rx_chain<M>(
+    mem: &M,
+    descs: impl Iterator<Item = virtio_queue::desc::split::Descriptor>,
+    parts: &[&[u8]],
+    cur: &mut PartsCursor,
+) -> Option<usize>
+where
+    M: vm_memory::GuestMemory,
+{
+    let mut written = 0usize;
+    for d in descs {
+        if cur.done(parts) {
+            break;
+        }
+        if !d.is_write_only() {
+            return None;
+        }
+        let (mut addr, mut room) = (d.addr().0, d.len() as usize);
+        while room > 0 && !cur.done(parts) {
+            let src = &parts[cur.part][cur.off..];
+            let k = src.len().min(room);
+            mem.write_slice(&src[..k], GuestAddress(addr)).ok()?;
+            addr = addr.checked_add(k as u64)?;
+            room -= k;
+            cur.off += k;
+            written += k;
+        }
+    }
+    Some(written)
+}
+
+/// Writes `parts` (the guest's virtio-net header first) into one RX chain's
 /// device-writable descriptors. Returns the bytes written, or None if the
 /// chain is bad or too short (then nothing useful was written).
 pub fn write_rx_chain<M>(
@@ -509,61 +734,141 @@ pub fn write_rx_chain<M>(
 where
     M: vm_memory::GuestMemory,
 {
-    let need: usize = parts.iter().map(|p| p.len()).sum();
-    let (mut pi, mut po) = (0usize, 0usize);
-    let mut written = 0usize;
-    for d in descs {
-        if !d.is_write_only() {
+    let mut cur = PartsCursor::default();
+    let w = fill_rx_chain(mem, descs, parts, &mut cur)?;
+    cur.done(parts).then_some(w)
+}
+
+/// Offset of `num_buffers` in `virtio_net_hdr_v1`.
+const NUM_BUFFERS_OFF: u64 = 10;
+
+/// Publishes `used` (head, length) as the next used-ring elements and only
+/// then moves the used index past all of them, with one release store
+/// (virtio 1.1, 2.6.8): the guest sees a frame's buffers together or not
+/// at all. virtio-queue's `add_used` publishes each element as it goes.
+pub fn publish_used<M: vm_memory::GuestMemory>(
+    mem: &M,
+    q: &mut virtio_queue::Queue,
+    used: &[(u16, u32)],
+) -> Option<()> {
+    let size = q.size();
+    if used.is_empty() || size == 0 {
+        return Some(());
+    }
+    let start = std::num::Wrapping(q.next_used());
+    let ring = q.used_ring();
+    for (i, &(head, len)) in used.iter().enumerate() {
+        if head >= size {
             return None;
         }
-        let (mut addr, mut room) = (d.addr().0, d.len() as usize);
-        while room > 0 && pi < parts.len() {
-            let src = &parts[pi][po..];
-            let k = src.len().min(room);
-            mem.write_slice(&src[..k], GuestAddress(addr)).ok()?;
-            addr = addr.checked_add(k as u64)?;
-            room -= k;
-            po += k;
-            written += k;
-            if po == parts[pi].len() {
-                pi += 1;
-                po = 0;
-            }
-        }
-        if written == need {
-            return Some(written);
-        }
+        let slot = u64::from((start + std::num::Wrapping(i as u16)).0 % size);
+        // Header (flags, idx: 4 bytes), then 8-byte elements.
+        let addr = ring.checked_add(4 + 8 * slot)?;
+        // struct virtq_used_elem { le32 id; le32 len; }
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write_slice(&elem, GuestAddress(addr)).ok()?;
     }
-    (written == need).then_some(written)
+    let next = start + std::num::Wrapping(used.len() as u16);
+    let idx = GuestAddress(ring.checked_add(2)?);
+    mem.store(u16::to_le(next.0), idx, Ordering::Release).ok()?;
+    q.set_next_used(next.0);
+    Some(())
 }
 
 /// Writes one frame (`parts`, the guest header first; `len` bytes of frame)
-/// into the next RX buffer, counting the outcome. Returns whether a buffer
-/// was used.
+/// into the next RX buffer, or with MRG_RXBUF (`mrg`: the scratch for the
+/// buffers it takes) into as many as it needs, counting the outcome.
+/// Returns whether buffers were used.
 fn put_rx<M: vm_memory::GuestMemory>(
     mem: &M,
-    st: &mut VringState<Mem>,
+    q: &mut virtio_queue::Queue,
     parts: &[&[u8]],
     len: usize,
+    mrg: Option<&mut Vec<(u16, u32)>>,
     stats: &mut PortStats,
 ) -> bool {
-    let Some(chain) = st.get_queue_mut().pop_descriptor_chain(mem) else {
-        stats.drop(DropReason::TxQueueFull);
-        return false;
-    };
-    let head = chain.head_index();
-    let used_len = match write_rx_chain(mem, chain, parts) {
-        Some(w) => {
-            stats.tx_packets += 1;
-            stats.tx_bytes += len as u64;
-            w as u32
-        }
-        None => {
+    let Some(bufs) = mrg else {
+        let Some(chain) = q.pop_descriptor_chain(mem) else {
+            stats.drop(DropReason::TxQueueFull);
+            return false;
+        };
+        let head = chain.head_index();
+        let used_len = match write_rx_chain(mem, chain, parts) {
+            Some(w) => {
+                stats.tx_packets += 1;
+                stats.tx_bytes += len as u64;
+                w as u32
+            }
+            None => {
+                stats.drop(DropReason::VhostBadDesc);
+                0
+            }
+        };
+        if publish_used(mem, q, &[(head, used_len)]).is_none() {
             stats.drop(DropReason::VhostBadDesc);
-            0
         }
+        return true;
     };
-    if st.get_queue_mut().add_used(mem, head, used_len).is_err() {
+    bufs.clear();
+    let mut cur = PartsCursor::default();
+    let mut num_buffers_at = None;
+    let mut bad = false;
+    while !cur.done(parts) {
+        if bufs.len() == bufs.capacity() {
+            // More buffers than a queue holds: only a broken ring gets here.
+            bad = true;
+            break;
+        }
+        let Some(chain) = q.pop_descriptor_chain(mem) else {
+            // Out of buffers mid-frame: give back the ones taken (not yet
+            // used, so the guest never saw them go) and drop the frame.
+            for _ in 0..bufs.len() {
+                q.go_to_previous_position();
+            }
+            stats.drop(DropReason::TxQueueFull);
+            return false;
+        };
+        let head = chain.head_index();
+        if bufs.is_empty() {
+            // The header must sit whole in the first descriptor: its
+            // num_buffers is written once the count is known.
+            match chain.clone().next() {
+                Some(d) if d.is_write_only() && d.len() as usize >= GUEST_HDR_LEN => {
+                    num_buffers_at = d.addr().0.checked_add(NUM_BUFFERS_OFF);
+                }
+                _ => {
+                    bufs.push((head, 0));
+                    bad = true;
+                    break;
+                }
+            }
+        }
+        match fill_rx_chain(mem, chain, parts, &mut cur) {
+            Some(w) => bufs.push((head, w as u32)),
+            None => {
+                bufs.push((head, 0));
+                bad = true;
+                break;
+            }
+        }
+    }
+    let n = bufs.len() as u16;
+    let header_ok =
+        num_buffers_at.is_some_and(|a| mem.write_obj(u16::to_le(n), GuestAddress(a)).is_ok());
+    if bad || !header_ok {
+        // Every buffer goes back empty: a guest drops a used buffer
+        // shorter than a header (Linux: rx_length_errors).
+        for b in bufs.iter_mut() {
+            b.1 = 0;
+        }
+        stats.drop(DropReason::VhostBadDesc);
+    } else {
+        stats.tx_packets += 1;
+        stats.tx_bytes += len as u64;
+    }
+    if publish_used(mem, q, bufs).is_none() {
         stats.drop(DropReason::VhostBadDesc);
     }
     true
@@ -583,6 +888,36 @@ fn notify<M: vm_memory::GuestMemory>(mem: &M, st: &mut VringState<Mem>) {
     if want && (st.get_queue().event_idx_enabled() || !no_interrupt(mem, st.get_queue())) {
         let _ = st.signal_used_queue();
     }
+}
+
+/// Whether the guest wants an interrupt after the used index moved from
+/// `old` to the queue's next_used by [`publish_used`] (which bypasses
+/// virtio-queue's own count): with EVENT_IDX, whether used_event (after the
+/// avail ring) was crossed (virtio 1.1, 2.6.7.2, Linux's vring_need_event);
+/// without, unless VRING_AVAIL_F_NO_INTERRUPT is set.
+fn rx_needs_interrupt<M: vm_memory::GuestMemory>(
+    mem: &M,
+    q: &virtio_queue::Queue,
+    old: u16,
+) -> bool {
+    let new = q.next_used();
+    if new == old {
+        return false;
+    }
+    if !q.event_idx_enabled() {
+        return !no_interrupt(mem, q);
+    }
+    // The used index store must be visible before used_event is read.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let at = q
+        .avail_ring()
+        .checked_add(4 + 2 * u64::from(q.size()))
+        .map(GuestAddress);
+    let Some(event) = at.and_then(|a| mem.read_obj::<u16>(a).ok()) else {
+        return true;
+    };
+    let event = u16::from_le(event);
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 impl Port for VhostUserPort {
@@ -658,10 +993,14 @@ impl Port for VhostUserPort {
             return;
         }
         let acked = self.shared.acked.load(Ordering::Acquire);
-        // virtio_net_hdr_v1 without offloads: num_buffers 1.
+        // virtio_net_hdr_v1 without offloads: num_buffers 1 (put_rx sets
+        // the count with MRG_RXBUF).
         let mut ghdr = [0u8; GUEST_HDR_LEN];
-        ghdr[10] = 1;
+        ghdr[NUM_BUFFERS_OFF as usize] = 1;
         let mut scratch = [0u8; EDIT_PREFIX_MAX];
+        let mut rx_used = lock(&self.rx_used);
+        let mut mrg = has(acked, vnet::VIRTIO_NET_F_MRG_RXBUF).then_some(&mut *rx_used);
+        let old = st.get_queue().next_used();
         let mut used = false;
         for it in items {
             let f = &frames[it.idx as usize];
@@ -680,7 +1019,15 @@ impl Port for VhostUserPort {
                 ghdr[..VNET_HDR_LEN].fill(0);
                 for k in 0..count {
                     let seg = segs.get(k).unwrap_or(&[]);
-                    used |= put_rx(&*mem, &mut st, &[&ghdr, seg], seg.len(), stats);
+                    let q = st.get_queue_mut();
+                    used |= put_rx(
+                        &*mem,
+                        q,
+                        &[&ghdr, seg],
+                        seg.len(),
+                        mrg.as_deref_mut(),
+                        stats,
+                    );
                 }
                 continue;
             }
@@ -695,14 +1042,15 @@ impl Port for VhostUserPort {
             let pre = &scratch[VNET_HDR_LEN..k];
             used |= put_rx(
                 &*mem,
-                &mut st,
+                st.get_queue_mut(),
                 &[&ghdr, pre, tail],
                 pre.len() + tail.len(),
+                mrg.as_deref_mut(),
                 stats,
             );
         }
-        if used {
-            notify(&*mem, &mut st);
+        if used && rx_needs_interrupt(&*mem, st.get_queue(), old) {
+            let _ = st.signal_used_queue();
         }
     }
 
@@ -770,34 +1118,50 @@ pub fn fuzz_rings(image: &[u8], qsize: u16, acked: u64) -> (usize, usize) {
     let mut dst = vec![0u8; crate::packet::MAX_FRAME];
     let frame = vec![0x5au8; 1514];
     let ghdr = [0u8; GUEST_HDR_LEN];
+    let mut bufs = Vec::with_capacity(QUEUE_MAX);
+    let mut stats = PortStats::default();
+    let mrg = has(acked, vnet::VIRTIO_NET_F_MRG_RXBUF);
     let (mut chains, mut bytes) = (0, 0);
     // At most one pass over the ring and a bit: a guest cannot make the
-    // switch loop (the avail index bounds what is popped).
-    for _ in 0..(2 * usize::from(qsize) + 2) {
-        let Some(chain) = q.pop_descriptor_chain(&m) else {
-            break;
-        };
-        let head = chain.head_index();
-        chains += 1;
-        let used = if head % 2 == 0 {
+    // switch loop (the avail index bounds what is popped). Turns alternate
+    // between reading a TX chain and writing a frame as RX buffers.
+    for turn in 0..(2 * usize::from(qsize) + 2) {
+        if turn % 2 == 0 {
+            let Some(chain) = q.pop_descriptor_chain(&m) else {
+                break;
+            };
+            let head = chain.head_index();
+            chains += 1;
             let mut g = [0u8; GUEST_HDR_LEN];
-            match read_tx_chain(&m, chain, &mut g, &mut dst) {
-                Ok(len) => {
-                    assert!(len <= MAX_CHAIN_BYTES);
-                    let _ = tx_vnet(acked, &g, len);
-                    bytes += len;
-                    0
-                }
-                Err(_) => 0,
+            if let Ok(len) = read_tx_chain(&m, chain, &mut g, &mut dst) {
+                assert!(len <= MAX_CHAIN_BYTES);
+                let _ = tx_vnet(acked, &g, len);
+                bytes += len;
             }
+            let _ = q.add_used(&m, head, 0);
         } else {
-            write_rx_chain(&m, chain, &[&ghdr, &frame]).map_or(0, |w| {
-                assert_eq!(w, GUEST_HDR_LEN + frame.len());
+            let before = (q.next_avail(), q.next_used(), stats.tx_packets);
+            let parts: [&[u8]; 2] = [&ghdr, &frame];
+            let took = put_rx(
+                &m,
+                &mut q,
+                &parts,
+                frame.len(),
+                mrg.then_some(&mut bufs),
+                &mut stats,
+            );
+            if !took {
+                // Nothing taken: the ring is as it was.
+                assert_eq!((q.next_avail(), q.next_used()), (before.0, before.1));
+                break;
+            }
+            let n = q.next_avail().wrapping_sub(before.0);
+            assert_eq!(q.next_used().wrapping_sub(before.1), n);
+            chains += usize::from(n);
+            if stats.tx_packets > before.2 {
                 bytes += frame.len();
-                w as u32
-            })
-        };
-        let _ = q.add_used(&m, head, used);
+            }
+        }
     }
     (chains, bytes)
 }
@@ -968,6 +1332,195 @@ mod tests {
         assert_eq!(put(&mut q), None);
         assert_eq!(put(&mut q), None);
         assert_eq!(put(&mut q), None);
+    }
+
+    /// The used ring's index and element `k` (head, length).
+    fn used_idx(m: &GuestMemoryMmap) -> u16 {
+        u16::from_le(m.read_obj(GuestAddress(USED + 2)).unwrap())
+    }
+
+    fn used_elem(m: &GuestMemoryMmap, k: u64) -> (u32, u32) {
+        let at = USED + 4 + 8 * k;
+        let id: u32 = m.read_obj(GuestAddress(at)).unwrap();
+        let len: u32 = m.read_obj(GuestAddress(at + 4)).unwrap();
+        (u32::from_le(id), u32::from_le(len))
+    }
+
+    /// A frame of `n` bytes with a recognisable pattern.
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    #[test]
+    fn mrg_rxbuf_spreads_a_frame_and_publishes_it_at_once() {
+        let m = mem();
+        let mut q = queue();
+        // Four one-descriptor 512-byte buffers, as Linux posts them.
+        for i in 0..4u16 {
+            desc(&m, i, 0x6000 + 0x200 * u64::from(i), 512, F_WRITE, 0);
+        }
+        offer(&m, &[0, 1, 2, 3]);
+        let mut ghdr = [0u8; GUEST_HDR_LEN];
+        ghdr[NUM_BUFFERS_OFF as usize] = 1;
+        let frame = pattern(1200);
+        let mut bufs = Vec::with_capacity(QUEUE_MAX);
+        let mut st = PortStats::default();
+        assert!(put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame],
+            1200,
+            Some(&mut bufs),
+            &mut st
+        ));
+        // 12 + 1200 bytes: 512 + 512 + 188, three buffers, one index store.
+        assert_eq!(used_idx(&m), 3);
+        assert_eq!(q.next_used(), 3);
+        assert_eq!(q.next_avail(), 3);
+        assert_eq!(used_elem(&m, 0), (0, 512));
+        assert_eq!(used_elem(&m, 1), (1, 512));
+        assert_eq!(used_elem(&m, 2), (2, 188));
+        let nb: u16 = m.read_obj(GuestAddress(0x6000 + NUM_BUFFERS_OFF)).unwrap();
+        assert_eq!(u16::from_le(nb), 3);
+        let mut back = vec![0u8; 3 * 512];
+        m.read_slice(&mut back, GuestAddress(0x6000)).unwrap();
+        assert_eq!(&back[GUEST_HDR_LEN..GUEST_HDR_LEN + 1200], &frame[..]);
+        assert_eq!((st.tx_packets, st.tx_bytes), (1, 1200));
+        // A small frame takes one buffer and says so.
+        assert!(put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame[..60]],
+            60,
+            Some(&mut bufs),
+            &mut st
+        ));
+        assert_eq!(used_idx(&m), 4);
+        assert_eq!(used_elem(&m, 3), (3, 72));
+        let nb: u16 = m.read_obj(GuestAddress(0x6600 + NUM_BUFFERS_OFF)).unwrap();
+        assert_eq!(u16::from_le(nb), 1);
+    }
+
+    #[test]
+    fn mrg_rxbuf_out_of_buffers_gives_them_back() {
+        let m = mem();
+        let mut q = queue();
+        for i in 0..3u16 {
+            desc(&m, i, 0x6000 + 0x200 * u64::from(i), 512, F_WRITE, 0);
+        }
+        offer(&m, &[0, 1]);
+        let ghdr = [0u8; GUEST_HDR_LEN];
+        let frame = pattern(1200);
+        let mut bufs = Vec::with_capacity(QUEUE_MAX);
+        let mut st = PortStats::default();
+        // Two buffers for a frame needing three: nothing used, nothing lost.
+        assert!(!put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame],
+            1200,
+            Some(&mut bufs),
+            &mut st
+        ));
+        assert_eq!((q.next_avail(), q.next_used(), used_idx(&m)), (0, 0, 0));
+        assert_eq!(st.drops[DropReason::TxQueueFull as usize], 1);
+        assert_eq!(st.tx_packets, 0);
+        // The guest posts the third: the same buffers carry the next frame.
+        offer(&m, &[0, 1, 2]);
+        assert!(put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame],
+            1200,
+            Some(&mut bufs),
+            &mut st
+        ));
+        assert_eq!(used_idx(&m), 3);
+        assert_eq!(used_elem(&m, 0), (0, 512));
+        assert_eq!(st.tx_packets, 1);
+    }
+
+    #[test]
+    fn mrg_rxbuf_bad_buffers_go_back_empty() {
+        let m = mem();
+        let mut q = queue();
+        let ghdr = [0u8; GUEST_HDR_LEN];
+        let frame = pattern(1200);
+        let mut bufs = Vec::with_capacity(QUEUE_MAX);
+        let mut st = PortStats::default();
+        // 0 good, 1 read-only: both returned with length 0.
+        desc(&m, 0, 0x6000, 512, F_WRITE, 0);
+        desc(&m, 1, 0x6200, 512, 0, 0);
+        // 2: the first buffer shorter than the header.
+        desc(&m, 2, 0x6400, 8, F_WRITE, 0);
+        // 3: outside guest memory.
+        desc(&m, 3, 0xffff_0000_0000, 4096, F_WRITE, 0);
+        offer(&m, &[0, 1, 2, 3]);
+        assert!(put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame],
+            1200,
+            Some(&mut bufs),
+            &mut st
+        ));
+        assert_eq!(used_idx(&m), 2);
+        assert_eq!((used_elem(&m, 0), used_elem(&m, 1)), ((0, 0), (1, 0)));
+        assert!(put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame],
+            1200,
+            Some(&mut bufs),
+            &mut st
+        ));
+        assert_eq!((used_idx(&m), used_elem(&m, 2)), (3, (2, 0)));
+        assert!(put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame],
+            1200,
+            Some(&mut bufs),
+            &mut st
+        ));
+        assert_eq!((used_idx(&m), used_elem(&m, 3)), (4, (3, 0)));
+        assert_eq!(st.drops[DropReason::VhostBadDesc as usize], 3);
+        assert_eq!(st.tx_packets, 0);
+    }
+
+    #[test]
+    fn rx_interrupt_follows_used_event() {
+        let m = mem();
+        let mut q = queue();
+        for i in 0..4u16 {
+            desc(&m, i, 0x6000 + 0x200 * u64::from(i), 512, F_WRITE, 0);
+        }
+        offer(&m, &[0, 1, 2, 3]);
+        let ghdr = [0u8; GUEST_HDR_LEN];
+        let frame = pattern(1200);
+        let mut bufs = Vec::with_capacity(QUEUE_MAX);
+        let mut st = PortStats::default();
+        assert!(!rx_needs_interrupt(&m, &q, 0), "nothing used, no interrupt");
+        assert!(put_rx(
+            &m,
+            &mut q,
+            &[&ghdr, &frame],
+            1200,
+            Some(&mut bufs),
+            &mut st
+        ));
+        // Without EVENT_IDX: unless the guest set VRING_AVAIL_F_NO_INTERRUPT.
+        assert!(rx_needs_interrupt(&m, &q, 0));
+        m.write_obj(AVAIL_F_NO_INTERRUPT.to_le(), GuestAddress(AVAIL))
+            .unwrap();
+        assert!(!rx_needs_interrupt(&m, &q, 0));
+        // With EVENT_IDX: when the used index crossed used_event (0..3).
+        q.set_event_idx(true);
+        let used_event = GuestAddress(AVAIL + 4 + 2 * u64::from(QSIZE));
+        for (event, want) in [(0u16, true), (2, true), (3, false), (9, false)] {
+            m.write_obj(event.to_le(), used_event).unwrap();
+            assert_eq!(rx_needs_interrupt(&m, &q, 0), want, "used_event {event}");
+        }
     }
 
     #[test]
