@@ -608,7 +608,7 @@ def vm_kit(opts):
     return opts.vm_kit
 
 
-def vm_net_args(net, mac):
+def vm_net_args(net, mac, tap_vectors=None):
     """QEMU arguments for the guest's virtio-net NIC. net is ("tap", IFNAME):
     QEMU creates that TAP (vnet_hdr on: offloads cross); or ("vhost", SOCKET):
     a vhost-user netdev on shared memfd guest memory, connecting to SOCKET,
@@ -616,8 +616,9 @@ def vm_net_args(net, mac):
     vhost-user and MSI-X; the guest then takes INTx interrupts)."""
     kind, arg = net
     if kind == "tap":
+        vec = "" if tap_vectors is None else ",vectors=%d" % tap_vectors
         return ["-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vnet_hdr=on" % arg,
-                "-device", "virtio-net-pci,netdev=n0,mac=%s" % mac]
+                "-device", "virtio-net-pci,netdev=n0,mac=%s%s" % (mac, vec)]
     return ["-object", "memory-backend-memfd,id=mem,size=%s,share=on" % VM_MEM,
             "-numa", "node,memdev=mem",
             "-chardev", "socket,id=c0,path=%s" % arg,
@@ -645,7 +646,7 @@ class Guest:
                      "-smp", "1,maxcpus=2",
                      "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
                      "-monitor", "none", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
-                     "-append", append, *vm_net_args(net, mac))
+                     "-append", append, *vm_net_args(net, mac, opts.vm_tap_vectors))
         con = open(self.console, "wb")
         try:
             # `ip netns exec` execs QEMU: the PID is QEMU's.
@@ -825,15 +826,26 @@ def test_vm2_tcp(env, opts):
                                                                   opts.duration),
                               opts.duration + 120)
     qemu_s = env.vm.cpu_s() + env.vm_b.cpu_s() - cpu0
-    line = next((ln for ln in out.splitlines() if ln.startswith("@@FETCH ")), None)
+    gbps = vm_fetch_gbps(out, rc, VM_MIB << 20)
+    return vm_cpu_result(gbps, win, qemu_s, env)
+
+
+def vm_fetch_gbps(out, rc, copy_bytes):
+    """Gbit/s from vm-fetch's console output ("@@FETCH copies=N bytes=B
+    secs=S mbit=R rc=STATUS"); BenchError unless every copy was whole."""
+    line = next((ln.strip() for ln in out.splitlines() if ln.startswith("@@FETCH ")), None)
     if line is None:
         raise BenchError("vm-fetch gave no @@FETCH line (status %s): %s" % (rc, out[-500:]))
-    kv = dict(f.split("=", 1) for f in line.split()[1:])
-    if rc != 0 or kv.get("rc") != "0" or int(kv.get("copies", 0)) < 1:
+    kv = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+    try:
+        copies, nbytes, mbit = int(kv["copies"]), int(kv["bytes"]), float(kv["mbit"])
+    except (KeyError, ValueError):
+        raise BenchError("vm-fetch: unreadable line: %s" % line)
+    if rc != 0 or kv.get("rc") != "0" or copies < 1:
         raise BenchError("vm-fetch failed: %s" % line)
-    if int(kv["bytes"]) != int(kv["copies"]) * (VM_MIB << 20):
+    if nbytes != copies * copy_bytes:
         raise BenchError("vm-fetch: copies of the wrong size: %s" % line)
-    return vm_cpu_result(float(kv["mbit"]) / 1e3, win, qemu_s, env)
+    return mbit / 1e3
 
 
 def test_vm2_rtt(env, opts):
@@ -844,14 +856,7 @@ def test_vm2_rtt(env, opts):
     with CpuWindow(None) as win:
         rc, out = env.vm_b.sh("ping -c %d -i %s -W 2 %s" % (count, interval, env.h2_ip),
                               count * interval + 120)
-    times = []
-    for line in out.splitlines():
-        i = line.find("time=")
-        if i >= 0 and line.rstrip().endswith("ms"):
-            try:
-                times.append(float(line[i + 5:].split()[0]) * 1000.0)   # ms -> us
-            except ValueError:
-                pass
+    times = ping_times_us(out)
     if not times:
         raise BenchError("guest ping got no replies (status %s): %s" % (rc, out[-500:]))
     times.sort()
@@ -1310,6 +1315,23 @@ def percentile(sorted_vals, p):
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
 
 
+def ping_times_us(text):
+    """The round trips (µs) of ping's reply lines ("... time=0.512 ms"),
+    iputils' and busybox's alike."""
+    times = []
+    for line in text.splitlines():
+        i = line.find("time=")
+        if i < 0:
+            continue
+        f = line[i + 5:].split()
+        if len(f) >= 2 and f[1] == "ms" or len(f) == 1 and f[0].endswith("ms"):
+            try:
+                times.append(float(f[0].removesuffix("ms")) * 1000.0)
+            except ValueError:
+                pass
+    return times
+
+
 def test_rtt(env, opts):
     if getattr(env, "vm_b", None) is not None:
         return test_vm2_rtt(env, opts)
@@ -1319,15 +1341,7 @@ def test_rtt(env, opts):
     with CpuWindow(None) as win:
         cp = run(nsexec(env.h1, "ping", "-n", "-i", str(interval), "-c", str(count), "-W", "1",
                         "-w", str(int(bound)), env.h2_ip), check=False, timeout=bound + 10)
-    times = []
-    for line in cp.stdout.splitlines():
-        i = line.find("time=")
-        if i >= 0:
-            v = line[i + 5:].split()[0]
-            try:
-                times.append(float(v) * 1000.0)   # ms -> us
-            except ValueError:
-                pass
+    times = ping_times_us(cp.stdout)
     if not times:
         raise BenchError("ping got no replies: %s" % (cp.stdout[-300:] + cp.stderr[-300:]))
     times.sort()
@@ -2014,6 +2028,8 @@ def json_doc(agg, results, notes, errors, scenarios, tests, opts, started):
                    "tests": [t.name for t in tests], "scenarios": [s.name for s in scenarios],
                    "ping_count": opts.ping_count, "ping_interval_s": opts.ping_interval,
                    "offloads": "off" if opts.no_offload else "default",
+                   "vswitchd_args": opts.vswitchd_arg,
+                   "vm_tap_vectors": getattr(opts, "vm_tap_vectors", None),
                    "bin_dir": opts.bin_dir},
         "irq_time_accounting": irq_time_accounting(),
         "notes": ([IRQ_NOTE] if irq_time_accounting() is False else []),
@@ -2070,6 +2086,9 @@ def parse_args(argv):
     ap.add_argument("--workers", type=int, default=0, help="pass --workers N to vswitchd")
     ap.add_argument("--vswitchd-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for vswitchd (repeatable), e.g. --vswitchd-arg=--busy-poll-us=0")
+    ap.add_argument("--vm-tap-vectors", type=int, default=None, metavar="N",
+                    help="VM rows: give the TAP guests' virtio-net-pci vectors=N (0: INTx "
+                    "interrupts, as vhost-user guests must use with QEMU 7.2 under TCG)")
     ap.add_argument("--ping-count", type=int, default=500)
     ap.add_argument("--ping-interval", type=float, default=0.002)
     ap.add_argument("--sweep-seconds", type=float, default=3.0,

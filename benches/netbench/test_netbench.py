@@ -369,5 +369,47 @@ class FromJson(unittest.TestCase):
         self.assertIn("Skipped: nothing (test).", text)
 
 
+
+class VmRows(unittest.TestCase):
+    def test_ping_times_from_iputils_and_busybox(self):
+        text = ("64 bytes from 10.201.0.2: icmp_seq=1 ttl=64 time=0.512 ms\n"
+                "64 bytes from 10.201.0.2: seq=0 ttl=64 time=1.250 ms\n"
+                "PING 10.201.0.2 (10.201.0.2): 56 data bytes\n"
+                "round-trip min/avg/max = 0.5/0.9/1.2 ms\n"
+                "64 bytes from x: time=junk ms\n")
+        self.assertEqual(netbench.ping_times_us(text), [512.0, 1250.0])
+
+    def test_vm_fetch_line(self):
+        mib = 32 << 20
+        ok = "vm-fetch ...\n@@FETCH copies=3 bytes=%d secs=8.00 mbit=100.7 rc=0\n" % (3 * mib)
+        self.assertAlmostEqual(netbench.vm_fetch_gbps(ok, 0, mib), 0.1007)
+        for bad, rc in [("nothing", 0),
+                        ("@@FETCH copies=3 bytes=%d secs=8 mbit=9 rc=0" % (3 * mib - 1), 0),
+                        ("@@FETCH copies=0 bytes=0 secs=0 mbit=0 rc=1", 1),
+                        ("@@FETCH copies=x", 0)]:
+            with self.assertRaises(netbench.BenchError):
+                netbench.vm_fetch_gbps(bad, rc, mib)
+
+    def test_vm_nic_arguments(self):
+        tap = netbench.vm_net_args(("tap", "vmtap0"), "52:54:00:00:00:01")
+        self.assertIn("tap,id=n0,ifname=vmtap0,script=no,downscript=no,vnet_hdr=on", tap)
+        self.assertNotIn("vectors", " ".join(tap))
+        tap0 = netbench.vm_net_args(("tap", "vmtap0"), "52:54:00:00:00:01", 0)
+        self.assertIn("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,vectors=0", tap0)
+        vu = " ".join(netbench.vm_net_args(("vhost", "/tmp/s"), "52:54:00:00:00:01"))
+        for want in ("share=on", "socket,id=c0,path=/tmp/s", "vhost-user,id=n0,chardev=c0",
+                     "vectors=0"):
+            self.assertIn(want, vu)
+
+    def test_vm_targets_name_vm_scenarios(self):
+        names = {s.name for s in netbench.SCENARIOS}
+        for tid, _, sc, _, _, how, _ in netbench.TARGETS:
+            self.assertIn(sc, names, tid)
+            if how.startswith("below:"):
+                self.assertIn(how.split(":", 1)[1], names, tid)
+        self.assertEqual(netbench.SCENARIO_GROUPS["vm"],
+                         ["kernel-vm", "vs-vm", "vs-vhost", "kernel-vm2", "vs-vm2", "vs-vhost2"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -441,6 +441,15 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|w| (worker(w.id), ConstCounter::new(w.sleeps))),
         )?;
+        family(
+            &mut enc,
+            "vswitch_worker_cpu_pressure_backoffs",
+            "Times the worker stopped busy polling for a while because other tasks waited for a CPU (Linux PSI, /proc/pressure/cpu): spinning would take CPU from the hosts and guests behind the ports.",
+            MetricType::Counter,
+            s.workers
+                .iter()
+                .map(|w| (worker(w.id), ConstCounter::new(w.pressure_backoffs))),
+        )?;
         if !s.workers.is_empty() {
             let mut m = enc.encode_descriptor(
                 "vswitch_worker_batch_frames",
@@ -526,6 +535,7 @@ mod tests {
                 busy_seconds: 0.25,
                 batches: [3, 0, 1, 0, 0, 0, 2],
                 sleeps: 7,
+                pressure_backoffs: 2,
                 frames: 3 + 4 + 128,
             }],
         }
@@ -537,6 +547,7 @@ mod tests {
         for line in [
             "# TYPE vswitch_port_rx_packets_total counter",
             "vswitch_port_rx_packets_total{bridge=\"br0\",port=\"p1\"} 7",
+            "vswitch_worker_cpu_pressure_backoffs_total{worker=\"0\"} 2",
             "vswitch_port_tx_bytes_total{bridge=\"br0\",port=\"p1\"} 500",
             "vswitch_port_drops_total{bridge=\"br0\",port=\"p1\",reason=\"no_egress\"} 3",
             "vswitch_port_drops_total{bridge=\"br0\",port=\"p1\",reason=\"malformed\"} 0",

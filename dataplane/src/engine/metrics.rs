@@ -32,6 +32,8 @@ pub(crate) struct WorkerCounters {
     /// Times the worker slept waiting for frames (each costs the frame
     /// that ends it a thread wake-up).
     sleeps: AtomicU64,
+    /// Times it stopped busy polling because other tasks waited for a CPU.
+    pressure_backoffs: AtomicU64,
 }
 
 #[inline]
@@ -67,6 +69,10 @@ impl WorkerCounters {
         bump(&self.sleeps, 1);
     }
 
+    pub(crate) fn pressure_backoff(&self) {
+        bump(&self.pressure_backoffs, 1);
+    }
+
     fn snapshot(&self, id: usize) -> WorkerSnapshot {
         WorkerSnapshot {
             id,
@@ -74,6 +80,7 @@ impl WorkerCounters {
             batches: std::array::from_fn(|i| self.batches[i].load(Ordering::Relaxed)),
             frames: self.frames.load(Ordering::Relaxed),
             sleeps: self.sleeps.load(Ordering::Relaxed),
+            pressure_backoffs: self.pressure_backoffs.load(Ordering::Relaxed),
         }
     }
 }
@@ -131,6 +138,8 @@ pub struct WorkerSnapshot {
     pub frames: u64,
     /// Times it slept waiting for frames (busy polling avoids them).
     pub sleeps: u64,
+    /// Times it stopped busy polling because other tasks waited for a CPU.
+    pub pressure_backoffs: u64,
 }
 
 impl EngineHandle {

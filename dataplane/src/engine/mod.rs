@@ -13,6 +13,7 @@ pub mod capture;
 pub mod impair;
 pub mod metrics;
 pub mod monitor;
+mod pressure;
 mod tables;
 mod trace;
 mod worker;

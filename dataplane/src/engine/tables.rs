@@ -797,6 +797,9 @@ impl Tables {
             v["connected"] = json!(x.connected());
             v["bad_descriptors"] = json!(x.bad_descriptors());
             v["lost_notifications"] = json!(x.lost_notifications());
+            let (kicks, interrupts) = x.notifications();
+            v["kicks"] = json!(kicks);
+            v["interrupts"] = json!(interrupts);
         }
         if let crate::port::AnyPort::Vxlan(x) = &*s.io {
             let c = &s.cfg;

@@ -79,6 +79,8 @@ pub(crate) struct Worker {
     busy_ns: u64,
     /// The last poll blocked (the worker slept) before frames came.
     slept: bool,
+    /// Holds spinning off while other tasks wait for a CPU.
+    pressure: super::pressure::PressureGate,
     last_rx_ns: u64,
     next_timer_ns: u64,
     /// BPDUs the timers produced, and one frame buffer to send them from.
@@ -124,6 +126,11 @@ impl Worker {
             busy_max_ns: busy_poll.1.max(busy_poll.0).saturating_mul(1000),
             busy_ns: busy_poll.0.saturating_mul(1000),
             slept: false,
+            pressure: if busy_poll.0 == super::SPIN_ALWAYS {
+                super::pressure::PressureGate::off()
+            } else {
+                super::pressure::PressureGate::open()
+            },
             last_rx_ns: 0,
             next_timer_ns: TIMER_PERIOD_NS,
             bpdus: Vec::new(),
@@ -144,7 +151,15 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         loop {
             let now = self.now_ns();
-            let busy = now.saturating_sub(self.last_rx_ns) < self.busy_ns;
+            let mut busy = now.saturating_sub(self.last_rx_ns) < self.busy_ns;
+            if busy {
+                // Not while other tasks wait for a CPU (engine/pressure.rs).
+                let (hold, began) = self.pressure.holds_off(now);
+                if began {
+                    self.shared.worker_counters[self.id].pressure_backoff();
+                }
+                busy = !hold;
+            }
             self.slept = self.ready.is_empty() && !busy;
             let impairing = self.id == 0
                 && self

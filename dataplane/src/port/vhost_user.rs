@@ -179,6 +179,9 @@ struct Shared {
     watch: Mutex<[Option<QueueSnap>; 2]>,
     /// Kicks and interrupts the watchdog resent.
     lost_notifications: AtomicU64,
+    /// Kicks the guest sent (TX queue) and interrupts the switch sent it.
+    kicks: AtomicU64,
+    interrupts: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -267,6 +270,9 @@ impl VhostUserBackend for NetBackend {
                     c.vrings = Some([rx.clone(), tx.clone()]);
                 }
             }
+        }
+        if device_event as usize == TXQ {
+            self.shared.kicks.fetch_add(1, Ordering::Relaxed);
         }
         if device_event as usize == TXQ || device_event as usize == RXQ {
             // The worker drains the TX queue (an RX kick only says buffers
@@ -392,6 +398,8 @@ impl VhostUserPort {
             shutdown: Mutex::new(None),
             watch: Mutex::new([None, None]),
             lost_notifications: AtomicU64::new(0),
+            kicks: AtomicU64::new(0),
+            interrupts: AtomicU64::new(0),
         });
         let listener = match mode {
             Mode::Server => Some(
@@ -438,6 +446,15 @@ impl VhostUserPort {
     /// lost and resent by the watchdog.
     pub fn lost_notifications(&self) -> u64 {
         self.shared.lost_notifications.load(Ordering::Relaxed)
+    }
+
+    /// Kicks the guest sent on its TX queue, and interrupts (used-buffer
+    /// notifications, both queues) the switch sent the guest.
+    pub fn notifications(&self) -> (u64, u64) {
+        (
+            self.shared.kicks.load(Ordering::Relaxed),
+            self.shared.interrupts.load(Ordering::Relaxed),
+        )
     }
 
     /// The current connection's memory and vrings, if both are set up.
@@ -882,11 +899,12 @@ fn no_interrupt<M: vm_memory::GuestMemory>(mem: &M, q: &virtio_queue::Queue) -> 
 }
 
 /// Signals the guest after used buffers were added, unless it opted out.
-fn notify<M: vm_memory::GuestMemory>(mem: &M, st: &mut VringState<Mem>) {
+fn notify<M: vm_memory::GuestMemory>(mem: &M, st: &mut VringState<Mem>, interrupts: &AtomicU64) {
     let want = st.get_queue_mut().needs_notification(mem).unwrap_or(true);
     // With EVENT_IDX the flag is to be ignored (virtio 1.1, 2.6.7.2).
     if want && (st.get_queue().event_idx_enabled() || !no_interrupt(mem, st.get_queue())) {
         let _ = st.signal_used_queue();
+        interrupts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -976,7 +994,7 @@ impl Port for VhostUserPort {
             let _ = self.shared.wake.write(1);
         }
         if used {
-            notify(&*mem, &mut st);
+            notify(&*mem, &mut st, &self.shared.interrupts);
         }
         Ok(n)
     }
@@ -1051,6 +1069,7 @@ impl Port for VhostUserPort {
         }
         if used && rx_needs_interrupt(&*mem, st.get_queue(), old) {
             let _ = st.signal_used_queue();
+            self.shared.interrupts.fetch_add(1, Ordering::Relaxed);
         }
     }
 
