@@ -52,6 +52,8 @@ fn vhost_user_server_guest_reaches_host() {
     assert_eq!(info["mode"], "server", "{info}");
     assert_eq!(info["path"], sock.as_str(), "{info}");
     assert_eq!(info["connected"], false, "{info}");
+    assert_eq!(info["up"], false, "no guest yet: {info}");
+    assert_eq!(info["down_reason"], "no guest connected", "{info}");
     // The same socket twice is refused.
     let err = lab.ctl_err(&[
         "add-port",
@@ -70,6 +72,7 @@ fn vhost_user_server_guest_reaches_host() {
     let boot = t0.elapsed();
     let info = lab.port_info("br0", "vu1");
     assert_eq!(info["connected"], true, "{info}");
+    assert_eq!(info["up"], true, "{info}");
 
     let ok = g.ping(&h1.ip, 10);
     assert!(

@@ -800,6 +800,10 @@ impl Tables {
             let (kicks, interrupts) = x.notifications();
             v["kicks"] = json!(kicks);
             v["interrupts"] = json!(interrupts);
+            if !x.connected() {
+                v["up"] = json!(false);
+                v["down_reason"] = json!("no guest connected");
+            }
         }
         if let crate::port::AnyPort::Vxlan(x) = &*s.io {
             let c = &s.cfg;
