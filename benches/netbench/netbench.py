@@ -777,20 +777,28 @@ def teardown_vm(env):
     teardown_common(env)
 
 
-def vm_cpu_result(gbps, win, endpoint_s, env):
-    cpu = win.result(endpoint_s)
+def throughput_result(env, gbps, cpu, retransmits=None):
+    """A throughput test's figures: Gbit/s and the CPU spent per Gbit/s
+    (CpuWindow.result's `cpu`), for the TCP rows of every scenario."""
     sw = switch_cores(env, cpu)
+
+    def per(v):
+        return (v / gbps) if (v is not None and gbps > 0) else None
     return {
         "gbps": gbps,
-        "retransmits": None,
+        "retransmits": retransmits,
         "switch_cores": sw,
-        "switch_cores_per_gbps": (sw / gbps) if (sw is not None and gbps > 0) else None,
+        "switch_cores_per_gbps": per(sw),
         "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
-        "sys_minus_endpoints_per_gbps": (cpu["system_minus_endpoints_cores"] / gbps) if gbps > 0 else None,
+        "sys_minus_endpoints_per_gbps": per(cpu["system_minus_endpoints_cores"]),
         "total_cores": cpu["system_busy_cores"],
-        "total_cores_per_gbps": (cpu["system_busy_cores"] / gbps) if gbps > 0 else None,
+        "total_cores_per_gbps": per(cpu["system_busy_cores"]),
         "steal_cores": cpu["steal_cores"],
     }
+
+
+def vm_cpu_result(gbps, win, endpoint_s, env):
+    return throughput_result(env, gbps, win.result(endpoint_s))
 
 
 def test_vm_tcp(env, opts):
@@ -1152,21 +1160,12 @@ def test_tcp(streams):
         snap = Counters(env, opts)
         cj, sj, cpu = iperf3(env, opts, ["-P", str(streams)], counters=snap)
         gbps = cj["end"]["sum_received"]["bits_per_second"] / 1e9
-        sw = switch_cores(env, cpu)
-        r = {
-            "gbps": gbps,
-            "retransmits": cj["end"].get("sum_sent", {}).get("retransmits"),
-            "switch_cores": sw,
-            "switch_cores_per_gbps": (sw / gbps) if (sw is not None and gbps > 0) else None,
-            "sys_minus_endpoints_cores": cpu["system_minus_endpoints_cores"],
-            "sys_minus_endpoints_per_gbps": (cpu["system_minus_endpoints_cores"] / gbps) if gbps > 0 else None,
-            "total_cores": cpu["system_busy_cores"],
-            "total_cores_per_gbps": (cpu["system_busy_cores"] / gbps) if gbps > 0 else None,
-            "steal_cores": cpu["steal_cores"],
+        r = throughput_result(env, gbps, cpu, cj["end"].get("sum_sent", {}).get("retransmits"))
+        r.update({
             "switch_drop_reasons": snap.switch_drops() or None,
             "sender_if_tx_dropped": snap.delta("h1_tx_dropped"),
             "switch_socket_drops": snap.delta("sw_sock_drops"),
-        }
+        })
         return r
     return t
 

@@ -1365,180 +1365,147 @@ mod tests {
         (u32::from_le(id), u32::from_le(len))
     }
 
+    /// Descriptors 0..n: one-descriptor 512-byte writable buffers at
+    /// 0x6000, 0x6200, ..., as Linux posts them with MRG_RXBUF.
+    fn small_buffers(m: &GuestMemoryMmap, n: u16) {
+        for i in 0..n {
+            desc(m, i, 0x6000 + 0x200 * u64::from(i), 512, F_WRITE, 0);
+        }
+    }
+
     /// A frame of `n` bytes with a recognisable pattern.
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + 3) as u8).collect()
     }
 
+    /// A queue over fresh guest memory and the port's receive state, the
+    /// guest having acked MRG_RXBUF.
+    struct Rx {
+        m: GuestMemoryMmap,
+        q: Queue,
+        bufs: Vec<(u16, u32)>,
+        st: PortStats,
+    }
+
+    impl Rx {
+        fn new() -> Rx {
+            Rx {
+                m: mem(),
+                q: queue(),
+                bufs: Vec::with_capacity(QUEUE_MAX),
+                st: PortStats::default(),
+            }
+        }
+
+        /// Writes `frame` behind a virtio-net header, as `send` does.
+        fn put(&mut self, frame: &[u8]) -> bool {
+            let mut ghdr = [0u8; GUEST_HDR_LEN];
+            ghdr[NUM_BUFFERS_OFF as usize] = 1;
+            let parts: [&[u8]; 2] = [&ghdr, frame];
+            let (q, bufs, st) = (&mut self.q, &mut self.bufs, &mut self.st);
+            put_rx(&self.m, q, &parts, frame.len(), Some(bufs), st)
+        }
+
+        fn num_buffers(&self, at: u64) -> u16 {
+            u16::from_le(self.m.read_obj(GuestAddress(at + NUM_BUFFERS_OFF)).unwrap())
+        }
+    }
+
     #[test]
     fn mrg_rxbuf_spreads_a_frame_and_publishes_it_at_once() {
-        let m = mem();
-        let mut q = queue();
-        // Four one-descriptor 512-byte buffers, as Linux posts them.
-        for i in 0..4u16 {
-            desc(&m, i, 0x6000 + 0x200 * u64::from(i), 512, F_WRITE, 0);
-        }
-        offer(&m, &[0, 1, 2, 3]);
-        let mut ghdr = [0u8; GUEST_HDR_LEN];
-        ghdr[NUM_BUFFERS_OFF as usize] = 1;
+        let mut r = Rx::new();
+        small_buffers(&r.m, 4);
+        offer(&r.m, &[0, 1, 2, 3]);
         let frame = pattern(1200);
-        let mut bufs = Vec::with_capacity(QUEUE_MAX);
-        let mut st = PortStats::default();
-        assert!(put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame],
-            1200,
-            Some(&mut bufs),
-            &mut st
-        ));
+        assert!(r.put(&frame));
         // 12 + 1200 bytes: 512 + 512 + 188, three buffers, one index store.
-        assert_eq!(used_idx(&m), 3);
-        assert_eq!(q.next_used(), 3);
-        assert_eq!(q.next_avail(), 3);
-        assert_eq!(used_elem(&m, 0), (0, 512));
-        assert_eq!(used_elem(&m, 1), (1, 512));
-        assert_eq!(used_elem(&m, 2), (2, 188));
-        let nb: u16 = m.read_obj(GuestAddress(0x6000 + NUM_BUFFERS_OFF)).unwrap();
-        assert_eq!(u16::from_le(nb), 3);
+        assert_eq!(used_idx(&r.m), 3);
+        assert_eq!((r.q.next_used(), r.q.next_avail()), (3, 3));
+        assert_eq!(used_elem(&r.m, 0), (0, 512));
+        assert_eq!(used_elem(&r.m, 1), (1, 512));
+        assert_eq!(used_elem(&r.m, 2), (2, 188));
+        assert_eq!(r.num_buffers(0x6000), 3);
         let mut back = vec![0u8; 3 * 512];
-        m.read_slice(&mut back, GuestAddress(0x6000)).unwrap();
+        r.m.read_slice(&mut back, GuestAddress(0x6000)).unwrap();
         assert_eq!(&back[GUEST_HDR_LEN..GUEST_HDR_LEN + 1200], &frame[..]);
-        assert_eq!((st.tx_packets, st.tx_bytes), (1, 1200));
+        assert_eq!((r.st.tx_packets, r.st.tx_bytes), (1, 1200));
         // A small frame takes one buffer and says so.
-        assert!(put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame[..60]],
-            60,
-            Some(&mut bufs),
-            &mut st
-        ));
-        assert_eq!(used_idx(&m), 4);
-        assert_eq!(used_elem(&m, 3), (3, 72));
-        let nb: u16 = m.read_obj(GuestAddress(0x6600 + NUM_BUFFERS_OFF)).unwrap();
-        assert_eq!(u16::from_le(nb), 1);
+        assert!(r.put(&frame[..60]));
+        assert_eq!(used_idx(&r.m), 4);
+        assert_eq!(used_elem(&r.m, 3), (3, 72));
+        assert_eq!(r.num_buffers(0x6600), 1);
     }
 
     #[test]
     fn mrg_rxbuf_out_of_buffers_gives_them_back() {
-        let m = mem();
-        let mut q = queue();
-        for i in 0..3u16 {
-            desc(&m, i, 0x6000 + 0x200 * u64::from(i), 512, F_WRITE, 0);
-        }
-        offer(&m, &[0, 1]);
-        let ghdr = [0u8; GUEST_HDR_LEN];
+        let mut r = Rx::new();
+        small_buffers(&r.m, 3);
+        offer(&r.m, &[0, 1]);
         let frame = pattern(1200);
-        let mut bufs = Vec::with_capacity(QUEUE_MAX);
-        let mut st = PortStats::default();
         // Two buffers for a frame needing three: nothing used, nothing lost.
-        assert!(!put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame],
-            1200,
-            Some(&mut bufs),
-            &mut st
-        ));
-        assert_eq!((q.next_avail(), q.next_used(), used_idx(&m)), (0, 0, 0));
-        assert_eq!(st.drops[DropReason::TxQueueFull as usize], 1);
-        assert_eq!(st.tx_packets, 0);
+        assert!(!r.put(&frame));
+        assert_eq!(
+            (r.q.next_avail(), r.q.next_used(), used_idx(&r.m)),
+            (0, 0, 0)
+        );
+        assert_eq!(r.st.drops[DropReason::TxQueueFull as usize], 1);
+        assert_eq!(r.st.tx_packets, 0);
         // The guest posts the third: the same buffers carry the next frame.
-        offer(&m, &[0, 1, 2]);
-        assert!(put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame],
-            1200,
-            Some(&mut bufs),
-            &mut st
-        ));
-        assert_eq!(used_idx(&m), 3);
-        assert_eq!(used_elem(&m, 0), (0, 512));
-        assert_eq!(st.tx_packets, 1);
+        offer(&r.m, &[0, 1, 2]);
+        assert!(r.put(&frame));
+        assert_eq!(used_idx(&r.m), 3);
+        assert_eq!(used_elem(&r.m, 0), (0, 512));
+        assert_eq!(r.st.tx_packets, 1);
     }
 
     #[test]
     fn mrg_rxbuf_bad_buffers_go_back_empty() {
-        let m = mem();
-        let mut q = queue();
-        let ghdr = [0u8; GUEST_HDR_LEN];
+        let mut r = Rx::new();
         let frame = pattern(1200);
-        let mut bufs = Vec::with_capacity(QUEUE_MAX);
-        let mut st = PortStats::default();
         // 0 good, 1 read-only: both returned with length 0.
-        desc(&m, 0, 0x6000, 512, F_WRITE, 0);
-        desc(&m, 1, 0x6200, 512, 0, 0);
+        desc(&r.m, 0, 0x6000, 512, F_WRITE, 0);
+        desc(&r.m, 1, 0x6200, 512, 0, 0);
         // 2: the first buffer shorter than the header.
-        desc(&m, 2, 0x6400, 8, F_WRITE, 0);
+        desc(&r.m, 2, 0x6400, 8, F_WRITE, 0);
         // 3: outside guest memory.
-        desc(&m, 3, 0xffff_0000_0000, 4096, F_WRITE, 0);
-        offer(&m, &[0, 1, 2, 3]);
-        assert!(put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame],
-            1200,
-            Some(&mut bufs),
-            &mut st
-        ));
-        assert_eq!(used_idx(&m), 2);
-        assert_eq!((used_elem(&m, 0), used_elem(&m, 1)), ((0, 0), (1, 0)));
-        assert!(put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame],
-            1200,
-            Some(&mut bufs),
-            &mut st
-        ));
-        assert_eq!((used_idx(&m), used_elem(&m, 2)), (3, (2, 0)));
-        assert!(put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame],
-            1200,
-            Some(&mut bufs),
-            &mut st
-        ));
-        assert_eq!((used_idx(&m), used_elem(&m, 3)), (4, (3, 0)));
-        assert_eq!(st.drops[DropReason::VhostBadDesc as usize], 3);
-        assert_eq!(st.tx_packets, 0);
+        desc(&r.m, 3, 0xffff_0000_0000, 4096, F_WRITE, 0);
+        offer(&r.m, &[0, 1, 2, 3]);
+        assert!(r.put(&frame));
+        assert_eq!(used_idx(&r.m), 2);
+        assert_eq!((used_elem(&r.m, 0), used_elem(&r.m, 1)), ((0, 0), (1, 0)));
+        assert!(r.put(&frame));
+        assert_eq!((used_idx(&r.m), used_elem(&r.m, 2)), (3, (2, 0)));
+        assert!(r.put(&frame));
+        assert_eq!((used_idx(&r.m), used_elem(&r.m, 3)), (4, (3, 0)));
+        assert_eq!(r.st.drops[DropReason::VhostBadDesc as usize], 3);
+        assert_eq!(r.st.tx_packets, 0);
     }
 
     #[test]
     fn rx_interrupt_follows_used_event() {
-        let m = mem();
-        let mut q = queue();
-        for i in 0..4u16 {
-            desc(&m, i, 0x6000 + 0x200 * u64::from(i), 512, F_WRITE, 0);
-        }
-        offer(&m, &[0, 1, 2, 3]);
-        let ghdr = [0u8; GUEST_HDR_LEN];
-        let frame = pattern(1200);
-        let mut bufs = Vec::with_capacity(QUEUE_MAX);
-        let mut st = PortStats::default();
-        assert!(!rx_needs_interrupt(&m, &q, 0), "nothing used, no interrupt");
-        assert!(put_rx(
-            &m,
-            &mut q,
-            &[&ghdr, &frame],
-            1200,
-            Some(&mut bufs),
-            &mut st
-        ));
+        let mut r = Rx::new();
+        small_buffers(&r.m, 4);
+        offer(&r.m, &[0, 1, 2, 3]);
+        assert!(
+            !rx_needs_interrupt(&r.m, &r.q, 0),
+            "nothing used, no interrupt"
+        );
+        assert!(r.put(&pattern(1200)));
         // Without EVENT_IDX: unless the guest set VRING_AVAIL_F_NO_INTERRUPT.
-        assert!(rx_needs_interrupt(&m, &q, 0));
-        m.write_obj(AVAIL_F_NO_INTERRUPT.to_le(), GuestAddress(AVAIL))
+        assert!(rx_needs_interrupt(&r.m, &r.q, 0));
+        r.m.write_obj(AVAIL_F_NO_INTERRUPT.to_le(), GuestAddress(AVAIL))
             .unwrap();
-        assert!(!rx_needs_interrupt(&m, &q, 0));
+        assert!(!rx_needs_interrupt(&r.m, &r.q, 0));
         // With EVENT_IDX: when the used index crossed used_event (0..3).
-        q.set_event_idx(true);
+        r.q.set_event_idx(true);
         let used_event = GuestAddress(AVAIL + 4 + 2 * u64::from(QSIZE));
         for (event, want) in [(0u16, true), (2, true), (3, false), (9, false)] {
-            m.write_obj(event.to_le(), used_event).unwrap();
-            assert_eq!(rx_needs_interrupt(&m, &q, 0), want, "used_event {event}");
+            r.m.write_obj(event.to_le(), used_event).unwrap();
+            assert_eq!(
+                rx_needs_interrupt(&r.m, &r.q, 0),
+                want,
+                "used_event {event}"
+            );
         }
     }
 
