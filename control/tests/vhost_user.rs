@@ -157,10 +157,13 @@ fn vhost_user_server_guest_reaches_host() {
     );
     let info = lab.port_info("br0", "vu1");
     assert_eq!(info["bad_descriptors"], 0, "{info}");
-    // Resent kicks and interrupts: counted (QEMU 7.2's one-vCPU TCG guest
-    // may lose some, see dataplane/src/port/vhost_user.rs), never fatal:
-    // the transfers above completed.
-    assert!(info["lost_notifications"].is_u64(), "{info}");
+    // The transfers above took the guest's kicks and the switch's
+    // interrupts; resends (QEMU 7.2's one-vCPU TCG guest may lose a
+    // notification, see dataplane/src/port/vhost_user.rs) are at most a
+    // few, once per stuck state, never one a tick.
+    let n = |k: &str| info[k].as_u64().unwrap_or_else(|| panic!("{k}: {info}"));
+    assert!(n("kicks") > 0 && n("interrupts") > 0, "{info}");
+    assert!(n("lost_notifications") < 20, "{info}");
     println!(
         "vhost-user server: boot {:.1} s, RTT guest->host avg {rtt:.3} ms; \
          TCP guest->host with nc {mib} MiB in {:.2} s = {:.1} Mbit/s; \

@@ -31,8 +31,6 @@ pub(crate) const STALL_PERMILLE: u64 = 50;
 /// First back-off, and the most it doubles to.
 pub(crate) const BACKOFF_MIN_NS: u64 = 20_000_000;
 pub(crate) const BACKOFF_MAX_NS: u64 = 640_000_000;
-/// A baseline older than this is not compared (the worker slept since).
-const STALE_NS: u64 = 4 * SAMPLE_NS;
 
 /// The decision, without the file: fed the PSI total when it asks for it.
 #[derive(Debug, Default)]
@@ -53,19 +51,17 @@ impl Gate {
         if now < self.quiet_until {
             return (true, false);
         }
-        let fresh = match self.base {
-            Some((t0, _)) if now.saturating_sub(t0) < SAMPLE_NS => return (false, false),
-            Some((t0, _)) => now.saturating_sub(t0) <= STALE_NS,
-            None => false,
-        };
+        if let Some((t0, _)) = self.base {
+            if now.saturating_sub(t0) < SAMPLE_NS {
+                return (false, false);
+            }
+        }
         let Some(us) = total() else {
             return (false, false);
         };
-        let prev = self.base.replace((now, us));
-        if !fresh {
-            return (false, false);
-        }
-        let Some((t0, us0)) = prev else {
+        // A window of any length is judged by its stall rate: a worker
+        // that did not get a CPU for a while is the pressure case itself.
+        let Some((t0, us0)) = self.base.replace((now, us)) else {
             return (false, false);
         };
         if !stalled(us.saturating_sub(us0), now.saturating_sub(t0)) {
@@ -210,16 +206,20 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_bounded_and_stale_baselines_are_not_judged() {
+    fn backoff_is_bounded_and_long_windows_are_judged_by_rate() {
         let mut g = Gate::default();
         run(&mut g, 0, 10_000 * MS, 900);
         assert_eq!(g.backoff, BACKOFF_MAX_NS);
         assert!(g.quiet_until <= 10_000 * MS + BACKOFF_MAX_NS);
-        // A baseline, then a long sleep: the next step starts a new window.
+        // A baseline, then 50 ms without a turn (the worker got no CPU):
+        // 40 ms of stall in it is pressure.
         let mut g = Gate::default();
         assert_eq!(g.step(0, || Some(0)), (false, false));
-        assert_eq!(g.step(50 * MS, || Some(40_000)), (false, false));
-        assert_eq!(g.step(52 * MS, || Some(40_000)), (false, false));
+        assert_eq!(g.step(50 * MS, || Some(40_000)), (true, true));
+        // 1 ms of stall in 50 ms (2 %) is not.
+        let mut g = Gate::default();
+        assert_eq!(g.step(0, || Some(0)), (false, false));
+        assert_eq!(g.step(50 * MS, || Some(1_000)), (false, false));
         // A missing reading holds nothing.
         assert_eq!(g.step(60 * MS, || None), (false, false));
     }

@@ -81,6 +81,8 @@ pub(crate) struct Worker {
     slept: bool,
     /// Holds spinning off while other tasks wait for a CPU.
     pressure: super::pressure::PressureGate,
+    /// The last sleep was the gate's doing, not a short spin window.
+    held: bool,
     last_rx_ns: u64,
     next_timer_ns: u64,
     /// BPDUs the timers produced, and one frame buffer to send them from.
@@ -131,6 +133,7 @@ impl Worker {
             } else {
                 super::pressure::PressureGate::open()
             },
+            held: false,
             last_rx_ns: 0,
             next_timer_ns: TIMER_PERIOD_NS,
             bpdus: Vec::new(),
@@ -152,6 +155,7 @@ impl Worker {
         loop {
             let now = self.now_ns();
             let mut busy = now.saturating_sub(self.last_rx_ns) < self.busy_ns;
+            self.held = false;
             if busy {
                 // Not while other tasks wait for a CPU (engine/pressure.rs).
                 let (hold, began) = self.pressure.holds_off(now);
@@ -159,6 +163,7 @@ impl Worker {
                     self.shared.worker_counters[self.id].pressure_backoff();
                 }
                 busy = !hold;
+                self.held = hold;
             }
             self.slept = self.ready.is_empty() && !busy;
             let impairing = self.id == 0
@@ -384,6 +389,10 @@ impl Worker {
             return;
         }
         self.slept = false;
+        if std::mem::take(&mut self.held) {
+            // Slept because of CPU pressure: the window was not too short.
+            return;
+        }
         let gap = now.saturating_sub(self.last_rx_ns);
         self.busy_ns = next_busy_window(self.busy_ns, gap, self.busy_min_ns, self.busy_max_ns);
     }

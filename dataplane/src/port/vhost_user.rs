@@ -41,10 +41,11 @@
 //!   elide memory barriers for !CF_PARALLEL in system mode", 2023;
 //!   `-smp 1,maxcpus=2` keeps them). A timer in the daemon's thread looks
 //!   at both queues every [`WATCHDOG_PERIOD`]: a TX chain left unpopped, or
-//!   a used index past the guest's `used_event` (it asked to be told and
-//!   was not), unchanged over a whole period, gets the kick or interrupt
-//!   resent (harmless if it was not lost). Counted as
-//!   `lost_notifications` in `list-ports --json`.
+//!   a used index past the guest's `used_event` (it asked to be told), with
+//!   nothing moved over a whole period, gets the kick or interrupt resent,
+//!   once per such state (harmless if it was only late: a slow or paused
+//!   guest, a descheduled worker). Counted as `lost_notifications` in
+//!   `list-ports --json`: resent, lost or late.
 //! - Offloads: CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6 are offered, so
 //!   TCP super-frames and partial checksums cross whole in both directions.
 //!   A frame needing an offload the guest did not ack (or ECN, UDP GSO) is
@@ -175,8 +176,9 @@ struct Shared {
     acked: AtomicU64,
     /// The daemon of the current connection, to cut it on removal.
     shutdown: Mutex<Option<ShutdownHandle>>,
-    /// The watchdog's last look at the RX and TX queues.
-    watch: Mutex<[Option<QueueSnap>; 2]>,
+    /// The watchdog's last look at the RX and TX queues, and whether it
+    /// resent a notification for that state already.
+    watch: Mutex<[(Option<QueueSnap>, bool); 2]>,
     /// Kicks and interrupts the watchdog resent.
     lost_notifications: AtomicU64,
     /// Kicks the guest sent (TX queue) and interrupts the switch sent it.
@@ -298,7 +300,7 @@ impl NetBackend {
                 let st = vring.get_ref();
                 let q = st.get_queue();
                 if !st.is_enabled() || !q.ready() {
-                    watch[qi] = None;
+                    watch[qi] = (None, false);
                     continue;
                 }
                 let Ok(avail) = q.avail_idx(&*mem, Ordering::Acquire) else {
@@ -319,9 +321,14 @@ impl NetBackend {
                 };
                 (snap, q.event_idx_enabled())
             };
-            let stuck = watch[qi] == Some(snap);
-            watch[qi] = Some(snap);
-            if !stuck {
+            if watch[qi].0 != Some(snap) {
+                watch[qi] = (Some(snap), false);
+                continue;
+            }
+            if watch[qi].1 {
+                // Resent once for this state already: a guest that is
+                // merely slow, paused, or leaves used_event behind on
+                // purpose gets one spurious notification, not one a tick.
                 continue;
             }
             let kick_lost = qi == TXQ && snap.avail_idx != snap.next_avail;
@@ -337,6 +344,7 @@ impl NetBackend {
             }
             if irq_lost {
                 let _ = vring.signal_used_queue();
+                self.shared.interrupts.fetch_add(1, Ordering::Relaxed);
             }
             if kick_lost || irq_lost {
                 let n = self
@@ -346,12 +354,12 @@ impl NetBackend {
                 if n == 0 {
                     tracing::warn!(
                         queue = if qi == TXQ { "tx" } else { "rx" },
-                        "vhost-user: a notification was lost (kick {kick_lost}, interrupt \
-                         {irq_lost}) and is resent; counted as lost_notifications"
+                        "vhost-user: a notification looks lost (kick {kick_lost}, interrupt \
+                         {irq_lost}: nothing moved for {WATCHDOG_PERIOD:?}) and is resent; \
+                         counted as lost_notifications"
                     );
                 }
-                // Seen again only if it stays stuck for another period.
-                watch[qi] = None;
+                watch[qi].1 = true;
             }
         }
     }
@@ -396,7 +404,7 @@ impl VhostUserPort {
             bad_desc: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             shutdown: Mutex::new(None),
-            watch: Mutex::new([None, None]),
+            watch: Mutex::new([(None, false); 2]),
             lost_notifications: AtomicU64::new(0),
             kicks: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
@@ -448,8 +456,10 @@ impl VhostUserPort {
         self.shared.lost_notifications.load(Ordering::Relaxed)
     }
 
-    /// Kicks the guest sent on its TX queue, and interrupts (used-buffer
-    /// notifications, both queues) the switch sent the guest.
+    /// Wake-ups by the guest's kicks on its TX queue (one may cover several
+    /// kicks: the eventfd counts), and the interrupts (used-buffer
+    /// notifications, both queues, the watchdog's resends too) the switch
+    /// sent the guest.
     pub fn notifications(&self) -> (u64, u64) {
         (
             self.shared.kicks.load(Ordering::Relaxed),
@@ -505,7 +515,7 @@ fn control_loop(name: &str, sh: &Arc<Shared>, path: &Path, mut listener: Option<
             continue;
         }
         *lock(&sh.conn) = Some(Conn { mem, vrings: None });
-        *lock(&sh.watch) = [None, None];
+        *lock(&sh.watch) = [(None, false); 2];
         let armed = lock(&timer)
             .reset(WATCHDOG_PERIOD, Some(WATCHDOG_PERIOD))
             .map_err(|e| io::Error::from_raw_os_error(e.errno()));
@@ -719,7 +729,9 @@ where
     M: vm_memory::GuestMemory,
 {
     let mut written = 0usize;
+    let mut any = false;
     for d in descs {
+        any = true;
         if cur.done(parts) {
             break;
         }
@@ -737,7 +749,9 @@ where
             written += k;
         }
     }
-    Some(written)
+    // A chain without a readable descriptor (a head past the table, a
+    // table entry outside memory) takes nothing.
+    any.then_some(written)
 }
 
 /// Writes `parts` (the guest's virtio-net header first) into one RX chain's
@@ -812,6 +826,12 @@ fn put_rx<M: vm_memory::GuestMemory>(
             return false;
         };
         let head = chain.head_index();
+        if head >= q.size() {
+            // virtio-queue hands out a head past the queue as an empty
+            // chain; the used ring cannot name it: it is dropped.
+            stats.drop(DropReason::VhostBadDesc);
+            return true;
+        }
         let used_len = match write_rx_chain(mem, chain, parts) {
             Some(w) => {
                 stats.tx_packets += 1;
@@ -848,6 +868,12 @@ fn put_rx<M: vm_memory::GuestMemory>(
             return false;
         };
         let head = chain.head_index();
+        if head >= q.size() {
+            // Not returnable (see above): the frame is dropped, the
+            // buffers taken so far go back empty.
+            bad = true;
+            break;
+        }
         if bufs.is_empty() {
             // The header must sit whole in the first descriptor: its
             // num_buffers is written once the count is known.
@@ -922,11 +948,13 @@ fn rx_needs_interrupt<M: vm_memory::GuestMemory>(
     if new == old {
         return false;
     }
+    // The used index store must be visible before the guest's flags or
+    // used_event are read (the guest re-checks the index after writing
+    // them, with a full barrier of its own).
+    std::sync::atomic::fence(Ordering::SeqCst);
     if !q.event_idx_enabled() {
         return !no_interrupt(mem, q);
     }
-    // The used index store must be visible before used_event is read.
-    std::sync::atomic::fence(Ordering::SeqCst);
     let at = q
         .avail_ring()
         .checked_add(4 + 2 * u64::from(q.size()))
@@ -1174,8 +1202,12 @@ pub fn fuzz_rings(image: &[u8], qsize: u16, acked: u64) -> (usize, usize) {
                 assert_eq!((q.next_avail(), q.next_used()), (before.0, before.1));
                 break;
             }
+            // Every chain taken is returned, but for a head past the
+            // queue (the last one taken, if any), which the used ring
+            // cannot name.
             let n = q.next_avail().wrapping_sub(before.0);
-            assert_eq!(q.next_used().wrapping_sub(before.1), n);
+            let u = q.next_used().wrapping_sub(before.1);
+            assert!(u == n || u + 1 == n, "{n} taken, {u} returned");
             chains += usize::from(n);
             if stats.tx_packets > before.2 {
                 bytes += frame.len();
@@ -1479,6 +1511,37 @@ mod tests {
         assert_eq!((used_idx(&r.m), used_elem(&r.m, 3)), (4, (3, 0)));
         assert_eq!(r.st.drops[DropReason::VhostBadDesc as usize], 3);
         assert_eq!(r.st.tx_packets, 0);
+    }
+
+    #[test]
+    fn rx_heads_past_the_queue_are_dropped_not_returned() {
+        let mut r = Rx::new();
+        small_buffers(&r.m, 1);
+        // Buffer 0, then a head past the 16-entry queue mid-frame: the
+        // frame is dropped, buffer 0 goes back empty, the bad head is not
+        // named in the used ring.
+        offer(&r.m, &[0, 99]);
+        assert!(r.put(&pattern(1200)));
+        assert_eq!(
+            (r.q.next_avail(), r.q.next_used(), used_idx(&r.m)),
+            (2, 1, 1)
+        );
+        assert_eq!(used_elem(&r.m, 0), (0, 0));
+        assert_eq!(r.st.drops[DropReason::VhostBadDesc as usize], 1);
+        assert_eq!(r.st.tx_packets, 0);
+        // Without MRG_RXBUF: the same, counted once.
+        offer(&r.m, &[0, 99, 99]);
+        let ghdr = [0u8; GUEST_HDR_LEN];
+        assert!(put_rx(
+            &r.m,
+            &mut r.q,
+            &[&ghdr, &[1u8; 60]],
+            60,
+            None,
+            &mut r.st
+        ));
+        assert_eq!((r.q.next_avail(), used_idx(&r.m)), (3, 1));
+        assert_eq!(r.st.drops[DropReason::VhostBadDesc as usize], 2);
     }
 
     #[test]
