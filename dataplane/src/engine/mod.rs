@@ -810,7 +810,7 @@ impl EngineHandle {
                 // address missing it is down until the address appears.
                 x.set_pid(pid);
                 if !x.local_up() {
-                    t.set_vxlan_up(pid, false);
+                    t.set_link_up(pid, false);
                 }
             }
             pid

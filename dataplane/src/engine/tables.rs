@@ -1003,9 +1003,10 @@ impl Tables {
         Ok(slot)
     }
 
-    /// A VXLAN port's underlay address came or went: the bridge takes the
-    /// port up or down (no flooding to it while down).
-    pub(crate) fn set_vxlan_up(&mut self, pid: PortId, up: bool) {
+    /// A VXLAN port's underlay address, or a vhost-user port's guest, came
+    /// or went: the bridge takes the port up or down (no flooding to it
+    /// while down).
+    pub(crate) fn set_link_up(&mut self, pid: PortId, up: bool) {
         let now = self.now_ns();
         if let Some(bi) = self.attach[pid as usize].bridge() {
             if let Some(b) = self.bridges[bi].as_mut() {
@@ -1017,14 +1018,16 @@ impl Tables {
         }
     }
 
-    /// The VXLAN ports, to check their underlay addresses outside the lock.
-    pub(crate) fn vxlan_ports(&self) -> Vec<(PortId, Arc<AnyPort>)> {
+    /// The ports whose link the worker watches outside the lock: VXLAN
+    /// (the underlay address) and vhost-user (a guest connected).
+    pub(crate) fn link_watched_ports(&self) -> Vec<(PortId, Arc<AnyPort>)> {
         self.ports
             .iter()
             .enumerate()
             .filter_map(|(p, e)| {
                 let e = e.as_ref()?;
-                matches!(*e.io, AnyPort::Vxlan(_)).then(|| (p as PortId, e.io.clone()))
+                matches!(*e.io, AnyPort::Vxlan(_) | AnyPort::VhostUser(_))
+                    .then(|| (p as PortId, e.io.clone()))
             })
             .collect()
     }

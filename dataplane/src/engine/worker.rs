@@ -337,7 +337,7 @@ impl Worker {
     /// (a bind each, outside the lock) and takes the ports whose answer
     /// changed up or down.
     fn check_vxlan_locals(&mut self) {
-        let ports = self.shared.tables().vxlan_ports();
+        let ports = self.shared.tables().link_watched_ports();
         // One bind per address, however many ports (VNIs) use it.
         let mut present: hashbrown::HashMap<std::net::IpAddr, bool> = hashbrown::HashMap::new();
         let changed: Vec<(PortId, &Arc<AnyPort>, bool)> = ports
@@ -350,6 +350,8 @@ impl Worker {
                         .or_insert_with(|| crate::port::vxlan::underlay::is_local(ip));
                     x.set_local_up(up).then_some((*pid, io, up))
                 }
+                // A vhost-user port is up while a guest is connected.
+                AnyPort::VhostUser(x) => x.take_link_change().map(|up| (*pid, io, up)),
                 _ => None,
             })
             .collect();
@@ -366,12 +368,22 @@ impl Worker {
                 continue;
             }
             let name = t.port_name(pid);
-            if up {
-                tracing::info!(port = %name, "VXLAN underlay address is back: port up");
-            } else {
-                tracing::warn!(port = %name, "VXLAN underlay address is gone: port down");
+            let vxlan = matches!(&**io, AnyPort::Vxlan(_));
+            match (vxlan, up) {
+                (true, true) => {
+                    tracing::info!(port = %name, "VXLAN underlay address is back: port up")
+                }
+                (true, false) => {
+                    tracing::warn!(port = %name, "VXLAN underlay address is gone: port down")
+                }
+                (false, true) => {
+                    tracing::info!(port = %name, "vhost-user guest connected: port up")
+                }
+                (false, false) => {
+                    tracing::info!(port = %name, "vhost-user guest gone: port down")
+                }
             }
-            t.set_vxlan_up(pid, up);
+            t.set_link_up(pid, up);
         }
     }
 

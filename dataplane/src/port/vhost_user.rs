@@ -382,6 +382,8 @@ pub enum VhostError {
 
 pub struct VhostUserPort {
     shared: Arc<Shared>,
+    /// The link state last reported to the bridge (`take_link_change`).
+    reported_up: AtomicBool,
     path: PathBuf,
     mode: Mode,
     thread: Option<JoinHandle<()>>,
@@ -423,6 +425,7 @@ impl VhostUserPort {
             .map_err(VhostError::Setup)?;
         Ok(VhostUserPort {
             shared,
+            reported_up: AtomicBool::new(true),
             path: path.to_path_buf(),
             mode,
             thread: Some(thread),
@@ -442,6 +445,14 @@ impl VhostUserPort {
     /// Whether a guest (QEMU) is connected.
     pub fn connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// The port's link (a guest connected) if it changed since the last
+    /// call: the worker takes the bridge port up or down with it. A new
+    /// port counts as up until the first look.
+    pub fn take_link_change(&self) -> Option<bool> {
+        let up = self.connected();
+        (self.reported_up.swap(up, Ordering::Relaxed) != up).then_some(up)
     }
 
     /// TX chains the guest posted that were returned unread (bad address,
