@@ -271,9 +271,9 @@ impl Worker {
     /// it emits are sent after the lock is released) and a part of FDB ageing.
     fn timers(&mut self, now: u64) {
         self.ticks += 1;
-        if self.ticks.is_multiple_of(LOCAL_CHECK_TICKS) {
-            self.check_vxlan_locals();
-        }
+        // vhost-user links every period (an atomic load each), VXLAN
+        // underlay addresses once a second (a bind each).
+        self.check_links(self.ticks.is_multiple_of(LOCAL_CHECK_TICKS));
         let listening = self.shared.monitor.listening();
         let mut events = Vec::new();
         {
@@ -333,17 +333,18 @@ impl Worker {
         }
     }
 
-    /// Looks whether each VXLAN port's underlay address is on an interface
-    /// (a bind each, outside the lock) and takes the ports whose answer
+    /// Looks whether each vhost-user port has its guest and, with `vxlan`,
+    /// whether each VXLAN port's underlay address is on an interface (a
+    /// bind each, outside the lock), and takes the ports whose answer
     /// changed up or down.
-    fn check_vxlan_locals(&mut self) {
+    fn check_links(&mut self, vxlan: bool) {
         let ports = self.shared.tables().link_watched_ports();
         // One bind per address, however many ports (VNIs) use it.
         let mut present: hashbrown::HashMap<std::net::IpAddr, bool> = hashbrown::HashMap::new();
         let changed: Vec<(PortId, &Arc<AnyPort>, bool)> = ports
             .iter()
             .filter_map(|(pid, io)| match &**io {
-                AnyPort::Vxlan(x) => {
+                AnyPort::Vxlan(x) if vxlan => {
                     let ip = x.local().ip();
                     let up = *present
                         .entry(ip)
@@ -382,6 +383,12 @@ impl Worker {
                 (false, false) => {
                     tracing::info!(port = %name, "vhost-user guest gone: port down")
                 }
+            }
+            // A vhost-user port without a guest is down for the pipeline
+            // too (no flooding to it); a VXLAN port's down is the bridge's
+            // only, as before.
+            if matches!(&**io, AnyPort::VhostUser(_)) {
+                t.up[pid as usize] = up;
             }
             t.set_link_up(pid, up);
         }
