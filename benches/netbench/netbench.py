@@ -717,13 +717,9 @@ def vm_boot(env, opts, net, attach=None, guest_b=None):
                      "%d MiB with busybox httpd" % (VM_MEM, VM_MIB))
 
 
-def vm_hosts(env):
+def setup_kernel_vm(env, opts, two=False):
     for n in (env.sw, env.h1):
         env.ns(n)
-
-
-def setup_kernel_vm(env, opts, two=False):
-    vm_hosts(env)
     run(nsexec(env.sw, "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0"))
     run(nsexec(env.sw, "ip", "link", "set", "br0", "up"))
     veth_into(env.sw, "p1", env.h1)

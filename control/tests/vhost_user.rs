@@ -31,22 +31,47 @@ fn spec(lab: &Lab, name: &str, i: u8) -> GuestSpec {
 /// offloads negotiated). `list-ports` shows path, mode and connection. The
 /// guest restarted on the same socket is served again; `del-port` removes
 /// the socket and cuts the guest off.
+/// The socket of vhost-user port `port` in the lab's directory.
+fn vhost_sock(lab: &Lab, port: &str) -> String {
+    lab.path(&format!("{port}.sock")).display().to_string()
+}
+
+/// `add-port br0 PORT --type vhost-user --path SOCKET EXTRA...`; returns
+/// the socket.
+fn add_vhost_port(lab: &Lab, port: &str, extra: &[&str]) -> String {
+    let sock = vhost_sock(lab, port);
+    let mut args = vec![
+        "add-port",
+        "br0",
+        port,
+        "--type",
+        "vhost-user",
+        "--path",
+        &sock,
+    ];
+    args.extend_from_slice(extra);
+    lab.ctl_ok(&args);
+    sock
+}
+
+/// Waits up to 10 s for port vu1's guest to be connected; `what` says
+/// what it means if it is not.
+fn wait_connected(lab: &Lab, what: &str) {
+    let connected = || lab.port_info("br0", "vu1")["connected"] == true;
+    assert!(
+        wait_until(Duration::from_secs(10), connected),
+        "{what}: {}",
+        lab.port_info("br0", "vu1")
+    );
+}
+
 #[test]
 fn vhost_user_server_guest_reaches_host() {
     let Some(kit) = kit() else { return };
     let mut lab = Lab::with_daemon();
     lab.add_br("br0", &[]);
     let h1 = lab.tap_host("br0", 1);
-    let sock = lab.path("vu1.sock").display().to_string();
-    lab.ctl_ok(&[
-        "add-port",
-        "br0",
-        "vu1",
-        "--type",
-        "vhost-user",
-        "--path",
-        &sock,
-    ]);
+    let sock = add_vhost_port(&lab, "vu1", &[]);
     let info = lab.port_info("br0", "vu1");
     assert_eq!(info["type"], "vhost-user", "{info}");
     assert_eq!(info["mode"], "server", "{info}");
@@ -221,31 +246,13 @@ fn vhost_user_server_guest_reaches_host() {
 #[test]
 fn vhost_user_client_survives_daemon_restart() {
     let Some(kit) = kit() else { return };
-    let mut lab = Lab::new();
-    let cfg = lab.path("vswitch.toml").display().to_string();
-    lab.start_daemon(&["--config", &cfg]);
-    lab.add_br("br0", &[]);
-    let h1 = lab.afpacket_host("br0", 1);
-    let sock = lab.path("vu1.sock").display().to_string();
+    let (mut lab, cfg, h1) = restartable_lab();
+    let sock = vhost_sock(&lab, "vu1");
     let mut g = Guest::boot_vhost(&lab, &kit, spec(&lab, "g1", 1), &sock, true);
     // The socket may not exist yet: client mode retries.
-    lab.ctl_ok(&[
-        "add-port",
-        "br0",
-        "vu1",
-        "--type",
-        "vhost-user",
-        "--path",
-        &sock,
-        "--client",
-    ]);
+    add_vhost_port(&lab, "vu1", &["--client"]);
     g.wait_ready(BOOT);
-    let connected = || lab.port_info("br0", "vu1")["connected"] == true;
-    assert!(
-        wait_until(Duration::from_secs(10), connected),
-        "never connected: {}",
-        lab.port_info("br0", "vu1")
-    );
+    wait_connected(&lab, "never connected");
     assert_eq!(lab.port_info("br0", "vu1")["mode"], "client");
     assert!(g.ping(&h1.ip, 10), "guest cannot ping {}", h1.ip);
 
@@ -258,33 +265,26 @@ fn vhost_user_client_survives_daemon_restart() {
 #[test]
 fn vhost_user_server_survives_daemon_restart() {
     let Some(kit) = kit() else { return };
+    let (mut lab, cfg, h1) = restartable_lab();
+    let sock = add_vhost_port(&lab, "vu1", &[]);
+    let mut g = Guest::boot_vhost(&lab, &kit, spec(&lab, "g1", 1), &sock, false);
+    g.wait_ready(BOOT);
+    wait_connected(&lab, "never connected");
+    assert_eq!(lab.port_info("br0", "vu1")["mode"], "server");
+    assert!(g.ping(&h1.ip, 10), "guest cannot ping {}", h1.ip);
+
+    restart_and_resume(&mut lab, &mut g, &h1, &cfg, &sock, &[]);
+}
+
+/// A lab whose vswitchd runs with `--config FILE` (returned), bridge br0
+/// and host h1 on it.
+fn restartable_lab() -> (Lab, String, Host) {
     let mut lab = Lab::new();
     let cfg = lab.path("vswitch.toml").display().to_string();
     lab.start_daemon(&["--config", &cfg]);
     lab.add_br("br0", &[]);
     let h1 = lab.afpacket_host("br0", 1);
-    let sock = lab.path("vu1.sock").display().to_string();
-    lab.ctl_ok(&[
-        "add-port",
-        "br0",
-        "vu1",
-        "--type",
-        "vhost-user",
-        "--path",
-        &sock,
-    ]);
-    let mut g = Guest::boot_vhost(&lab, &kit, spec(&lab, "g1", 1), &sock, false);
-    g.wait_ready(BOOT);
-    let connected = || lab.port_info("br0", "vu1")["connected"] == true;
-    assert!(
-        wait_until(Duration::from_secs(10), connected),
-        "never connected: {}",
-        lab.port_info("br0", "vu1")
-    );
-    assert_eq!(lab.port_info("br0", "vu1")["mode"], "server");
-    assert!(g.ping(&h1.ip, 10), "guest cannot ping {}", h1.ip);
-
-    restart_and_resume(&mut lab, &mut g, &h1, &cfg, &sock, &[]);
+    (lab, cfg, h1)
 }
 
 /// Saves the configuration (the port must be in it, with `also`), stops
@@ -313,13 +313,7 @@ fn restart_and_resume(
     );
     let t0 = Instant::now();
     lab.start_daemon(&["--config", cfg]);
-    assert!(
-        wait_until(Duration::from_secs(10), || lab.port_info("br0", "vu1")
-            ["connected"]
-            == true),
-        "did not reconnect after the restart: {}",
-        lab.port_info("br0", "vu1")
-    );
+    wait_connected(lab, "did not reconnect after the restart");
     assert!(
         g.ping(&h1.ip, 20),
         "the guest's traffic did not resume after the restart"
@@ -341,17 +335,8 @@ fn vhost_user_guest_to_guest() {
     lab.add_br("br0", &[]);
     let mut guests = Vec::new();
     for i in 1..=2u8 {
-        let sock = lab.path(&format!("vu{i}.sock")).display().to_string();
         let port = format!("vu{i}");
-        lab.ctl_ok(&[
-            "add-port",
-            "br0",
-            &port,
-            "--type",
-            "vhost-user",
-            "--path",
-            &sock,
-        ]);
+        let sock = add_vhost_port(&lab, &port, &[]);
         let name = format!("g{i}");
         guests.push(Guest::boot_vhost(
             &lab,

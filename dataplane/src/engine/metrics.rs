@@ -172,14 +172,12 @@ impl EngineHandle {
                     name: t.port_name(p as _),
                     bridge: br.map(|b| b.name.clone()).unwrap_or_default(),
                     // As list-ports: a VXLAN port without its underlay
-                    // address, a vhost-user port without a guest, is down.
+                    // address is down too.
                     up: t.up.get(p).copied().unwrap_or(false)
                         && !guard
-                        && !t.ports[p].as_ref().is_some_and(|e| match &*e.io {
-                            crate::port::AnyPort::Vxlan(x) => !x.local_up(),
-                            crate::port::AnyPort::VhostUser(x) => !x.connected(),
-                            _ => false,
-                        }),
+                        && !t.ports[p].as_ref().is_some_and(
+                            |e| matches!(&*e.io, crate::port::AnyPort::Vxlan(x) if !x.local_up()),
+                        ),
                     stats: PortStats::default(),
                 });
             }

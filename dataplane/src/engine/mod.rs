@@ -813,6 +813,13 @@ impl EngineHandle {
                     t.set_link_up(pid, false);
                 }
             }
+            if let AnyPort::VhostUser(x) = &*io {
+                // Down until its guest connects (the worker's link watch
+                // takes it up).
+                if let Some(up) = x.take_link_change() {
+                    t.set_guest_link(pid, up);
+                }
+            }
             pid
         };
         self.workers[worker].send(WorkerMsg::Attach(pid, io));

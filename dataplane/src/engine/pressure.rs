@@ -103,13 +103,10 @@ pub(crate) struct PressureGate {
 impl PressureGate {
     /// Reads `/proc/pressure/cpu` if this kernel has it; else always open.
     pub(crate) fn open() -> PressureGate {
-        let file = File::open("/proc/pressure/cpu").ok();
         let mut g = PressureGate::off();
-        if let Some(f) = file {
-            if g.read(&f).is_some() {
-                g.file = Some(f);
-            }
-        }
+        g.file = File::open("/proc/pressure/cpu")
+            .ok()
+            .filter(|f| read_total(f, &mut g.buf).is_some());
         g
     }
 
@@ -120,10 +117,6 @@ impl PressureGate {
             buf: [0; 256],
             gate: Gate::default(),
         }
-    }
-
-    fn read(&mut self, f: &File) -> Option<u64> {
-        read_total(f, &mut self.buf)
     }
 
     /// See [`Gate::step`].

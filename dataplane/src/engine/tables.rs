@@ -801,7 +801,6 @@ impl Tables {
             v["kicks"] = json!(kicks);
             v["interrupts"] = json!(interrupts);
             if !x.connected() {
-                v["up"] = json!(false);
                 v["down_reason"] = json!("no guest connected");
             }
         }
@@ -1016,6 +1015,13 @@ impl Tables {
                 b.set_port_up(pid, up, now);
             }
         }
+    }
+
+    /// A vhost-user port's guest came or went: the port is up or down for
+    /// the pipeline (no flooding to it) as well as for the bridge.
+    pub(crate) fn set_guest_link(&mut self, pid: PortId, up: bool) {
+        self.up[pid as usize] = up;
+        self.set_link_up(pid, up);
     }
 
     /// The ports whose link the worker watches outside the lock: VXLAN

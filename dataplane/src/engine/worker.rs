@@ -369,8 +369,8 @@ impl Worker {
                 continue;
             }
             let name = t.port_name(pid);
-            let vxlan = matches!(&**io, AnyPort::Vxlan(_));
-            match (vxlan, up) {
+            let is_vxlan = matches!(&**io, AnyPort::Vxlan(_));
+            match (is_vxlan, up) {
                 (true, true) => {
                     tracing::info!(port = %name, "VXLAN underlay address is back: port up")
                 }
@@ -384,13 +384,11 @@ impl Worker {
                     tracing::info!(port = %name, "vhost-user guest gone: port down")
                 }
             }
-            // A vhost-user port without a guest is down for the pipeline
-            // too (no flooding to it); a VXLAN port's down is the bridge's
-            // only, as before.
-            if matches!(&**io, AnyPort::VhostUser(_)) {
-                t.up[pid as usize] = up;
+            if is_vxlan {
+                t.set_link_up(pid, up);
+            } else {
+                t.set_guest_link(pid, up);
             }
-            t.set_link_up(pid, up);
         }
     }
 
