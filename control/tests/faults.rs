@@ -114,6 +114,35 @@ fn veth_deleted_under_load() {
     });
 }
 
+/// A switch-side veth set down (its socket reports ENETDOWN, not final:
+/// the interface is still there) and deleted a little later, when the
+/// socket has nothing more to report: the port still goes down.
+#[test]
+fn veth_set_down_then_deleted() {
+    let mut lab = Lab::with_daemon();
+    lab.add_br("br0", &[]);
+    let h1 = lab.tap_host("br0", 1);
+    let h3 = lab.afpacket_host("br0", 3);
+    lab.assert_all_ping(&[&h1, &h3]);
+    let ifname = lab.port_info("br0", &h3.port)["ifname"]
+        .as_str()
+        .expect("ifname")
+        .to_string();
+    let sw = lab.sw.clone();
+    lab.ns_ok(&sw, &["ip", "link", "set", &ifname, "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.ns_ok(&sw, &["ip", "link", "del", &ifname]);
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.port_info("br0", &h3.port)
+            ["up"]
+            == false),
+        "{} still up: {}",
+        h3.port,
+        lab.port_info("br0", &h3.port)
+    );
+    alive(&mut lab);
+}
+
 #[test]
 fn namespace_deleted_under_load() {
     let mut lab = Lab::with_daemon();

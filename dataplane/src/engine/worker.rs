@@ -88,6 +88,12 @@ pub(crate) struct Worker {
     /// BPDUs the timers produced, and one frame buffer to send them from.
     bpdus: Vec<(PortId, Vec<u8>)>,
     bpdu_io: Vec<(PortId, Arc<AnyPort>, Vec<u8>)>,
+    /// Ports whose last receive error was not final (an AF_PACKET socket's
+    /// ENETDOWN when its interface is set down, or while it is being
+    /// deleted: it may still exist at that instant, and a socket reports
+    /// nothing more when a down interface goes). Asked again every timer
+    /// period until the device is gone or frames come again.
+    suspect: Vec<(PortId, Option<i32>, io::ErrorKind)>,
     ctl_frame: crate::packet::Frame,
     /// Timer periods run so far.
     ticks: u64,
@@ -138,6 +144,7 @@ impl Worker {
             next_timer_ns: TIMER_PERIOD_NS,
             bpdus: Vec::new(),
             bpdu_io: Vec::new(),
+            suspect: Vec::new(),
             ctl_frame: crate::packet::Frame::new(),
             ticks: 0,
             monitoring: false,
@@ -259,6 +266,7 @@ impl Worker {
                 self.release_impaired(now);
             }
             if now >= self.next_timer_ns {
+                self.recheck_suspects();
                 if self.id == 0 {
                     self.timers(now);
                 }
@@ -487,6 +495,9 @@ impl Worker {
                     self.port_down(pid, &e);
                 } else {
                     tracing::debug!(worker = self.id, port = pid, "receive error: {e}");
+                    if !self.suspect.iter().any(|&(q, ..)| q == pid) {
+                        self.suspect.push((pid, e.raw_os_error(), e.kind()));
+                    }
                 }
                 return false;
             }
@@ -494,6 +505,10 @@ impl Worker {
         let is_vxlan = matches!(**io, AnyPort::Vxlan(_));
         if n == 0 {
             return false;
+        }
+        if !self.suspect.is_empty() {
+            // Frames again: the error passed.
+            self.suspect.retain(|&(q, ..)| q != pid);
         }
         self.adapt_busy_poll(now);
         self.last_rx_ns = now;
@@ -742,6 +757,25 @@ impl Worker {
                     v.extend_from_slice(&pre[crate::packet::VNET_HDR_LEN..n]);
                     v.extend_from_slice(f.data().get(rest..).unwrap_or(&[]));
                     s.offer(ts, true, v);
+                }
+            }
+        }
+    }
+
+    /// Takes down the ports whose non-final receive error turned out final
+    /// (their device is gone now); keeps asking about the others.
+    fn recheck_suspects(&mut self) {
+        let mut k = 0;
+        while k < self.suspect.len() {
+            let (pid, code, kind) = self.suspect[k];
+            let e = code.map_or_else(|| io::Error::from(kind), io::Error::from_raw_os_error);
+            match self.rx[pid as usize].as_ref().map(|io| io.is_gone(&e)) {
+                Some(false) => k += 1,
+                gone => {
+                    self.suspect.swap_remove(k);
+                    if gone == Some(true) {
+                        self.port_down(pid, &e);
+                    }
                 }
             }
         }
